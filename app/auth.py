@@ -1,0 +1,42 @@
+"""HTTP Basic authentication on every REST endpoint: AccountSid:AuthToken or ApiKeySid:secret."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+
+from starlette.requests import Request
+
+from storage import Store, accounts
+
+from .errors import TwilioError
+
+
+class Authenticator:
+    """Checks Basic credentials against the store, remembering good ones for a few seconds."""
+
+    def __init__(self, store: Store, cache_s: float = 5.0) -> None:
+        self.store = store
+        self.cache_s = cache_s
+        self._cache: dict[str, tuple[str, float]] = {}
+
+    async def account_for(self, request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic" or not encoded:
+            raise TwilioError(401, 20003, "Authentication Error - No credentials provided")
+        cached = self._cache.get(encoded)
+        if cached and cached[1] > time.monotonic():
+            return cached[0]
+        try:
+            username, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise TwilioError(401, 20003, "Authentication Error - invalid credentials") from None
+        account = await accounts.check_credentials(self.store, username, password)
+        if account is None:
+            raise TwilioError(401, 20003, "Authentication Error - invalid username")
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[encoded] = (account, time.monotonic() + self.cache_s)
+        return account

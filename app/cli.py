@@ -1,0 +1,169 @@
+"""The ``sync-server`` command: run the server (default), manage API keys, show the account."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from storage import Store, accounts
+from storage.embedded import EmbeddedRedis
+
+from .settings import Settings
+
+log = logging.getLogger("sync.cli")
+
+ENV_NAMES = {
+    "host": "SYNC_HOST",
+    "port": "SYNC_PORT",
+    "redis_url": "REDIS_URL",
+    "data_dir": "SYNC_DATA_DIR",
+    "public_url": "SYNC_PUBLIC_URL",
+    "log_level": "SYNC_LOG_LEVEL",
+    "workers": "SYNC_WORKERS",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sync-server", description="Twilio Sync compatible server")
+    p.add_argument("--host", help="address to listen on (SYNC_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (SYNC_PORT, default 8080)")
+    p.add_argument("--workers", type=int, help="worker processes (SYNC_WORKERS, default 1)")
+    p.add_argument("--redis-url", help="external Redis (REDIS_URL); unset = embedded Valkey")
+    p.add_argument("--data-dir", help="embedded Valkey data directory (SYNC_DATA_DIR, default ./data)")
+    p.add_argument("--public-url", help="base URL used in url/links/meta (SYNC_PUBLIC_URL)")
+    p.add_argument("--log-level", help="debug|info|warning|error (SYNC_LOG_LEVEL, default info)")
+    sub = p.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the server (the default)")
+    sub.add_parser("account", help="print the account SID and auth token")
+    keys = sub.add_parser("keys", help="manage API keys (SK…) used for Basic auth and access tokens")
+    ks = keys.add_subparsers(dest="keys_command", required=True)
+    create = ks.add_parser("create", help="create a key; its secret is shown once")
+    create.add_argument("--name", default="", help="friendly name")
+    ks.add_parser("list", help="list keys")
+    delete = ks.add_parser("delete", help="delete a key")
+    delete.add_argument("sid")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    overrides = {name: getattr(args, name, None) for name in ENV_NAMES}
+    try:
+        settings = Settings.from_env(**overrides)
+    except ValueError as exc:
+        sys.exit(f"sync-server: {exc}")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    command = args.command or "serve"
+    if command == "serve":
+        serve(settings)
+    else:
+        with redis_for(settings, keep_running=False) as url:
+            asyncio.run(_admin(settings, url, args))
+
+
+@contextlib.contextmanager
+def redis_for(settings: Settings, keep_running: bool) -> Iterator[str]:
+    """The Redis URL to use: REDIS_URL, a running server's embedded Valkey, or a new embedded one."""
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    url_file = Path(settings.data_dir) / "redis" / "url"
+    if not keep_running and url_file.exists():
+        url = url_file.read_text().strip()
+        if _reachable(url):
+            yield url
+            return
+    embedded = EmbeddedRedis(settings.data_dir, settings.redis_port, settings.appendfsync)
+    embedded.start()
+    url_file.write_text(embedded.url)
+    try:
+        yield embedded.url
+    finally:
+        embedded.stop()
+        with contextlib.suppress(OSError):
+            url_file.unlink()
+
+
+def _reachable(url: str) -> bool:
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+async def _bootstrap(settings: Settings, url: str) -> tuple[str, str, bool]:
+    store = await Store.connect(url, cluster=settings.redis_cluster)
+    try:
+        if settings.account_sid and settings.auth_token:
+            await accounts.ensure_account(store, settings.account_sid, settings.auth_token)
+            return settings.account_sid, settings.auth_token, False
+        return await accounts.default_account(store)
+    finally:
+        await store.close()
+
+
+async def _admin(settings: Settings, url: str, args: argparse.Namespace) -> None:
+    account, token, _ = await _bootstrap(settings, url)
+    store = await Store.connect(url, cluster=settings.redis_cluster)
+    try:
+        if args.command == "account":
+            print(f"TWILIO_ACCOUNT_SID={account}\nTWILIO_AUTH_TOKEN={token}")
+        elif args.keys_command == "create":
+            key = await accounts.create_key(store, account, args.name)
+            print(f"sid:    {key.sid}\nsecret: {key.secret}\n(the secret is not shown again)")
+        elif args.keys_command == "list":
+            for k in await accounts.list_keys(store, account):
+                print(f"{k.sid}  {k.friendly_name}")
+        elif args.keys_command == "delete":
+            if not await accounts.delete_key(store, args.sid):
+                sys.exit(f"sync-server: no API key {args.sid}")
+            print(f"deleted {args.sid}")
+    finally:
+        await store.close()
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    with redis_for(settings, keep_running=True) as url:
+        account, token, created = asyncio.run(_bootstrap(settings, url))
+        which = (
+            f"external Redis at {settings.redis_url}"
+            if settings.redis_url
+            else (f"embedded Valkey at {url} (data in {Path(settings.data_dir).resolve() / 'redis'})")
+        )
+        print(f"sync-server: using {which}", file=sys.stderr)
+        if created:
+            print(f"sync-server: created account {account} with auth token {token}", file=sys.stderr)
+            print("sync-server: (run `sync-server account` to see them again)", file=sys.stderr)
+        else:
+            print(f"sync-server: account {account} (`sync-server account` prints its auth token)", file=sys.stderr)
+        print(f"sync-server: listening on http://{settings.host}:{settings.port}", file=sys.stderr)
+        # Workers are separate processes that build the app from the environment.
+        env = {**{var: str(getattr(settings, name)) for name, var in ENV_NAMES.items() if getattr(settings, name)}}
+        env["REDIS_URL"] = url
+        os.environ.update(env)
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=10,
+            access_log=settings.log_level == "debug",
+        )

@@ -1,0 +1,108 @@
+"""Handlers for List items and Map items: one implementation, parameterised by kind."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from storage import SYSTEM, items
+
+from . import params, render
+from .context import context
+from .errors import TwilioError
+
+Handler = Callable[[Request], Awaitable[Response]]
+_ID = {"list": "ListSid", "map": "MapSid"}
+_MISSING_DATA = {"list": 54156, "map": 54206}
+
+
+def _item_key(kind: str, request: Request) -> str:
+    if kind == "list":
+        return params.index(request.path_params["Index"])
+    return params.key(request.path_params["Key"])
+
+
+def handlers(kind: str) -> dict[str, Handler]:
+    """create / fetch / update / delete / read for List or Map items."""
+
+    async def create(request: Request) -> Response:
+        c = await context(request)
+        f = await params.form(request)
+        key = params.key(f.get("Key")) if kind == "map" else ""
+        item, _ = await items.write(
+            c.store,
+            c.service,
+            kind,
+            request.path_params[_ID[kind]],
+            SYSTEM,
+            "append" if kind == "list" else "create",
+            key=key,
+            data_json=params.data(f, required=True, missing_code=_MISSING_DATA[kind]),
+            item_ttl=params.ttl(f, "ItemTtl", "Ttl"),
+            collection_ttl=params.ttl(f, "CollectionTtl"),
+        )
+        return render.json_response(render.item(c.base, c.account, item), 201, item.revision)
+
+    async def fetch(request: Request) -> Response:
+        c = await context(request)
+        item = await items.get(c.store, c.service, kind, request.path_params[_ID[kind]], _item_key(kind, request))
+        return render.json_response(render.item(c.base, c.account, item), 200, item.revision)
+
+    async def update(request: Request) -> Response:
+        c = await context(request)
+        f = await params.form(request)
+        data = params.data(f, required=False)
+        item_ttl = params.ttl(f, "ItemTtl", "Ttl")
+        collection_ttl = params.ttl(f, "CollectionTtl")
+        if data is None and item_ttl is None:
+            raise TwilioError(400, 54010, "No parameters to update: provide Data or ItemTtl")
+        item, _ = await items.write(
+            c.store,
+            c.service,
+            kind,
+            request.path_params[_ID[kind]],
+            SYSTEM,
+            "update",
+            key=_item_key(kind, request),
+            data_json=data,
+            item_ttl=item_ttl,
+            collection_ttl=collection_ttl,
+            if_match=params.if_match(request),
+        )
+        return render.json_response(render.item(c.base, c.account, item), 200, item.revision)
+
+    async def delete(request: Request) -> Response:
+        c = await context(request)
+        key = _item_key(kind, request)
+        await items.delete(
+            c.store, c.service, kind, request.path_params[_ID[kind]], key, SYSTEM, params.if_match(request)
+        )
+        return Response(status_code=204)
+
+    async def read(request: Request) -> Response:
+        c = await context(request)
+        pg = params.paging_params(request)
+        order, bounds = params.order(request), params.bounds(request)
+        start = request.query_params.get("From")
+        if start is not None and kind == "list":
+            start = params.index(start)
+        result = await items.page(
+            c.store,
+            c.service,
+            kind,
+            request.path_params[_ID[kind]],
+            pg.size,
+            order=order,
+            start=start,
+            inclusive=bounds == "inclusive",
+            cursor=pg.cursor,
+        )
+        filters = {"Order": order, "Bounds": bounds}
+        if start is not None:
+            filters["From"] = start
+        rows = [render.item(c.base, c.account, i) for i in result.items]
+        return render.page(request, "items", rows, result, pg, filters)
+
+    return {"create": create, "fetch": fetch, "update": update, "delete": delete, "read": read}

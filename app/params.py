@@ -1,0 +1,183 @@
+"""Parsing and validating Twilio's wire parameters. Twilio's parameter names live only here."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+
+from storage import ids, paging
+from storage.errors import InvalidInputError
+from storage.paging import Cursor
+
+from .errors import TwilioError
+
+MAX_DATA = 16 * 1024
+MAX_MESSAGE = 4 * 1024
+MAX_NAME = 320
+MAX_TTL = 31_536_000
+_REVISION = re.compile(r"^[0-9a-f]{1,16}$")
+
+
+async def form(request: Request) -> FormData:
+    """The form body (empty for other content types, as Twilio ignores them)."""
+    ctype = request.headers.get("content-type", "")
+    if request.method in ("GET", "DELETE") or not ctype.startswith(("application/x-www-form-urlencoded", "multipart/")):
+        return FormData()
+    try:
+        return await request.form()
+    except Exception as exc:
+        raise TwilioError(400, 20001, "Malformed form body") from exc
+
+
+def data(values: Mapping[str, Any], required: bool, limit: int = MAX_DATA, missing_code: int = 54101) -> str | None:
+    """``Data`` as compact JSON text, or None when absent and not required."""
+    raw = values.get("Data")
+    if raw is None:
+        if required:
+            raise TwilioError(400, missing_code, "Data is required")
+        return None
+    try:
+        parsed = json.loads(raw)
+    except (ValueError, TypeError):
+        raise TwilioError(400, 54008, "Invalid data: Data must be a valid JSON string") from None
+    if not isinstance(parsed, dict):
+        raise TwilioError(400, 54008, "Invalid data: Data must be a JSON object")
+    compact = json.dumps(parsed, separators=(",", ":"), ensure_ascii=False)
+    if len(compact.encode()) > limit:
+        raise TwilioError(413, 54006, f"Request entity too large: Data exceeds {limit // 1024} KiB")
+    return compact
+
+
+def ttl(values: Mapping[str, Any], *names: str) -> int | None:
+    """The first TTL parameter present among ``names`` (the later ones are aliases, ignored if an
+    earlier one is given, as Twilio documents for ``ItemTtl``/``Ttl`` and ``CollectionTtl``/``Ttl``)."""
+    for name in names:
+        raw = values.get(name)
+        if raw is None or raw == "":
+            continue
+        if not str(raw).isdigit() or int(raw) > MAX_TTL:
+            raise TwilioError(400, 54011, f"Invalid {name}: must be an integer from 0 to {MAX_TTL}")
+        return int(raw)
+    return None
+
+
+def unique_name(values: Mapping[str, Any]) -> str | None:
+    raw = values.get("UniqueName")
+    if raw is None:
+        return None
+    if not raw or len(raw) > MAX_NAME or ids.is_sid(raw):
+        raise TwilioError(
+            400, 54302, f"Invalid unique name: must be 1 to {MAX_NAME} characters and not look like a SID"
+        )
+    return str(raw)
+
+
+def key(raw: Any) -> str:
+    if not raw or len(raw) > MAX_NAME:
+        raise TwilioError(400, 54209, f"Invalid Map Item key: must be 1 to {MAX_NAME} characters")
+    return str(raw)
+
+
+def index(raw: str) -> str:
+    if not raw.isdigit():
+        raise TwilioError(400, 54458, "Invalid List Item index: must be a non-negative integer")
+    return str(int(raw))
+
+
+def if_match(request: Request) -> str | None:
+    raw = request.headers.get("if-match")
+    if raw is None or raw == "":
+        return None
+    value = raw.strip().strip('"')
+    if value.startswith("W/"):
+        value = value[2:].strip('"')
+    if value != "-1" and not _REVISION.match(value):
+        raise TwilioError(400, 54003, f"Invalid If-Match revision: {raw}")
+    return value
+
+
+def boolean(values: Mapping[str, Any], name: str) -> bool | None:
+    raw = values.get(name)
+    if raw is None:
+        return None
+    low = str(raw).lower()
+    if low not in ("true", "false"):
+        raise TwilioError(400, 20001, f"Invalid {name}: must be true or false")
+    return low == "true"
+
+
+def friendly_name(values: Mapping[str, Any]) -> str | None:
+    raw = values.get("FriendlyName")
+    if raw is not None and (not raw or len(raw) > 255):
+        raise TwilioError(400, 54053, "Invalid FriendlyName: must be 1 to 255 characters")
+    return None if raw is None else str(raw)
+
+
+def webhook_url(values: Mapping[str, Any]) -> str | None:
+    raw = values.get("WebhookUrl")
+    if raw is None or raw == "":
+        return None
+    parts = urlsplit(str(raw))
+    if len(raw) > 512 or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise TwilioError(400, 54051, "Invalid WebhookUrl: must be an absolute http(s) URL of at most 512 characters")
+    return str(raw)
+
+
+def debouncing_window(values: Mapping[str, Any]) -> int | None:
+    raw = values.get("ReachabilityDebouncingWindow")
+    if raw is None:
+        return None
+    if not str(raw).isdigit() or not 1000 <= int(raw) <= 30000:
+        raise TwilioError(400, 54052, "Invalid ReachabilityDebouncingWindow: must be 1000 to 30000 milliseconds")
+    return int(raw)
+
+
+def identity(raw: str) -> str:
+    if not raw or len(raw) > 256:
+        raise TwilioError(400, 54351, "Invalid identity: must be 1 to 256 characters")
+    return raw
+
+
+@dataclass(frozen=True)
+class Paging:
+    size: int
+    page: int
+    cursor: Cursor | None
+    token: str | None
+
+
+def paging_params(request: Request) -> Paging:
+    q = request.query_params
+    raw_size = q.get("PageSize", "50")
+    if not raw_size.isdigit() or not 1 <= int(raw_size) <= 1000:
+        raise TwilioError(400, 54454, "Invalid PageSize: must be an integer from 1 to 1000")
+    raw_page = q.get("Page", "0")
+    if not raw_page.isdigit():
+        raise TwilioError(400, 20001, "Invalid Page: must be a non-negative integer")
+    token = q.get("PageToken") or None
+    try:
+        cursor = paging.decode(token) if token else None
+    except InvalidInputError:
+        raise TwilioError(400, 54453, "Invalid PageToken") from None
+    return Paging(int(raw_size), int(raw_page), cursor, token)
+
+
+def order(request: Request) -> str:
+    value = request.query_params.get("Order", "asc")
+    if value not in ("asc", "desc"):
+        raise TwilioError(400, 54451, "Invalid Order: must be asc or desc")
+    return value
+
+
+def bounds(request: Request) -> str:
+    value = request.query_params.get("Bounds", "inclusive")
+    if value not in ("inclusive", "exclusive"):
+        raise TwilioError(400, 54452, "Invalid Bounds: must be inclusive or exclusive")
+    return value

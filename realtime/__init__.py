@@ -1,0 +1,3 @@
+"""The realtime gateway (WebSocket, twilio-sync protocol). Built in the realtime issue."""
+
+__all__: list[str] = []

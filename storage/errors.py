@@ -1,0 +1,40 @@
+"""Domain errors raised by the storage layer. No HTTP in here: app/errors.py maps them.
+
+StoreError
+ +-- NotFoundError            (kind says what: service, document, list_item, ...)
+ +-- AlreadyExistsError       (unique name or map key taken)
+ +-- RevisionMismatchError    (If-Match did not match the current revision)
+ +-- InvalidInputError        (a value the store refuses; ``field`` names it)
+ +-- StoreUnavailableError    (Redis could not be reached; wraps the redis-py error)
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base of every error the storage layer raises on purpose."""
+
+    def __init__(self, kind: str, ident: str = "", message: str = "") -> None:
+        self.kind = kind
+        self.ident = ident
+        super().__init__(message or f"{kind} {ident}".strip())
+
+
+class NotFoundError(StoreError):
+    """The addressed object, item or permission does not exist (or has expired)."""
+
+
+class AlreadyExistsError(StoreError):
+    """A create collided with an existing unique name or map key."""
+
+
+class RevisionMismatchError(StoreError):
+    """A conditional write carried a revision that is not the current one."""
+
+
+class InvalidInputError(StoreError):
+    """The store refuses a value (e.g. a list index that is not a number)."""
+
+
+class StoreUnavailableError(StoreError):
+    """Redis did not answer; nothing can be said about whether a write happened."""

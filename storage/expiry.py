@@ -1,0 +1,86 @@
+"""The expiry sweeper: deletes what has expired, recording each removal as an event.
+
+Work list: ``sync:due`` holds each Service with something scheduled to expire, scored by its
+earliest expiry, so a tick with nothing due costs one ZRANGEBYSCORE and no scan. Each deletion is
+the normal delete script with "only if expired" set: several sweepers (processes) may run at once;
+the loser of a race finds nothing to do, so no event is recorded twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from . import keys
+from .errors import NotFoundError
+from .records import SWEEPER
+from .store import Store, now_ms, text
+
+log = logging.getLogger("sync.expiry")
+
+
+async def sweep_service(store: Store, service_sid: str, batch: int = 500) -> int:
+    """Delete up to ``batch`` expired objects/items of one Service; reschedule the rest."""
+    r = store.redis
+    now = now_ms()
+    removed = 0
+    for raw in await r.zrangebyscore(keys.expiry(service_sid), "-inf", now, start=0, num=batch):
+        member = text(raw)
+        sid, _, item = member.partition("\x00")
+        okey = keys.obj(service_sid, sid)
+        try:
+            if _:
+                kind = await r.hget(okey, "t")
+                if kind is None:
+                    await r.zrem(keys.expiry(service_sid), member)
+                    continue
+                await store.run("item_delete", service_sid, okey, SWEEPER, text(kind), sid, item, "", "1")
+            else:
+                await store.run("object_delete", service_sid, okey, SWEEPER, sid, "1", store.config.event_log_keep_s)
+            removed += 1
+        except NotFoundError as exc:
+            if str(exc) != "not expired":  # gone already: forget the schedule entry
+                await r.zrem(keys.expiry(service_sid), member)
+    await _reschedule(store, service_sid)
+    return removed
+
+
+async def _reschedule(store: Store, service_sid: str) -> None:
+    """Set the Service's due time to its earliest pending expiry, race-free against writers.
+
+    Writers add to the Service's schedule first and lower ``sync:due`` second (ZADD LT); reading the
+    schedule again after our own update means no writer's entry can be overwritten unseen.
+    """
+    r = store.redis
+    first = await r.zrange(keys.expiry(service_sid), 0, 0, withscores=True)
+    if first:
+        await r.zadd(keys.DUE, {service_sid: int(first[0][1])})
+    else:
+        await r.zrem(keys.DUE, service_sid)
+    again = await r.zrange(keys.expiry(service_sid), 0, 0, withscores=True)
+    if again:
+        await r.zadd(keys.DUE, {service_sid: int(again[0][1])}, lt=True)
+
+
+async def sweep_due(store: Store, batch: int = 50) -> int:
+    """One sweeper tick over every Service that has something due now."""
+    due = await store.redis.zrangebyscore(keys.DUE, "-inf", now_ms(), start=0, num=batch)
+    removed = 0
+    for service_sid in due:
+        removed += await sweep_service(store, text(service_sid))
+    return removed
+
+
+async def run_sweeper(store: Store, interval_s: float, stop: asyncio.Event) -> None:
+    """Sweep every ``interval_s`` until ``stop`` is set; errors are logged, never fatal."""
+    while not stop.is_set():
+        try:
+            n = await sweep_due(store)
+            if n:
+                log.info("expired %d objects/items", n)
+        except Exception:  # keep sweeping after a transient Redis error
+            log.exception("expiry sweep failed")
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        except TimeoutError:
+            pass

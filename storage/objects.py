@@ -1,0 +1,182 @@
+"""Documents, Lists, Maps and Streams: one generic object model, addressed by SID or unique name.
+
+Each write is one script (see scripts/object_*.lua) that changes the object hash, the unique-name
+and listing indexes, the expiry schedule and the object's event log together.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import ids, keys
+from .errors import NotFoundError
+from .paging import Cursor
+from .records import Actor, Page, SyncObject
+from .store import Store, now_ms, text
+
+PREFIX = {"document": ids.DOCUMENT, "list": ids.LIST, "map": ids.MAP, "stream": ids.STREAM}
+
+
+def _ttl(ttl: int | None) -> str:
+    return "" if ttl is None else str(ttl)
+
+
+def decode(service_sid: str, raw: dict[bytes, bytes] | list[bytes]) -> SyncObject:
+    if isinstance(raw, list):
+        f = {text(raw[i]): text(raw[i + 1]) for i in range(0, len(raw), 2)}
+    else:
+        f = {text(k): text(v) for k, v in raw.items()}
+    kind = f["t"]
+    return SyncObject(
+        kind=kind,
+        sid=f["sid"],
+        service_sid=service_sid,
+        unique_name=f["un"] or None,
+        created_by=f["b"],
+        date_created=int(f["c"]),
+        date_updated=int(f["u"]),
+        date_expires=int(f["x"]) if f["x"] else None,
+        last_event_id=int(f["e"]),
+        data=json.loads(f["d"]) if kind == "document" else None,
+    )
+
+
+def _live(raw: dict[bytes, bytes], kind: str, now: int) -> bool:
+    if not raw or text(raw[b"t"]) != kind:
+        return False
+    x = raw.get(b"x", b"")
+    return not x or int(x) > now
+
+
+async def resolve(store: Store, service_sid: str, kind: str, ident: str) -> str:
+    """The SID of a live object of ``kind`` addressed by SID or unique name."""
+    return (await get(store, service_sid, kind, ident)).sid
+
+
+async def get(store: Store, service_sid: str, kind: str, ident: str) -> SyncObject:
+    sid = ident
+    if not ids.is_sid(ident, PREFIX[kind]):
+        found = await store.redis.hget(keys.names(service_sid, kind), ident)
+        if found is None:
+            raise NotFoundError(kind, ident)
+        sid = text(found)
+    raw = await store.redis.hgetall(keys.obj(service_sid, sid))
+    if not _live(raw, kind, now_ms()):
+        raise NotFoundError(kind, ident)
+    return decode(service_sid, raw)
+
+
+async def create(
+    store: Store,
+    service_sid: str,
+    kind: str,
+    actor: Actor,
+    unique_name: str | None = None,
+    data_json: str | None = None,
+    ttl: int | None = None,
+) -> SyncObject:
+    sid = ids.new_sid(PREFIX[kind])
+    if kind == "document" and data_json is None:
+        data_json = "{}"
+    reply = await store.run(
+        "object_create",
+        service_sid,
+        keys.obj(service_sid, sid),
+        actor,
+        kind,
+        sid,
+        unique_name or "",
+        data_json or "",
+        _ttl(ttl),
+    )
+    await store.schedule_expiry(service_sid, reply[2])
+    return decode(service_sid, reply[1])
+
+
+async def update(
+    store: Store,
+    service_sid: str,
+    kind: str,
+    ident: str,
+    actor: Actor,
+    data_json: str | None = None,
+    ttl: int | None = None,
+    if_match: str | None = None,
+) -> SyncObject:
+    sid = await resolve(store, service_sid, kind, ident)
+    reply = await store.run(
+        "object_update",
+        service_sid,
+        keys.obj(service_sid, sid),
+        actor,
+        kind,
+        sid,
+        data_json or "",
+        _ttl(ttl),
+        if_match or "",
+    )
+    await store.schedule_expiry(service_sid, reply[2])
+    return decode(service_sid, reply[1])
+
+
+async def delete(store: Store, service_sid: str, kind: str, ident: str, actor: Actor) -> None:
+    sid = await resolve(store, service_sid, kind, ident)
+    await store.run(
+        "object_delete", service_sid, keys.obj(service_sid, sid), actor, sid, "", store.config.event_log_keep_s
+    )
+
+
+async def remove_for_purge(store: Store, service_sid: str, sid: str, actor: Actor) -> int:
+    """Delete one object of a deleted Service, whatever its state. 1 if it was removed here."""
+    try:
+        await store.run(
+            "object_delete", service_sid, keys.obj(service_sid, sid), actor, sid, "", store.config.event_log_keep_s
+        )
+        return 1
+    except NotFoundError:
+        pass
+    try:  # expired but not swept yet
+        await store.run(
+            "object_delete", service_sid, keys.obj(service_sid, sid), actor, sid, "1", store.config.event_log_keep_s
+        )
+        return 1
+    except NotFoundError:
+        # gone already (or a dangling index entry): make sure the index forgets it
+        await store.redis.zrem(keys.index(service_sid, "document"), sid)
+        for kind in PREFIX:
+            await store.redis.zrem(keys.index(service_sid, kind), sid)
+        return 0
+
+
+async def keyset(store: Store, zkey: str, size: int, cursor: Cursor | None) -> tuple[list[str], str | None, str | None]:
+    """One page of a score-ordered index: (members, next cursor value, previous cursor value)."""
+    r = store.redis
+    if cursor is None or cursor.forward:
+        low = f"({cursor.value}" if cursor else "-inf"
+        rows = await r.zrangebyscore(zkey, low, "+inf", start=0, num=size + 1, withscores=True)
+        more = len(rows) > size
+        rows = rows[:size]
+        nxt = _score(rows[-1][1]) if more and rows else None
+        prev = _score(rows[0][1]) if cursor and rows else None
+    else:
+        rows = await r.zrevrangebyscore(zkey, f"({cursor.value}", "-inf", start=0, num=size + 1, withscores=True)
+        more = len(rows) > size
+        rows = list(reversed(rows[:size]))
+        nxt = _score(rows[-1][1]) if rows else None
+        prev = _score(rows[0][1]) if more and rows else None
+    return [text(m) for m, _ in rows], nxt, prev
+
+
+def _score(value: float) -> str:
+    return str(int(value))
+
+
+async def page(store: Store, service_sid: str, kind: str, size: int, cursor: Cursor | None) -> Page[SyncObject]:
+    sids, nxt, prev = await keyset(store, keys.index(service_sid, kind), size, cursor)
+    async with store.redis.pipeline(transaction=False) as p:
+        for sid in sids:
+            p.hgetall(keys.obj(service_sid, sid))
+        rows: list[Any] = await p.execute()
+    now = now_ms()
+    return Page([decode(service_sid, raw) for raw in rows if _live(raw, kind, now)], nxt, prev)

@@ -1,0 +1,31 @@
+-- Remove one List or Map item, recording its removal event.
+-- ARGV[7] collection type, [8] collection sid, [9] item key, [10] If-Match or "",
+-- [11] "1" when called by the expiry sweeper (only delete if really expired)
+local kind, sid, ikey, if_match, sweeping = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11] == '1'
+local member = sid .. '\0' .. ikey
+local o = load_object(sid)
+if not o or o.t ~= kind then
+  if sweeping then redis.call('ZREM', P .. 'exp', member) end
+  return err('notfound', kind, sid)
+end
+local items = P .. 'it:' .. sid
+local raw = redis.call('HGET', items, ikey)
+if not raw then
+  if sweeping then redis.call('ZREM', P .. 'exp', member) end
+  return err('notfound', kind .. '_item', ikey)
+end
+local old = cmsgpack.unpack(raw)
+local expired = old.x ~= nil and old.x <= NOW
+if sweeping and not expired then return err('live', kind .. '_item', ikey) end
+if not sweeping and expired then return err('notfound', kind .. '_item', ikey) end
+if if_match ~= '' and if_match ~= hex(old.r) then
+  return err('mismatch', kind .. '_item', ikey, hex(old.r))
+end
+local eid = next_event_id(sid)
+redis.call('HDEL', items, ikey)
+redis.call('ZREM', P .. 'io:' .. sid, ikey)
+redis.call('ZREM', P .. 'exp', member)
+redis.call('HSET', KEYS[1], 'u', NOW)
+emit(sid, eid, {t = kind .. '_item_removed', ot = kind, un = o.un, rev = hex(old.r), crev = hex(eid),
+                k = ikey, pd = old.d})
+return {'OK', hex(eid)}

@@ -1,0 +1,58 @@
+-- Add, create, update or upsert one List or Map item, bumping the collection's event id.
+-- ARGV[7] collection type (list|map), [8] collection sid, [9] mode (append|create|update|upsert),
+-- [10] item key ("" for append; list index or map key), [11] data JSON or "" (keep),
+-- [12] item ttl, [13] collection ttl, [14] If-Match item revision or ""
+local kind, sid, mode, ikey, data, ittl, cttl, if_match =
+  ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]
+if service_gone() then return err('notfound', 'service') end
+local o = load_object(sid)
+if not o or o.t ~= kind then return err('notfound', kind, sid) end
+local items = P .. 'it:' .. sid
+local old = nil
+if mode == 'append' then
+  ikey = tostring(redis.call('HINCRBY', KEYS[1], 'ni', 1) - 1)
+else
+  local raw = redis.call('HGET', items, ikey)
+  if raw then
+    old = cmsgpack.unpack(raw)
+    if old.x and old.x <= NOW then old = nil end
+  end
+end
+if mode == 'create' and old then return err('exists', kind .. '_item', ikey) end
+if mode == 'update' and not old then return err('notfound', kind .. '_item', ikey) end
+if if_match ~= '' then
+  if old then
+    if if_match ~= hex(old.r) then return err('mismatch', kind .. '_item', ikey, hex(old.r)) end
+  elseif if_match ~= '-1' then
+    -- "-1" is what the SDK sends to mean "only if absent"; any other revision needs an item
+    return err('notfound', kind .. '_item', ikey)
+  end
+end
+if (mode == 'append' or not old) and data == '' then return err('nodata', kind .. '_item', ikey) end
+local eid = next_event_id(sid)
+local item = {r = eid, u = NOW}
+if old then
+  item.d, item.c, item.b, item.x = old.d, old.c, old.b, old.x
+else
+  item.c, item.b = NOW, ACTOR
+end
+if data ~= '' then item.d = data end
+local x = expiry_from(ittl, item.x and tostring(item.x) or '')
+if x == '' then item.x = nil else item.x = tonumber(x) end
+redis.call('HSET', items, ikey, cmsgpack.pack(item))
+if kind == 'list' then
+  redis.call('ZADD', P .. 'io:' .. sid, tonumber(ikey), ikey)
+else
+  redis.call('ZADD', P .. 'io:' .. sid, 0, ikey)
+end
+schedule(sid .. '\0' .. ikey, x)
+local cx = expiry_from(cttl, o.x)
+redis.call('HSET', KEYS[1], 'u', NOW, 'x', cx)
+schedule(sid, cx)
+local added = old == nil
+local ev = {ot = kind, un = o.un, rev = hex(eid), crev = hex(eid), d = item.d, k = ikey}
+if added then ev.t = kind .. '_item_added' else ev.t = kind .. '_item_updated' end
+if old then ev.pd = old.d end
+if item.x then ev.x = item.x end
+emit(sid, eid, ev)
+return {'OK', added and 1 or 0, ikey, cmsgpack.pack(item), hex(eid), x, cx}

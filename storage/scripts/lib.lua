@@ -1,0 +1,82 @@
+-- Shared prelude, prepended to every script (see storage/scripts.py).
+--
+-- Calling convention for every script:
+--   KEYS[1]  the object hash "sync:{IS}:o:SID" (routes the call to the Service's slot)
+--   ARGV[1]  P, the Service key prefix "sync:{IS}:"; every other key is P .. suffix, same slot
+--   ARGV[2]  now, milliseconds since the epoch (the caller's clock)
+--   ARGV[3]  actor identity ("system" for REST), ARGV[4] origin ("rest"|"sdk"|"system"),
+--   ARGV[5]  endpoint id ("" for none), ARGV[6] event log cap (entries kept per object)
+--   ARGV[7…] the script's own arguments
+-- Scripts answer {"OK", …} or {"E", reason, what, detail?}; they check before they write,
+-- so an error answer means nothing was changed.
+--
+-- Object hash fields: sid, t (document|list|map|stream), un (unique name or ""), c, u (ms),
+-- x (expiry ms or ""), b (created_by), e (last event id), d (document data JSON), ni (next list index).
+-- Item value (msgpack): d (data JSON), r (event id of last write = revision), c, u, x (ms or absent), b.
+
+local P = ARGV[1]
+local NOW = tonumber(ARGV[2])
+local ACTOR = ARGV[3]
+local ORIGIN = ARGV[4]
+local ENDPOINT = ARGV[5]
+local LOG_CAP = tonumber(ARGV[6])
+
+local function hex(n)
+  return string.format('%x', n)
+end
+
+local function err(reason, what, detail)
+  return {'E', reason, what, detail or ''}
+end
+
+-- ttl argument: "" = leave as is (returns keep), "0" = never expires, N = now + N seconds
+local function expiry_from(ttl, keep)
+  if ttl == '' then return keep end
+  local n = tonumber(ttl)
+  if n == 0 then return '' end
+  return tostring(NOW + n * 1000)
+end
+
+local function is_live(x)
+  return x == nil or x == '' or tonumber(x) > NOW
+end
+
+local function schedule(member, x)
+  if x == nil or x == '' then
+    redis.call('ZREM', P .. 'exp', member)
+  else
+    redis.call('ZADD', P .. 'exp', x, member)
+  end
+end
+
+-- Load a live object: returns the hash as a table, or nil if absent or expired.
+local function load_object(sid)
+  local flat = redis.call('HGETALL', P .. 'o:' .. sid)
+  if #flat == 0 then return nil end
+  local o = {}
+  for i = 1, #flat, 2 do o[flat[i]] = flat[i + 1] end
+  if not is_live(o.x) then return nil end
+  return o
+end
+
+-- Append one change event to the object's log, in this same atomic step, and wake readers.
+-- ev: table of event fields; id and common fields are filled in here.
+local function emit(sid, eid, ev)
+  ev.id = eid
+  ev.sid = sid
+  ev.ms = NOW
+  ev.b = ACTOR
+  ev.o = ORIGIN
+  if ENDPOINT ~= '' then ev.ep = ENDPOINT end
+  local key = P .. 'ev:' .. sid
+  redis.call('XADD', key, 'MAXLEN', '~', LOG_CAP, '0-' .. (eid + 1), 'e', cmsgpack.pack(ev))
+  redis.call('PUBLISH', P .. 'wake', sid .. ' ' .. eid)
+end
+
+local function next_event_id(sid)
+  return redis.call('HINCRBY', P .. 'o:' .. sid, 'e', 1)
+end
+
+local function service_gone()
+  return redis.call('EXISTS', P .. 'gone') == 1
+end

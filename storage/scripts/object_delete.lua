@@ -1,0 +1,26 @@
+-- Delete an object with everything it owns, recording its removal event.
+-- ARGV[7] sid, [8] "1" when called by the expiry sweeper (only delete if really expired),
+-- [9] seconds to keep the event log after removal (so reconnecting clients see the removal)
+local sid, sweeping, keep_log = ARGV[7], ARGV[8] == '1', tonumber(ARGV[9])
+local key = KEYS[1]
+local flat = redis.call('HGETALL', key)
+if #flat == 0 then return err('notfound', 'object', sid) end
+local o = {}
+for i = 1, #flat, 2 do o[flat[i]] = flat[i + 1] end
+if sweeping then
+  if is_live(o.x) then return err('live', o.t, sid) end
+elseif not is_live(o.x) then
+  return err('notfound', o.t, sid)
+end
+local eid = tonumber(o.e) + 1
+if o.un ~= '' and redis.call('HGET', P .. 'n:' .. o.t, o.un) == sid then
+  redis.call('HDEL', P .. 'n:' .. o.t, o.un)
+end
+redis.call('ZREM', P .. 'ix:' .. o.t, sid)
+redis.call('ZREM', P .. 'exp', sid)
+-- UNLINK frees large collections off the main thread; stale item expiry entries are dropped
+-- by the sweeper when it finds their parent gone.
+redis.call('UNLINK', key, P .. 'it:' .. sid, P .. 'io:' .. sid, P .. 'pm:' .. sid)
+emit(sid, eid, {t = o.t .. '_removed', ot = o.t, un = o.un, rev = hex(eid)})
+redis.call('EXPIRE', P .. 'ev:' .. sid, keep_log)
+return {'OK', o.t, o.un}

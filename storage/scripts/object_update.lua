@@ -1,0 +1,22 @@
+-- Update a Document's data and/or TTL, or the TTL of a List, Map or Stream.
+-- ARGV[7] type, [8] sid, [9] data JSON or "" (keep), [10] ttl, [11] If-Match revision or ""
+local kind, sid, data, ttl, if_match = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+if service_gone() then return err('notfound', 'service') end
+local o = load_object(sid)
+if not o or o.t ~= kind then return err('notfound', kind, sid) end
+if if_match ~= '' and if_match ~= hex(tonumber(o.e)) then
+  return err('mismatch', kind, sid, hex(tonumber(o.e)))
+end
+local x = expiry_from(ttl, o.x)
+local eid = next_event_id(sid)
+local key = KEYS[1]
+redis.call('HSET', key, 'u', NOW, 'x', x)
+if data ~= '' then redis.call('HSET', key, 'd', data) end
+schedule(sid, x)
+local ev = {t = kind .. '_updated', ot = kind, un = o.un, rev = hex(eid)}
+if kind == 'document' then
+  if data ~= '' then ev.d = data else ev.d = o.d end
+end
+if x ~= '' then ev.x = tonumber(x) end
+emit(sid, eid, ev)
+return {'OK', redis.call('HGETALL', key), x}

@@ -1,0 +1,140 @@
+"""Services live in their account's slot: record, listing index and purge queue change together.
+
+Deleting a Service is two steps, each atomic in its own slot: the account's MULTI removes the record
+and queues the purge, then the Service's tombstone makes every later write fail. The purger
+(``purge_pending``) deletes the Service's objects one by one through the normal delete script, so
+each removal is recorded as an event, and is safe to resume after a crash or run twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import ids, keys, objects
+from .errors import NotFoundError
+from .paging import Cursor
+from .records import OBJECT_KINDS, SWEEPER, Page, Service
+from .store import Store, now_ms, text
+
+DEFAULTS: dict[str, Any] = {
+    "friendly_name": None,
+    "webhook_url": None,
+    "acl_enabled": False,
+    "reachability_webhooks_enabled": False,
+    "reachability_debouncing_enabled": False,
+    "reachability_debouncing_window": 5000,
+    "webhooks_from_rest_enabled": False,
+}
+_BOOLS = {k for k, v in DEFAULTS.items() if isinstance(v, bool)}
+
+
+def _encode(fields: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for k, v in fields.items():
+        if v is None:
+            out[k] = "\x00"  # null marker: Redis has no null
+        elif isinstance(v, bool):
+            out[k] = "1" if v else "0"
+        else:
+            out[k] = str(v)
+    return out
+
+
+def _decode(raw: dict[bytes, bytes]) -> Service:
+    f = {text(k): text(v) for k, v in raw.items()}
+    vals: dict[str, Any] = {}
+    for k, default in DEFAULTS.items():
+        v = f.get(k, "\x00")
+        if v == "\x00":
+            vals[k] = default if k in _BOOLS or k == "reachability_debouncing_window" else None
+        elif k in _BOOLS:
+            vals[k] = v == "1"
+        elif k == "reachability_debouncing_window":
+            vals[k] = int(v)
+        else:
+            vals[k] = v
+    return Service(
+        sid=f["sid"],
+        account_sid=f["account_sid"],
+        unique_name=None if f.get("unique_name", "\x00") == "\x00" else f["unique_name"],
+        date_created=int(f["date_created"]),
+        date_updated=int(f["date_updated"]),
+        **vals,
+    )
+
+
+async def create(store: Store, account_sid: str, fields: dict[str, Any]) -> Service:
+    sid = ids.new_sid(ids.SERVICE)
+    now = now_ms()
+    record = {**DEFAULTS, **fields, "sid": sid, "account_sid": account_sid, "unique_name": None}
+    record.update(date_created=now, date_updated=now)
+    seq = await store.redis.incr(keys.account_seq(account_sid))
+    async with store.redis.pipeline(transaction=True) as p:
+        p.hset(keys.service(account_sid, sid), mapping=_encode(record))
+        p.zadd(keys.services_index(account_sid), {sid: seq})
+        await p.execute()
+    return _decode({k.encode(): v.encode() for k, v in _encode(record).items()})
+
+
+async def get(store: Store, account_sid: str, sid: str) -> Service:
+    raw = await store.redis.hgetall(keys.service(account_sid, sid)) if ids.is_sid(sid, ids.SERVICE) else {}
+    if not raw:
+        raise NotFoundError("service", sid)
+    return _decode(raw)
+
+
+async def update(store: Store, account_sid: str, sid: str, fields: dict[str, Any]) -> Service:
+    key = keys.service(account_sid, sid)
+    await get(store, account_sid, sid)
+    fields = {**fields, "date_updated": now_ms()}
+    # HSET only if the record still exists (a concurrent delete must not resurrect it)
+    updated = await store.redis.eval(
+        "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], unpack(ARGV)) return 1 end return 0",
+        1,
+        key,
+        *[x for kv in _encode(fields).items() for x in kv],
+    )
+    if not updated:
+        raise NotFoundError("service", sid)
+    return await get(store, account_sid, sid)
+
+
+async def delete(store: Store, account_sid: str, sid: str) -> None:
+    await get(store, account_sid, sid)
+    async with store.redis.pipeline(transaction=True) as p:
+        p.delete(keys.service(account_sid, sid))
+        p.zrem(keys.services_index(account_sid), sid)
+        p.rpush(keys.account_purge(account_sid), sid)
+        removed = await p.execute()
+    if not removed[0]:
+        raise NotFoundError("service", sid)
+    await store.redis.set(keys.tombstone(sid), "1", ex=store.config.event_log_keep_s)
+
+
+async def page(store: Store, account_sid: str, size: int, cursor: Cursor | None) -> Page[Service]:
+    sids, nxt, prev = await objects.keyset(store, keys.services_index(account_sid), size, cursor)
+    async with store.redis.pipeline(transaction=False) as p:
+        for sid in sids:
+            p.hgetall(keys.service(account_sid, sid))
+        rows = await p.execute()
+    return Page([_decode(r) for r in rows if r], nxt, prev)
+
+
+async def purge_pending(store: Store, batch: int = 100) -> int:
+    """Delete the objects of deleted Services (with their removal events). Returns objects removed."""
+    removed = 0
+    for account in await store.redis.smembers(keys.ACCOUNTS):
+        queue = keys.account_purge(text(account))
+        for raw in await store.redis.lrange(queue, 0, -1):
+            sid = text(raw)
+            await store.redis.set(keys.tombstone(sid), "1", ex=store.config.event_log_keep_s)
+            for kind in OBJECT_KINDS:
+                while True:
+                    members = await store.redis.zrange(keys.index(sid, kind), 0, batch - 1)
+                    if not members:
+                        break
+                    for m in members:
+                        removed += await objects.remove_for_purge(store, sid, text(m), SWEEPER)
+            await store.redis.delete(keys.expiry(sid), keys.seq(sid), *[keys.names(sid, k) for k in OBJECT_KINDS])
+            await store.redis.lrem(queue, 0, sid)
+    return removed

