@@ -25,5 +25,5 @@ async def context(request: Request, service: bool = True) -> Ctx:
     account = await request.app.state.auth.account_for(request)
     sid = ""
     if service:
-        sid = (await services.get(store, account, request.path_params["ServiceSid"])).sid
+        sid = await services.check(store, account, request.path_params["ServiceSid"])
     return Ctx(store, account, base_url(request), sid)

@@ -7,13 +7,16 @@ and listing indexes, the expiry schedule and the object's event log together.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from . import ids, keys
 from .errors import NotFoundError
 from .paging import Cursor
 from .records import Actor, Page, SyncObject
 from .store import Store, now_ms, text
+
+T = TypeVar("T")
 
 PREFIX = {"document": ids.DOCUMENT, "list": ids.LIST, "map": ids.MAP, "stream": ids.STREAM}
 
@@ -49,22 +52,52 @@ def _live(raw: dict[bytes, bytes], kind: str, now: int) -> bool:
     return not x or int(x) > now
 
 
+async def _sid(store: Store, service_sid: str, kind: str, ident: str, fresh: bool = False) -> str:
+    """SID for a SID or unique name, unverified: the caller's script or read checks existence."""
+    if ids.is_sid(ident, PREFIX[kind]):
+        return ident
+    key = ("name", service_sid, kind, ident)
+    cached = None if fresh else store.cache.get(key)
+    if cached is not None:
+        return str(cached)
+    found = await store.redis.hget(keys.names(service_sid, kind), ident)
+    if found is None:
+        store.cache.drop(key)
+        raise NotFoundError(kind, ident)
+    sid = text(found)
+    store.cache.put(key, sid)
+    return sid
+
+
+async def with_object(store: Store, service_sid: str, kind: str, ident: str, op: Callable[[str], Awaitable[T]]) -> T:
+    """Run ``op(sid)`` on the object addressed by SID or unique name, in one round trip when the
+    name is cached. ``op`` raises NotFoundError(kind) when ``sid`` is not a live object of ``kind``;
+    a cached name may be stale (deleted and re-created), so it is looked up afresh and retried once."""
+    sid = await _sid(store, service_sid, kind, ident)
+    try:
+        return await op(sid)
+    except NotFoundError as exc:
+        if exc.kind not in (kind, "object") or ids.is_sid(ident, PREFIX[kind]):
+            raise
+        fresh = await _sid(store, service_sid, kind, ident, fresh=True)
+        if fresh == sid:
+            raise NotFoundError(kind, ident) from None
+        return await op(fresh)
+
+
 async def resolve(store: Store, service_sid: str, kind: str, ident: str) -> str:
     """The SID of a live object of ``kind`` addressed by SID or unique name."""
     return (await get(store, service_sid, kind, ident)).sid
 
 
 async def get(store: Store, service_sid: str, kind: str, ident: str) -> SyncObject:
-    sid = ident
-    if not ids.is_sid(ident, PREFIX[kind]):
-        found = await store.redis.hget(keys.names(service_sid, kind), ident)
-        if found is None:
+    async def fetch(sid: str) -> SyncObject:
+        raw = await store.redis.hgetall(keys.obj(service_sid, sid))
+        if not _live(raw, kind, now_ms()):
             raise NotFoundError(kind, ident)
-        sid = text(found)
-    raw = await store.redis.hgetall(keys.obj(service_sid, sid))
-    if not _live(raw, kind, now_ms()):
-        raise NotFoundError(kind, ident)
-    return decode(service_sid, raw)
+        return decode(service_sid, raw)
+
+    return await with_object(store, service_sid, kind, ident, fetch)
 
 
 async def create(
@@ -104,27 +137,23 @@ async def update(
     ttl: int | None = None,
     if_match: str | None = None,
 ) -> SyncObject:
-    sid = await resolve(store, service_sid, kind, ident)
-    reply = await store.run(
-        "object_update",
-        service_sid,
-        keys.obj(service_sid, sid),
-        actor,
-        kind,
-        sid,
-        data_json or "",
-        _ttl(ttl),
-        if_match or "",
-    )
+
+    async def write(sid: str) -> list[Any]:
+        args = (kind, sid, data_json or "", _ttl(ttl), if_match or "")
+        return await store.run("object_update", service_sid, keys.obj(service_sid, sid), actor, *args)
+
+    reply = await with_object(store, service_sid, kind, ident, write)
     await store.schedule_expiry(service_sid, reply[2])
     return decode(service_sid, reply[1])
 
 
 async def delete(store: Store, service_sid: str, kind: str, ident: str, actor: Actor) -> None:
-    sid = await resolve(store, service_sid, kind, ident)
-    await store.run(
-        "object_delete", service_sid, keys.obj(service_sid, sid), actor, sid, "", store.config.event_log_keep_s
-    )
+
+    async def remove(sid: str) -> list[Any]:
+        keep = store.config.event_log_keep_s
+        return await store.run("object_delete", service_sid, keys.obj(service_sid, sid), actor, sid, "", keep)
+
+    await with_object(store, service_sid, kind, ident, remove)
 
 
 async def remove_for_purge(store: Store, service_sid: str, sid: str, actor: Actor) -> int:

@@ -83,6 +83,17 @@ async def get(store: Store, account_sid: str, sid: str) -> Service:
     return _decode(raw)
 
 
+async def check(store: Store, account_sid: str, sid: str) -> str:
+    """The Service SID if it exists in this account (briefly cached: writes into a Service deleted
+    meanwhile are refused by its tombstone inside the write scripts)."""
+    key = ("service", account_sid, sid)
+    if store.cache.get(key) is None:
+        if not ids.is_sid(sid, ids.SERVICE) or not await store.redis.exists(keys.service(account_sid, sid)):
+            raise NotFoundError("service", sid)
+        store.cache.put(key, True)
+    return sid
+
+
 async def update(store: Store, account_sid: str, sid: str, fields: dict[str, Any]) -> Service:
     key = keys.service(account_sid, sid)
     await get(store, account_sid, sid)
@@ -106,6 +117,7 @@ async def delete(store: Store, account_sid: str, sid: str) -> None:
         p.zrem(keys.services_index(account_sid), sid)
         p.rpush(keys.account_purge(account_sid), sid)
         removed = await p.execute()
+    store.cache.drop(("service", account_sid, sid))
     if not removed[0]:
         raise NotFoundError("service", sid)
     await store.redis.set(keys.tombstone(sid), "1", ex=store.config.event_log_keep_s)

@@ -41,6 +41,31 @@ SCRIPTS = (
 class StoreConfig:
     event_log_max: int = 1000
     event_log_keep_s: int = 86400
+    cache_s: float = 2.0  # how long this process trusts a Service's existence / a unique name's SID
+
+
+class TtlCache:
+    """A small per-process cache. Only ever used where a stale entry is caught by the write
+    scripts (tombstones, existence checks) and retried, so it saves round trips, never correctness."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 100_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._data: dict[Any, tuple[Any, float]] = {}
+
+    def get(self, key: Any) -> Any:
+        hit = self._data.get(key)
+        if hit is None or hit[1] < time.monotonic():
+            return None
+        return hit[0]
+
+    def put(self, key: Any, value: Any) -> None:
+        if len(self._data) >= self.max_entries:
+            self._data.clear()
+        self._data[key] = (value, time.monotonic() + self.ttl_s)
+
+    def drop(self, key: Any) -> None:
+        self._data.pop(key, None)
 
 
 def now_ms() -> int:
@@ -72,6 +97,7 @@ class Store:
     def __init__(self, redis: Any, config: StoreConfig | None = None) -> None:
         self.redis = redis
         self.config = config or StoreConfig()
+        self.cache = TtlCache(self.config.cache_s)
         lib = _load("lib")
         self._scripts = {name: redis.register_script(lib + "\n" + _load(name)) for name in SCRIPTS}
 

@@ -1,0 +1,66 @@
+"""Durability: the embedded Valkey keeps every acknowledged write across a server restart."""
+
+from __future__ import annotations
+
+import signal
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ServerProcess
+
+AUTH = (ACCOUNT_SID, AUTH_TOKEN)
+
+
+def _write_everything(base: str) -> tuple[str, dict[str, int]]:
+    with httpx.Client(base_url=base, auth=AUTH, timeout=10) as c:
+        sid = c.post("/v1/Services", data={"FriendlyName": "durable"}).json()["sid"]
+        for n in range(20):
+            c.post(f"/v1/Services/{sid}/Documents", data={"UniqueName": f"doc{n}", "Data": f'{{"n": {n}}}'})
+        for n in range(5):
+            c.post(f"/v1/Services/{sid}/Documents/doc0", data={"Data": f'{{"n": {100 + n}}}'})
+        c.post(f"/v1/Services/{sid}/Maps", data={"UniqueName": "m"})
+        c.post(f"/v1/Services/{sid}/Maps/m/Items", data={"Key": "k", "Data": '{"v": 1}'})
+        c.post(f"/v1/Services/{sid}/Lists", data={"UniqueName": "l"})
+        c.post(f"/v1/Services/{sid}/Lists/l/Items", data={"Data": '{"v": 2}'})
+    return sid, {"doc0": 104, "doc19": 19}
+
+
+def _read_back(base: str, sid: str, expected: dict[str, int]) -> None:
+    with httpx.Client(base_url=base, auth=AUTH, timeout=10) as c:
+        docs = c.get(f"/v1/Services/{sid}/Documents?PageSize=100").json()["documents"]
+        assert len(docs) == 20
+        for name, n in expected.items():
+            d = c.get(f"/v1/Services/{sid}/Documents/{name}").json()
+            assert d["data"] == {"n": n}
+        assert c.get(f"/v1/Services/{sid}/Documents/doc0").json()["revision"] == "5"
+        assert c.get(f"/v1/Services/{sid}/Maps/m/Items/k").json()["data"] == {"v": 1}
+        assert c.get(f"/v1/Services/{sid}/Lists/l/Items/0").json()["data"] == {"v": 2}
+
+
+def test_restart_with_embedded_valkey_keeps_every_write() -> None:
+    data_dir = tempfile.mkdtemp(prefix="sync-restart-")
+    server = ServerProcess(data_dir=data_dir).start()  # no REDIS_URL: the server starts its own Valkey
+    try:
+        sid, expected = _write_everything(server.base_url)
+    finally:
+        server.stop()
+    assert (Path(data_dir) / "redis" / "appendonlydir").is_dir()
+    server = ServerProcess(data_dir=data_dir).start()
+    try:
+        _read_back(server.base_url, sid, expected)
+    finally:
+        server.stop()
+
+
+def test_server_killed_with_sigkill_loses_no_acknowledged_write() -> None:
+    data_dir = tempfile.mkdtemp(prefix="sync-kill-")
+    server = ServerProcess(data_dir=data_dir).start()
+    sid, expected = _write_everything(server.base_url)
+    server.stop(signal.SIGKILL)  # its Valkey child is told to stop by PR_SET_PDEATHSIG
+    server = ServerProcess(data_dir=data_dir).start()  # a leftover Valkey on this data dir is stopped first
+    try:
+        _read_back(server.base_url, sid, expected)
+    finally:
+        server.stop()
