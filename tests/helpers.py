@@ -73,6 +73,7 @@ class ServerProcess:
             TWILIO_ACCOUNT_SID=ACCOUNT_SID,
             TWILIO_AUTH_TOKEN=AUTH_TOKEN,
             SYNC_SWEEP_INTERVAL_S="0.2",
+            SYNC_AUTH_CACHE_S="0.5",
             SYNC_LOG_LEVEL="warning",
         )
         if self.redis_url:
