@@ -25,11 +25,11 @@ MAX_TTL = 31_536_000
 _REVISION = re.compile(r"^[0-9a-f]{1,16}$")
 
 
-
 def _digits(raw: Any) -> bool:
     """ASCII digits only: str.isdigit() also accepts "²", which int() then refuses."""
     text = str(raw)
     return text.isascii() and text.isdigit()
+
 
 async def form(request: Request) -> FormData:
     """The form body (empty for other content types, as Twilio ignores them)."""

@@ -89,6 +89,12 @@ def sync_object(base: str, account_sid: str, o: SyncObject) -> dict[str, Any]:
     return body
 
 
+def segment(value: str) -> str:
+    """One percent-encoded URL path segment; "." and ".." too, as clients drop dot segments."""
+    quoted = quote(value, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
+
+
 def item(base: str, account_sid: str, i: Item) -> dict[str, Any]:
     coll = f"{base}/Services/{i.service_sid}/{COLLECTION[i.kind]}/{i.collection_sid}"
     body: dict[str, Any] = {"key": i.key} if i.kind == "map" else {"index": i.index}
@@ -96,7 +102,7 @@ def item(base: str, account_sid: str, i: Item) -> dict[str, Any]:
         account_sid=account_sid,
         service_sid=i.service_sid,
         **{f"{i.kind}_sid": i.collection_sid},
-        url=f"{coll}/Items/{quote(i.key, safe='')}",
+        url=f"{coll}/Items/{segment(i.key)}",
         revision=i.revision,
         data=i.data,
         date_expires=date(i.date_expires),
@@ -108,9 +114,7 @@ def item(base: str, account_sid: str, i: Item) -> dict[str, Any]:
 
 
 def permission(base: str, account_sid: str, p: Permission) -> dict[str, Any]:
-    url = (
-        f"{base}/Services/{p.service_sid}/{COLLECTION[p.kind]}/{p.object_sid}/Permissions/{quote(p.identity, safe='')}"
-    )
+    url = f"{base}/Services/{p.service_sid}/{COLLECTION[p.kind]}/{p.object_sid}/Permissions/{segment(p.identity)}"
     return {
         "account_sid": account_sid,
         "service_sid": p.service_sid,
@@ -133,7 +137,8 @@ def page(
 ) -> Response:
     """The list envelope; every URL carries the filters so clients can follow it verbatim."""
     base = base_url(request)
-    path = base + request.url.path[len("/v1") :] if request.url.path.startswith("/v1") else base + request.url.path
+    raw: str = request.scope["path"]  # percent-decoded: encode it again (a unique name may hold any character)
+    path = base + quote(raw[len("/v1") :] if raw.startswith("/v1") else raw, safe="/")
     filters = filters or {}
 
     def link(page_no: int, token: str | None) -> str:

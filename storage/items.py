@@ -52,22 +52,15 @@ async def write(
     collection_ttl: int | None = None,
     if_match: str | None = None,
 ) -> tuple[Item, bool]:
-    """Append (lists), create, update or upsert one item. Returns (item, added)."""
-    sid = await objects.resolve(store, service_sid, kind, collection)
-    reply = await store.run(
-        "item_write",
-        service_sid,
-        keys.obj(service_sid, sid),
-        actor,
-        kind,
-        sid,
-        mode,
-        key,
-        data_json or "",
-        _ttl(item_ttl),
-        _ttl(collection_ttl),
-        if_match or "",
-    )
+    """Append (lists), create, update or upsert one item. Returns (item, added).
+
+    The script checks that the collection is live, so there is no pre-read (see objects.with_object)."""
+
+    async def run(sid: str) -> tuple[str, list[Any]]:
+        args = (kind, sid, mode, key, data_json or "", _ttl(item_ttl), _ttl(collection_ttl), if_match or "")
+        return sid, await store.run("item_write", service_sid, keys.obj(service_sid, sid), actor, *args)
+
+    sid, reply = await objects.with_object(store, service_sid, kind, collection, run)
     added, ikey, packed, _rev, item_x, coll_x = reply[1], text(reply[2]), reply[3], reply[4], reply[5], reply[6]
     for x in (item_x, coll_x):
         await store.schedule_expiry(service_sid, x)
@@ -86,9 +79,15 @@ async def get(store: Store, service_sid: str, kind: str, collection: str, key: s
 
 async def delete(
     store: Store, service_sid: str, kind: str, collection: str, key: str, actor: Actor, if_match: str | None = None
-) -> None:
-    sid = await objects.resolve(store, service_sid, kind, collection)
-    await store.run("item_delete", service_sid, keys.obj(service_sid, sid), actor, kind, sid, key, if_match or "", "")
+) -> int:
+    """Remove one item; returns the id of its removal event (the SDK keeps it as a tombstone)."""
+
+    async def run(sid: str) -> list[Any]:
+        args = (kind, sid, key, if_match or "", "")
+        return await store.run("item_delete", service_sid, keys.obj(service_sid, sid), actor, *args)
+
+    reply = await objects.with_object(store, service_sid, kind, collection, run)
+    return int(text(reply[1]), 16)
 
 
 async def page(
@@ -106,12 +105,13 @@ async def page(
     sid = await objects.resolve(store, service_sid, kind, collection)
     forward = cursor is None or cursor.forward
     ascending = (order == "asc") == forward
+    near: Bound = (start, inclusive)
+    far: Bound = (None, True)
     if cursor is not None:
-        bound: str | None = cursor.value
-        incl = False
-    else:
-        bound, incl = start, inclusive
-    members = await _range(store, keys.item_order(service_sid, sid), kind, ascending, bound, incl, size + 1)
+        near = (cursor.value, False)
+        if not forward:  # a previous page walks back towards From, never past it
+            far = (start, inclusive)
+    members = await _range(store, keys.item_order(service_sid, sid), kind, ascending, near, far, size + 1)
     more = len(members) > size
     members = members[:size]
     if not forward:
@@ -124,22 +124,34 @@ async def page(
     return Page([i for i in found if _live(i, now)], nxt, prev)
 
 
-async def _range(
-    store: Store, zkey: str, kind: str, ascending: bool, bound: str | None, inclusive: bool, num: int
-) -> list[str]:
-    r = store.redis
+Bound = tuple[str | None, bool]  # (index or key, inclusive); None = open end
+
+
+def _edge(kind: str, bound: Bound, low: bool) -> str:
+    """A ZRANGEBYSCORE (lists) or ZRANGEBYLEX (maps) argument for one end of a range."""
+    value, inclusive = bound
     if kind == "list":
-        edge = "-inf" if ascending else "+inf"
-        b = edge if bound is None else (bound if inclusive else f"({bound}")
-        if ascending:
-            rows = await r.zrangebyscore(zkey, b, "+inf", start=0, num=num)
+        if value is None:
+            return "-inf" if low else "+inf"
+        return value if inclusive else f"({value}"
+    if value is None:
+        return "-" if low else "+"
+    return ("[" if inclusive else "(") + value
+
+
+async def _range(store: Store, zkey: str, kind: str, ascending: bool, near: Bound, far: Bound, num: int) -> list[str]:
+    """Up to ``num`` members from ``near`` towards ``far``, ascending or descending."""
+    r = store.redis
+    if ascending:
+        low, high = _edge(kind, near, True), _edge(kind, far, False)
+        if kind == "list":
+            rows = await r.zrangebyscore(zkey, low, high, start=0, num=num)
         else:
-            rows = await r.zrevrangebyscore(zkey, b, "-inf", start=0, num=num)
+            rows = await r.zrangebylex(zkey, low, high, start=0, num=num)
     else:
-        edge = "-" if ascending else "+"
-        b = edge if bound is None else ("[" if inclusive else "(") + bound
-        if ascending:
-            rows = await r.zrangebylex(zkey, b, "+", start=0, num=num)
+        high, low = _edge(kind, near, False), _edge(kind, far, True)
+        if kind == "list":
+            rows = await r.zrevrangebyscore(zkey, high, low, start=0, num=num)
         else:
-            rows = await r.zrevrangebylex(zkey, b, "-", start=0, num=num)
+            rows = await r.zrevrangebylex(zkey, high, low, start=0, num=num)
     return [text(m) for m in rows]

@@ -20,10 +20,19 @@ def _decode(kind: str, sid: str, service_sid: str, identity: str, bits: str) -> 
 async def set(
     store: Store, service_sid: str, kind: str, ident: str, identity: str, read: bool, write: bool, manage: bool
 ) -> Permission:
-    sid = await objects.resolve(store, service_sid, kind, ident)
     bits = _bits(read, write, manage)
-    await store.run("permission_write", service_sid, keys.obj(service_sid, sid), SYSTEM, sid, identity, bits)
+    sid = await _write(store, service_sid, kind, ident, identity, bits)
     return _decode(kind, sid, service_sid, identity, bits)
+
+
+async def _write(store: Store, service_sid: str, kind: str, ident: str, identity: str, bits: str) -> str:
+    """Set (or with bits "-" delete) one permission; the script checks the object is live."""
+
+    async def run(sid: str) -> str:
+        await store.run("permission_write", service_sid, keys.obj(service_sid, sid), SYSTEM, sid, identity, bits, kind)
+        return sid
+
+    return await objects.with_object(store, service_sid, kind, ident, run)
 
 
 async def get(store: Store, service_sid: str, kind: str, ident: str, identity: str) -> Permission:
@@ -35,8 +44,7 @@ async def get(store: Store, service_sid: str, kind: str, ident: str, identity: s
 
 
 async def delete(store: Store, service_sid: str, kind: str, ident: str, identity: str) -> None:
-    sid = await objects.resolve(store, service_sid, kind, ident)
-    await store.run("permission_write", service_sid, keys.obj(service_sid, sid), SYSTEM, sid, identity, "-")
+    await _write(store, service_sid, kind, ident, identity, "-")
 
 
 async def page(

@@ -3,6 +3,7 @@
 -- [11] "1" when called by the expiry sweeper (only delete if really expired)
 local kind, sid, ikey, if_match, sweeping = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11] == '1'
 local member = sid .. '\0' .. ikey
+if not sweeping and service_gone() then return err('notfound', 'service') end
 local o = load_object(sid)
 if not o or o.t ~= kind then
   if sweeping then redis.call('ZREM', P .. 'exp', member) end

@@ -8,14 +8,14 @@ if service_gone() then return err('notfound', 'service') end
 local o = load_object(sid)
 if not o or o.t ~= kind then return err('notfound', kind, sid) end
 local items = P .. 'it:' .. sid
-local old = nil
+local old, stale = nil, nil
 if mode == 'append' then
-  ikey = tostring(redis.call('HINCRBY', KEYS[1], 'ni', 1) - 1)
+  ikey = o.ni or '0'  -- the next index, taken (HINCRBY) only once every check has passed
 else
   local raw = redis.call('HGET', items, ikey)
   if raw then
     old = cmsgpack.unpack(raw)
-    if old.x and old.x <= NOW then old = nil end
+    if old.x and old.x <= NOW then old, stale = nil, old end
   end
 end
 if mode == 'create' and old then return err('exists', kind .. '_item', ikey) end
@@ -29,6 +29,17 @@ if if_match ~= '' then
   end
 end
 if (mode == 'append' or not old) and data == '' then return err('nodata', kind .. '_item', ikey) end
+if mode == 'append' then redis.call('HINCRBY', KEYS[1], 'ni', 1) end
+if stale then
+  -- an expired item the sweeper has not reached yet: record its removal (as the sweeper would,
+  -- by "system") before the write that replaces it, so no reader misses that it went away
+  local actor, origin, endpoint = ACTOR, ORIGIN, ENDPOINT
+  ACTOR, ORIGIN, ENDPOINT = 'system', 'system', ''
+  local rid = next_event_id(sid)
+  emit(sid, rid, {t = kind .. '_item_removed', ot = kind, un = o.un, rev = hex(stale.r), crev = hex(rid),
+                  k = ikey, pd = stale.d})
+  ACTOR, ORIGIN, ENDPOINT = actor, origin, endpoint
+end
 local eid = next_event_id(sid)
 local item = {r = eid, u = NOW}
 if old then
