@@ -22,6 +22,7 @@ MAX_DATA = 16 * 1024
 MAX_MESSAGE = 4 * 1024
 MAX_NAME = 320
 MAX_TTL = 31_536_000
+MAX_BODY = 256 * 1024  # form bodies: 16 KiB of Data percent-encoded is at most 48 KiB
 _REVISION = re.compile(r"^[0-9a-f]{1,16}$")
 
 
@@ -36,6 +37,9 @@ async def form(request: Request) -> FormData:
     ctype = request.headers.get("content-type", "")
     if request.method in ("GET", "DELETE"):
         return FormData()
+    length = request.headers.get("content-length", "0")
+    if _digits(length) and int(length) > MAX_BODY:
+        raise TwilioError(413, 54006, f"Request entity too large: the body exceeds {MAX_BODY // 1024} KiB")
     try:
         if ctype.startswith("application/x-www-form-urlencoded"):
             # parse_qsl is several times faster than the multipart parser for the common case
@@ -49,6 +53,10 @@ async def form(request: Request) -> FormData:
     return FormData()
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # json.loads would accept NaN and Infinity
+
+
 def data(values: Mapping[str, Any], required: bool, limit: int = MAX_DATA, missing_code: int = 54101) -> str | None:
     """``Data`` as compact JSON text, or None when absent and not required."""
     raw = values.get("Data")
@@ -57,7 +65,7 @@ def data(values: Mapping[str, Any], required: bool, limit: int = MAX_DATA, missi
             raise TwilioError(400, missing_code, "Data is required")
         return None
     try:
-        parsed = json.loads(raw)
+        parsed = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, TypeError):
         raise TwilioError(400, 54008, "Invalid data: Data must be a valid JSON string") from None
     if not isinstance(parsed, dict):
