@@ -11,7 +11,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from storage import Store, accounts
+from realtime.tokens import mint
+from storage import NotFoundError, Store, accounts, services, webhooks
 from storage.embedded import EmbeddedRedis
 
 from .settings import Settings
@@ -41,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     sub.add_parser("serve", help="run the server (the default)")
     sub.add_parser("account", help="print the account SID and auth token")
+    tok = sub.add_parser("token", help="print an access token for the twilio-sync SDK (development)")
+    tok.add_argument("--identity", required=True, help="the token's identity")
+    tok.add_argument("--service", help="IS… (default: the account's oldest Service, created if none)")
+    tok.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600, max 86400)")
     keys = sub.add_parser("keys", help="manage API keys (SK…) used for Basic auth and access tokens")
     ks = keys.add_subparsers(dest="keys_command", required=True)
     create = ks.add_parser("create", help="create a key; its secret is shown once")
@@ -48,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     ks.add_parser("list", help="list keys")
     delete = ks.add_parser("delete", help="delete a key")
     delete.add_argument("sid")
+    hooks = sub.add_parser("webhooks", help="webhook deliveries that exhausted their retries (dead letters)")
+    hs = hooks.add_subparsers(dest="webhooks_command", required=True)
+    failed = hs.add_parser("failed", help="list dead letters, oldest first")
+    replay = hs.add_parser("replay", help="queue dead letters again (to the Service's current webhook URL)")
+    for cmd in (failed, replay):
+        cmd.add_argument("--service", help="only this Service (IS…)")
+    replay.add_argument("ids", nargs="*", help="only these dead-letter ids (needs --service)")
     return p
 
 
@@ -122,6 +134,10 @@ async def _admin(settings: Settings, url: str, args: argparse.Namespace) -> None
     try:
         if args.command == "account":
             print(f"TWILIO_ACCOUNT_SID={account}\nTWILIO_AUTH_TOKEN={token}")
+        elif args.command == "webhooks":
+            await _webhooks(store, args)
+        elif args.command == "token":
+            print(await _token(store, account, args))
         elif args.keys_command == "create":
             key = await accounts.create_key(store, account, args.name)
             print(f"sid:    {key.sid}\nsecret: {key.secret}\n(the secret is not shown again)")
@@ -134,6 +150,44 @@ async def _admin(settings: Settings, url: str, args: argparse.Namespace) -> None
             print(f"deleted {args.sid}")
     finally:
         await store.close()
+
+
+async def _token(store: Store, account: str, args: argparse.Namespace) -> str:
+    """A Sync access token signed with this account's development API key (created once)."""
+    if not 1 <= args.ttl <= 86400:
+        sys.exit("sync-server: --ttl must be 1 to 86400 seconds")
+    key = next((k for k in await accounts.list_keys(store, account) if k.friendly_name == DEV_KEY_NAME), None)
+    if key is None:
+        key = await accounts.create_key(store, account, DEV_KEY_NAME)
+    service = args.service
+    if service is None:
+        first = await services.page(store, account, 1, None)
+        service = first.items[0].sid if first.items else (await services.create(store, account, {})).sid
+        print(f"sync-server: token for Service {service}", file=sys.stderr)
+    else:
+        try:
+            await services.get(store, account, service)
+        except NotFoundError:
+            sys.exit(f"sync-server: no Service {service} in account {account}")
+    return mint(account, key.sid, key.secret, args.identity, service, args.ttl)
+
+
+DEV_KEY_NAME = "sync-server token"
+
+
+async def _webhooks(store: Store, args: argparse.Namespace) -> None:
+    if args.webhooks_command == "failed":
+        for d in await webhooks.failed(store, args.service):
+            target = d.event.get("sid") or d.event.get("b")
+            print(f"{d.service_sid}  {d.id}  {d.event['t']}  {target}  attempts={d.attempts}  {d.url}  {d.error}")
+        return
+    if args.ids and not args.service:
+        sys.exit("sync-server: replaying chosen ids needs --service")
+    sids = [args.service] if args.service else sorted({d.service_sid for d in await webhooks.failed(store)})
+    total = 0
+    for sid in sids:
+        total += await webhooks.replay(store, sid, args.ids or None)
+    print(f"queued {total} webhook(s) again")
 
 
 def serve(settings: Settings) -> None:
@@ -166,4 +220,9 @@ def serve(settings: Settings) -> None:
             log_level=settings.log_level,
             timeout_graceful_shutdown=10,
             access_log=settings.log_level == "debug",
+            # WebSocket heartbeats and the hard frame cap (the gateway answers frames above
+            # SYNC_WS_MAX_FRAME_BYTES with a twilsock close 406 itself; this guards memory)
+            ws_ping_interval=settings.ws_ping_s,
+            ws_ping_timeout=settings.ws_ping_s,
+            ws_max_size=settings.ws_max_frame_bytes * 2,
         )

@@ -9,12 +9,18 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
 
+from realtime.egress import DEFAULT_DENY
+from realtime.gateway import Gateway, GatewayConfig
+from realtime.session import Limits
+from realtime.webhooks import WebhookOptions, WebhookWorker
 from storage import Store, StoreConfig, StoreError, accounts, expiry, services
 
 from . import errors, routes
 from .auth import Authenticator
-from .settings import Settings
+from .settings import Settings, networks
 
 log = logging.getLogger("sync.app")
 
@@ -40,16 +46,25 @@ def create_app(settings: Settings | None = None) -> Starlette:
             asyncio.create_task(expiry.run_sweeper(store, settings.sweep_interval_s, stop)),
             asyncio.create_task(_purger(store, stop, purge_wake)),
         ]
+        gateway = Gateway(store, settings.redis_url, gateway_config(settings))
+        await gateway.start()
+        app.state.gateway = gateway
+        worker = WebhookWorker(store, webhook_options(settings)) if settings.webhooks else None
+        if worker is not None:
+            await worker.start()
         try:
             yield
         finally:
             stop.set()
             purge_wake.set()
+            await gateway.close()
+            if worker is not None:
+                await worker.close()
             await asyncio.gather(*tasks, return_exceptions=True)
             await store.close()
 
     app = Starlette(
-        routes=routes.build(),
+        routes=[*routes.build(), WebSocketRoute("/v3/wsconnect", _wsconnect)],
         lifespan=lifespan,
         exception_handlers={
             StoreError: errors.store_error_handler,
@@ -58,7 +73,47 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Exception: errors.server_error_handler,
         },
     )
+    app.router.redirect_slashes = False  # a trailing slash is a 404 in Twilio's JSON, never a bare 307
     return app
+
+
+async def _wsconnect(ws: WebSocket) -> None:
+    """The realtime gateway (twilio-sync's twilsock endpoint), started in the lifespan."""
+    await ws.app.state.gateway.endpoint(ws)
+
+
+def gateway_config(settings: Settings) -> GatewayConfig:
+    """The realtime gateway's knobs from the SYNC_WS_* settings."""
+    limits = Limits(
+        queue_frames=settings.ws_queue_frames,
+        subscriptions=settings.ws_subscriptions,
+        token_warn_s=settings.ws_token_warn_s,
+    )
+    return GatewayConfig(
+        max_connections=settings.ws_max_connections,
+        max_frame_bytes=settings.ws_max_frame_bytes,
+        public_url=settings.public_url,
+        limits=limits,
+    )
+
+
+def webhook_options(settings: Settings) -> WebhookOptions:
+    """The delivery worker's knobs from the SYNC_WEBHOOK_* settings."""
+    deny = settings.webhook_deny_networks
+    return WebhookOptions(
+        connect_timeout_s=settings.webhook_connect_timeout_s,
+        read_timeout_s=settings.webhook_read_timeout_s,
+        max_retries=settings.webhook_max_retries,
+        backoff_base_s=settings.webhook_backoff_base_s,
+        backoff_max_s=settings.webhook_backoff_max_s,
+        concurrency=settings.webhook_concurrency,
+        service_concurrency=settings.webhook_service_concurrency,
+        lease_ms=settings.webhook_lease_ms,
+        scan_interval_s=settings.webhook_scan_interval_s,
+        dead_letter_max=settings.webhook_dead_letter_max,
+        allow_networks=networks(settings.webhook_allow_networks),
+        deny_networks=DEFAULT_DENY if deny is None else networks(deny),
+    )
 
 
 async def _purger(store: Store, stop: asyncio.Event, wake: asyncio.Event) -> None:

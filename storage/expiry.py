@@ -41,25 +41,26 @@ async def sweep_service(store: Store, service_sid: str, batch: int = 500) -> int
         except NotFoundError as exc:
             if str(exc) != "not expired":  # gone already: forget the schedule entry
                 await r.zrem(keys.expiry(service_sid), member)
-    await _reschedule(store, service_sid)
+    await reschedule(store, service_sid, keys.expiry(service_sid), keys.DUE)
     return removed
 
 
-async def _reschedule(store: Store, service_sid: str) -> None:
-    """Set the Service's due time to its earliest pending expiry, race-free against writers.
+async def reschedule(store: Store, service_sid: str, schedule: str, due: str) -> None:
+    """Set the Service's due time in the global ``due`` zset to the earliest entry of its own
+    ``schedule`` zset, race-free against writers (also used for debounced reachability webhooks).
 
-    Writers add to the Service's schedule first and lower ``sync:due`` second (ZADD LT); reading the
+    Writers add to the Service's schedule first and lower ``due`` second (ZADD LT); reading the
     schedule again after our own update means no writer's entry can be overwritten unseen.
     """
     r = store.redis
-    first = await r.zrange(keys.expiry(service_sid), 0, 0, withscores=True)
+    first = await r.zrange(schedule, 0, 0, withscores=True)
     if first:
-        await r.zadd(keys.DUE, {service_sid: int(first[0][1])})
+        await r.zadd(due, {service_sid: int(first[0][1])})
     else:
-        await r.zrem(keys.DUE, service_sid)
-    again = await r.zrange(keys.expiry(service_sid), 0, 0, withscores=True)
+        await r.zrem(due, service_sid)
+    again = await r.zrange(schedule, 0, 0, withscores=True)
     if again:
-        await r.zadd(keys.DUE, {service_sid: int(again[0][1])}, lt=True)
+        await r.zadd(due, {service_sid: int(again[0][1])}, lt=True)
 
 
 async def sweep_due(store: Store, batch: int = 50) -> int:

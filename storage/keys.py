@@ -22,12 +22,28 @@ Service slot ``{IS…}`` — everything inside one Service, so that every write 
     sync:{IS}:ev:{SID}          stream the object's change events, entry id 0-(event id + 1)
     sync:{IS}:exp               zset   expiry schedule: member "SID" or "SID\\x00itemkey", score = ms
     sync:{IS}:gone              string tombstone of a deleted Service: late writes fail
+    sync:{IS}:wh                hash   webhook config copy: url, rest, ac, re, db, dw, v (storage/webhooks.py)
+    sync:{IS}:whq               stream webhooks to deliver (consumer group "wh"), XADDed by emit() in lib.lua
+    sync:{IS}:whdl              stream dead letters: deliveries that exhausted their retries
+    sync:{IS}:whl               string delivery lease: the one worker delivering this Service now
+    sync:{IS}:rc:{identity}     set    connected endpoint ids of one identity (storage/reachability.py)
+    sync:{IS}:ri                set    identities that have such a set (so a Service delete finds them)
+    sync:{IS}:rd                zset   identity -> when its debounced endpoint_disconnected is due (ms)
+    sync:{IS}:rde               hash   identity -> its last endpoint id (for that deferred webhook)
 
 Global (one slot each, tiny):
     sync:accounts               set    account SIDs
     sync:keyidx                 hash   SK… -> AC… (find the account of an API key)
     sync:default-account        string the account created on first start
     sync:due                    zset   IS… -> earliest pending expiry (ms); the sweeper's work list
+    sync:webhooks               set    IS… that have (had) a webhook URL: the delivery worker's work list
+    sync:webhooks:failed        set    IS… with dead letters (`sync-server webhooks failed`)
+    sync:reach:due              zset   IS… -> earliest debounced endpoint_disconnected (ms)
+    sync:webhooks:wake          channel emit() publishes the IS… of each queued webhook (a wake-up only)
+
+Webhooks (storage/webhooks.py explains the design): emit() in scripts/lib.lua reads the Service's
+config copy ``wh`` and XADDs to ``whq`` in the same script, so the queue shares the Service's slot;
+the global sets only say which Services to look at, never hold webhooks.
 
 Why one tag per Service and not per object: a unique name, the listing index and the object must
 change in one atomic step, and they span objects. Tagging by Service keeps every write a single
@@ -114,7 +130,43 @@ def wake_channel(is_: str) -> str:
     return f"sync:{{{is_}}}:wake"
 
 
+def webhook_config(is_: str) -> str:
+    return f"sync:{{{is_}}}:wh"
+
+
+def webhook_queue(is_: str) -> str:
+    return f"sync:{{{is_}}}:whq"
+
+
+def webhook_dead(is_: str) -> str:
+    return f"sync:{{{is_}}}:whdl"
+
+
+def webhook_lease(is_: str) -> str:
+    return f"sync:{{{is_}}}:whl"
+
+
+def endpoints(is_: str, identity: str) -> str:
+    return f"sync:{{{is_}}}:rc:{identity}"
+
+
+def reach_identities(is_: str) -> str:
+    return f"sync:{{{is_}}}:ri"
+
+
+def reach_pending(is_: str) -> str:
+    return f"sync:{{{is_}}}:rd"
+
+
+def reach_endpoint(is_: str) -> str:
+    return f"sync:{{{is_}}}:rde"
+
+
 ACCOUNTS = "sync:accounts"
 KEY_INDEX = "sync:keyidx"
 DEFAULT_ACCOUNT = "sync:default-account"
 DUE = "sync:due"
+WEBHOOK_SERVICES = "sync:webhooks"
+WEBHOOK_FAILED = "sync:webhooks:failed"
+REACH_DUE = "sync:reach:due"
+WEBHOOK_WAKE = "sync:webhooks:wake"  # also spelled out in scripts/lib.lua (scripts cannot import)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import ids, keys, objects
+from . import ids, keys, objects, webhooks
 from .errors import NotFoundError
 from .paging import Cursor
 from .records import OBJECT_KINDS, SWEEPER, Page, Service
@@ -73,6 +73,7 @@ async def create(store: Store, account_sid: str, fields: dict[str, Any]) -> Serv
         p.hset(keys.service(account_sid, sid), mapping=_encode(record))
         p.zadd(keys.services_index(account_sid), {sid: seq})
         await p.execute()
+    await webhooks.sync_config(store, account_sid, sid)
     return _decode({k.encode(): v.encode() for k, v in _encode(record).items()})
 
 
@@ -98,15 +99,18 @@ async def update(store: Store, account_sid: str, sid: str, fields: dict[str, Any
     key = keys.service(account_sid, sid)
     await get(store, account_sid, sid)
     fields = {**fields, "date_updated": now_ms()}
-    # HSET only if the record still exists (a concurrent delete must not resurrect it)
+    # HSET only if the record still exists (a concurrent delete must not resurrect it); v versions the
+    # webhook config copy (storage/webhooks.py), so racing updates cannot leave an older copy behind
     updated = await store.redis.eval(
-        "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], unpack(ARGV)) return 1 end return 0",
+        "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], unpack(ARGV)) "
+        "redis.call('HINCRBY', KEYS[1], 'v', 1) return 1 end return 0",
         1,
         key,
         *[x for kv in _encode(fields).items() for x in kv],
     )
     if not updated:
         raise NotFoundError("service", sid)
+    await webhooks.sync_config(store, account_sid, sid)
     return await get(store, account_sid, sid)
 
 
@@ -121,6 +125,7 @@ async def delete(store: Store, account_sid: str, sid: str) -> None:
     if not removed[0]:
         raise NotFoundError("service", sid)
     await store.redis.set(keys.tombstone(sid), "1", ex=store.config.event_log_keep_s)
+    await webhooks.drop(store, sid)
 
 
 async def page(store: Store, account_sid: str, size: int, cursor: Cursor | None) -> Page[Service]:
@@ -140,6 +145,7 @@ async def purge_pending(store: Store, batch: int = 100) -> int:
         for raw in await store.redis.lrange(queue, 0, -1):
             sid = text(raw)
             await store.redis.set(keys.tombstone(sid), "1", ex=store.config.event_log_keep_s)
+            await webhooks.drop(store, sid)  # before the removals: they must not become webhooks
             for kind in OBJECT_KINDS:
                 while True:
                     members = await store.redis.zrange(keys.index(sid, kind), 0, batch - 1)

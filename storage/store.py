@@ -34,6 +34,7 @@ SCRIPTS = (
     "item_delete",
     "stream_publish",
     "permission_write",
+    "reachability",
 )
 
 

@@ -67,3 +67,21 @@ async def store(redis_server: RedisProcess) -> AsyncIterator[Any]:
     s = await Store.connect(redis_server.url)
     yield s
     await s.close()
+
+
+@pytest.fixture
+async def api_key(store: Any) -> Any:
+    """A fresh API key (SK…) of the test account: signs access tokens for the realtime tests."""
+    from storage import accounts
+
+    return await accounts.create_key(store, ACCOUNT_SID, "realtime tests")
+
+
+@pytest.fixture
+async def sdk(server: ServerProcess) -> AsyncIterator[Any]:
+    """Twilio's twilio-sync SDK in a Node process (tests/sdk.py), aimed at the test server."""
+    from tests.sdk import Sdk
+
+    driver = await Sdk(server.base_url).start()
+    yield driver
+    await driver.close()

@@ -20,6 +20,14 @@ ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 SCALE = float(os.environ.get("SYNC_TEST_TIMEOUT_SCALE", "1"))  # slow machines: raise it
 ROOT = Path(__file__).resolve().parent.parent
+# Webhook retries and takeovers in tests: quick backoff, short lease, frequent safety-net scan.
+WEBHOOK_TEST_ENV = {
+    "SYNC_WEBHOOK_BACKOFF_BASE_S": "0.05",
+    "SYNC_WEBHOOK_BACKOFF_MAX_S": "0.3",
+    "SYNC_WEBHOOK_MAX_RETRIES": "3",
+    "SYNC_WEBHOOK_LEASE_MS": "1500",
+    "SYNC_WEBHOOK_SCAN_INTERVAL_S": "0.3",
+}
 
 
 class RedisProcess:
@@ -75,6 +83,7 @@ class ServerProcess:
             SYNC_SWEEP_INTERVAL_S="0.2",
             SYNC_AUTH_CACHE_S="0.5",
             SYNC_LOG_LEVEL="warning",
+            **WEBHOOK_TEST_ENV,
         )
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url

@@ -168,3 +168,20 @@ async def test_page_meta_and_bad_paging_params(http: httpx.AsyncClient, service:
     for q, code in [("PageSize=0", 54454), ("PageSize=1001", 54454), ("PageToken=%%%", 54453)]:
         r = await http.get(f"{base}?{q}")
         assert r.status_code == 400 and r.json()["code"] == code
+
+
+async def test_nan_and_infinity_are_not_json(http: httpx.AsyncClient, service: str) -> None:
+    for raw in ('{"a": NaN}', '{"a": Infinity}', '{"a": -Infinity}'):
+        r = await http.post(f"/v1/Services/{service}/Documents", data={"Data": raw})
+        assert r.status_code == 400 and r.json()["code"] == 54008
+
+
+async def test_oversized_body_is_refused_before_parsing(http: httpx.AsyncClient, service: str) -> None:
+    r = await http.post(f"/v1/Services/{service}/Documents", data={"Data": "{}", "Pad": "x" * 300_000})
+    assert r.status_code == 413 and r.json()["code"] == 54006
+    assert (await http.get(f"/v1/Services/{service}/Documents")).json()["documents"] == []
+
+
+async def test_trailing_slash_is_a_json_404_not_a_redirect(http: httpx.AsyncClient, service: str) -> None:
+    r = await http.get(f"/v1/Services/{service}/")
+    assert r.status_code == 404 and r.json()["code"] == 20404

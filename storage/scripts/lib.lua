@@ -59,8 +59,22 @@ local function load_object(sid)
   return o
 end
 
--- Append one change event to the object's log, in this same atomic step, and wake readers.
--- ev: table of event fields; id and common fields are filled in here.
+-- Queue one packed event for the Service's webhook, if it has a URL and the origin is wanted
+-- (REST changes only with webhooks_from_rest_enabled). The entry keeps the URL of this moment, so a
+-- later URL change applies to later events only. Off costs one HMGET. See storage/webhooks.py.
+local function queue_webhook(packed)
+  local wh = redis.call('HMGET', P .. 'wh', 'url', 'rest', 'ac')
+  if not wh[1] or (ORIGIN == 'rest' and wh[2] ~= '1') then return end
+  redis.call('XADD', P .. 'whq', '*', 'e', packed, 'u', wh[1], 'a', wh[3])
+  redis.call('PUBLISH', 'sync:webhooks:wake', string.sub(P, 7, -3))
+end
+
+-- Event types that never become webhooks: TTL-only changes and streams (Twilio sends none).
+local NO_WEBHOOK = {list_updated = true, map_updated = true, stream_updated = true, stream_created = true,
+                    stream_removed = true, stream_message_published = true}
+
+-- Append one change event to the object's log (and the webhook queue), in this same atomic step,
+-- and wake readers. ev: table of event fields; id and common fields are filled in here.
 local function emit(sid, eid, ev)
   ev.id = eid
   ev.sid = sid
@@ -69,8 +83,10 @@ local function emit(sid, eid, ev)
   ev.o = ORIGIN
   if ENDPOINT ~= '' then ev.ep = ENDPOINT end
   local key = P .. 'ev:' .. sid
-  redis.call('XADD', key, 'MAXLEN', '~', LOG_CAP, '0-' .. (eid + 1), 'e', cmsgpack.pack(ev))
+  local packed = cmsgpack.pack(ev)
+  redis.call('XADD', key, 'MAXLEN', '~', LOG_CAP, '0-' .. (eid + 1), 'e', packed)
   redis.call('PUBLISH', P .. 'wake', sid .. ' ' .. eid)
+  if not NO_WEBHOOK[ev.t] then queue_webhook(packed) end
 end
 
 local function next_event_id(sid)

@@ -1,0 +1,241 @@
+"""The WebSocket endpoint ``/v3/wsconnect``: accept, authenticate (twilsock ``init``), read loop.
+
+I/O only: framing is in twilsock.py, the tunnelled API in cds.py, per-connection state in
+session.py, fan-out in hub.py. Limits: connections per process (an ``init`` beyond it is answered
+429 with a ``backoff_policy``, so the SDK retries later), frame size (a larger frame is refused with
+close 406... or its request with HTTP 413), subscriptions per connection (54419, in session.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from storage import Store, StoreError, reachability, services
+
+from . import cds, twilsock
+from .broker import RedisBroker
+from .hub import Hub
+from .session import Limits, Session
+from .tokens import Grant, TokenError, verify
+
+log = logging.getLogger("sync.realtime")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    max_connections: int = 10000
+    max_frame_bytes: int = 256 * 1024
+    init_timeout_s: float = 10.0
+    reconnect_backoff_ms: int = 1000
+    public_url: str | None = None
+    limits: Limits = field(default_factory=Limits)
+
+
+class Gateway:
+    """Owns the hub and the broker of this process, and every open session."""
+
+    def __init__(self, store: Store, redis_url: str | None, config: GatewayConfig | None = None) -> None:
+        self.store = store
+        self.config = config or GatewayConfig()
+        self.hub = Hub(store)
+        self.broker = RedisBroker(redis_url, self.hub.on_wake, self.hub.on_reconnect) if redis_url else None
+        self.hub.broker = self.broker
+        self.sessions: set[Session] = set()
+        self._closing = False
+
+    async def start(self) -> None:
+        if self.broker is not None:
+            await self.broker.start()
+
+    async def close(self) -> None:
+        """Shutdown: tell every client to reconnect (to another process), then stop."""
+        self._closing = True
+        for session in list(self.sessions):
+            session.send(twilsock.close(308, "Server shutting down", self._backoff()))
+        await asyncio.sleep(0.05)
+        for session in list(self.sessions):
+            await session.close()
+        if self.broker is not None:
+            await self.broker.close()
+
+    def _backoff(self) -> dict[str, Any]:
+        ms = self.config.reconnect_backoff_ms
+        return {"backoff_policy": {"reconnect_min_ms": ms, "reconnect_max_ms": ms * 5}}
+
+    def _base(self, ws: WebSocket) -> str:
+        if self.config.public_url:
+            return self.config.public_url.rstrip("/")
+        scheme = "https" if ws.url.scheme == "wss" else "http"
+        return f"{scheme}://{ws.url.netloc}"
+
+    async def endpoint(self, ws: WebSocket) -> None:
+        """The ASGI WebSocket handler."""
+        await ws.accept()
+        try:
+            await self._serve(ws)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            # a stalled peer never drains its socket: don't wait for it (its heartbeat times it out)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 1.0)
+
+    async def _receive(self, ws: WebSocket) -> bytes:
+        msg = await ws.receive()
+        if msg["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(msg.get("code", 1000))
+        data = msg.get("bytes")
+        if data is None:
+            data = (msg.get("text") or "").encode()
+        return bytes(data)
+
+    async def _serve(self, ws: WebSocket) -> None:
+        try:
+            first = twilsock.decode(await asyncio.wait_for(self._receive(ws), self.config.init_timeout_s))
+        except (TimeoutError, twilsock.ProtocolError):
+            await ws.send_bytes(twilsock.close(406, "Expected a twilsock init"))
+            return
+        if first.method != "init":
+            await ws.send_bytes(twilsock.close(406, "Expected a twilsock init"))
+            return
+        if self._closing or len(self.sessions) >= self.config.max_connections:
+            await ws.send_bytes(
+                twilsock.error_reply(first.id, 429, "Too Many Requests", 20429, "Too many connections", self._backoff())
+            )
+            return
+        try:
+            grant = await verify(self.store, _token(first))
+            acl = (await services.get(self.store, grant.account_sid, grant.service_sid)).acl_enabled
+        except TokenError as exc:
+            text = "Unauthorized" if exc.status == 401 else "Forbidden"
+            await ws.send_bytes(twilsock.error_reply(first.id, exc.status, text, exc.code, exc.message))
+            return
+        except StoreError:
+            await ws.send_bytes(twilsock.error_reply(first.id, 503, "Service Unavailable", 20503, "Store unavailable"))
+            return
+        endpoint = grant.endpoint_id or f"EP{uuid.uuid4().hex}"
+        caller = cds.Caller(self.store, grant.service_sid, grant.identity, endpoint, self._base(ws), acl)
+        stop: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+
+        def close_with(code: int, text: str) -> None:
+            if not stop.done():
+                stop.set_result((code, text))
+
+        session = Session(self.hub, caller, grant, ws.send_bytes, self.config.limits, close_with)
+        self.sessions.add(session)
+        session.send(
+            twilsock.reply(first.id, payload={}, continuation_token=uuid.uuid4().hex, capabilities=["client_update"])
+        )
+        session.start_token_timer(time.time)
+        await self._reach(session, True)
+        tasks = [
+            asyncio.create_task(session.writer()),
+            asyncio.create_task(self._read_loop(ws, session, close_with)),
+        ]
+        try:
+            waiting: list[asyncio.Future[Any]] = [stop, *tasks]
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if stop.done() and stop.result()[0] != 200:
+                code, text = stop.result()
+                tasks[0].cancel()
+                payload = self._backoff() if code == 308 else None
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.send_bytes(twilsock.close(code, text, payload)), 1.0)
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(BaseException):
+                    await t
+            self.sessions.discard(session)
+            await session.close()
+            await self._reach(session, False)
+
+    async def _reach(self, session: Session, connected: bool) -> None:
+        """Record the endpoint's connect/disconnect for the reachability webhooks (best effort)."""
+        c = session.caller
+        try:
+            await reachability.record_endpoint(c.store, c.service_sid, c.identity, c.endpoint, connected)
+        except Exception:  # never fail a connection over a webhook record
+            log.warning("could not record reachability of %s", c.endpoint, exc_info=True)
+
+    async def _read_loop(self, ws: WebSocket, session: Session, close_with: Any) -> None:
+        while True:
+            data = await self._receive(ws)
+            if len(data) > self.config.max_frame_bytes:
+                close_with(406, f"Frame larger than {self.config.max_frame_bytes} bytes")
+                return
+            try:
+                frame = twilsock.decode(data)
+            except twilsock.ProtocolError as exc:
+                close_with(406, f"Protocol error: {exc}")
+                return
+            method = frame.method
+            if method == "message":
+                session.spawn(self._message(session, frame))
+            elif method == "update":
+                await self._update(session, frame, close_with)
+            elif method == "close":
+                close_with(200, "Closed by client")
+                return
+            # "reply" (acknowledgements), "telemetry.v1" and unknown methods need no answer
+
+    async def _message(self, session: Session, frame: twilsock.Frame) -> None:
+        request = frame.header.get("http_request") or {}
+        path = str(request.get("path") or "")
+        params = {str(k): unquote(str(v)) for k, v in (request.get("params") or {}).items()}
+        headers = {str(k): str(v) for k, v in (request.get("headers") or {}).items()}
+        method = str(request.get("method") or "GET").upper()
+        body = frame.body() if method in ("POST", "PUT") else None
+        if path.rstrip("/") == "/v4/Subscriptions" and method == "POST":
+            status, answer = session.subscriptions_request(body)
+        else:
+            status, answer = await cds.handle(session.caller, cds.Request(method, path, params, headers, body))
+        session.send(twilsock.http_reply(frame.id, status, _REASONS.get(status, "Error"), answer))
+
+    async def _update(self, session: Session, frame: twilsock.Frame, close_with: Any) -> None:
+        """``update``: a new token for this connection (same identity and Service)."""
+        try:
+            grant: Grant = await verify(self.store, _token(frame))
+            if (grant.identity, grant.service_sid) != (session.grant.identity, session.grant.service_sid):
+                raise TokenError(20101, "Invalid Access Token: identity or Service differs from the connection's")
+        except TokenError as exc:
+            text = "Unauthorized" if exc.status == 401 else "Forbidden"
+            session.send(twilsock.error_reply(frame.id, exc.status, text, exc.code, exc.message))
+            return
+        session.grant = grant
+        session.start_token_timer(time.time)
+        session.send(twilsock.reply(frame.id, payload={}))
+
+
+def _token(frame: twilsock.Frame) -> str:
+    """The SDK sends ``init``/``update`` fields in the header itself (the payload is empty)."""
+    body = frame.body()
+    value = frame.header.get("token") or (body.get("token") if isinstance(body, dict) else None)
+    return str(value or "")
+
+
+_REASONS = {
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    412: "Precondition Failed",
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}

@@ -1,0 +1,243 @@
+"""One connection: its grant, its subscriptions (with their cursors) and its bounded send queue.
+
+Send queue and slow consumers: frames are queued without blocking (fan-out never waits for one
+client) and one writer task sends them in order. When a connection has more than ``queue_frames``
+frames or ``queue_bytes`` bytes waiting, it is a slow or stalled consumer: its queue is dropped and
+the connection is closed with twilsock ``close`` 308 (reconnect, with a backoff). The SDK then
+reconnects and re-establishes every subscription with the last event id it saw, and the server
+replays what it missed from the event logs: overflow costs a resync, never an event.
+
+Events caused by this connection itself (same endpoint id) are not echoed back: the SDK already
+applied its own writes from the replies, and it de-duplicates neither stream messages nor removals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from storage import NotFoundError, StoreError, objects
+
+from . import cds, twilsock
+from .cds import Caller
+from .hub import Hub
+from .tokens import Grant
+
+log = logging.getLogger("sync.realtime.session")
+KINDS = ("document", "list", "map", "stream")
+
+
+@dataclass(frozen=True)
+class Limits:
+    queue_frames: int = 2000
+    queue_bytes: int = 8 * 1024 * 1024
+    subscriptions: int = 2000
+    token_warn_s: int = 180
+
+
+class Subscription:
+    """One object watched by one session; ``cursor`` = the last event id delivered (or skipped)."""
+
+    __slots__ = ("active", "cursor", "kind", "service_sid", "session", "sid")
+
+    def __init__(self, session: Session, kind: str, sid: str, cursor: int) -> None:
+        self.session = session
+        self.service_sid = session.caller.service_sid
+        self.kind = kind
+        self.sid = sid
+        self.cursor = cursor
+        self.active = False
+
+    def offer(self, eid: int, frame: bytes | None, origin: str | None, removal: bool, replay: bool = False) -> None:
+        """Deliver event ``eid`` unless already past it; a removal ends the subscription."""
+        if eid <= self.cursor or not (self.active or replay):
+            return
+        self.cursor = eid
+        if frame is not None and origin != self.session.endpoint:
+            self.session.send(frame)
+        if removal:
+            self.session.forget(self)
+
+
+class Session:
+    """State of one twilsock connection. The gateway owns the socket; this owns everything else."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        caller: Caller,
+        grant: Grant,
+        send_bytes: Callable[[bytes], Awaitable[None]],
+        limits: Limits,
+        on_close: Callable[[int, str], None],
+    ) -> None:
+        self.hub = hub
+        self.caller = caller
+        self.grant = grant
+        self.limits = limits
+        self.subs: dict[str, Subscription] = {}
+        self._send_bytes = send_bytes
+        self._on_close = on_close
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._ready = asyncio.Event()
+        self._sub_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._timer: asyncio.Future[None] | None = None
+        self.closed = False
+
+    @property
+    def endpoint(self) -> str:
+        return self.caller.endpoint
+
+    @property
+    def base(self) -> str:
+        return self.caller.base
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def send(self, frame: bytes) -> None:
+        """Queue one frame; never blocks. Overflow closes the connection (see module docstring)."""
+        if self.closed:
+            return
+        if len(self._queue) >= self.limits.queue_frames or self._queued_bytes + len(frame) > self.limits.queue_bytes:
+            log.warning("endpoint %s is too slow (%d frames queued): closing it", self.endpoint, len(self._queue))
+            self._queue.clear()
+            self._queued_bytes = 0
+            self.closed = True  # nothing more is queued: the client resumes by replay after reconnecting
+            self._on_close(308, "Slow consumer: reconnect and resume")
+            return
+        self._queue.append(frame)
+        self._queued_bytes += len(frame)
+        self._ready.set()
+
+    async def writer(self) -> None:
+        """Send queued frames in order until cancelled."""
+        while True:
+            await self._ready.wait()
+            while self._queue:
+                frame = self._queue.popleft()
+                self._queued_bytes -= len(frame)
+                await self._send_bytes(frame)
+            self._ready.clear()
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        task: asyncio.Future[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- token ----------------------------------------------------------------------------------
+
+    def start_token_timer(self, now: Callable[[], float]) -> None:
+        """(Re)arm the expiry timer for the current grant (after init and after each ``update``)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.ensure_future(self._token_timer(now))
+        self._tasks.add(self._timer)
+        self._timer.add_done_callback(self._tasks.discard)
+
+    async def _token_timer(self, now: Callable[[], float]) -> None:
+        """Warn the client ``token_warn_s`` before its token expires; close with 410 when it has."""
+        warn_at = self.grant.expires - self.limits.token_warn_s
+        delay = warn_at - now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self.send(twilsock.client_update("token_about_to_expire"))
+        delay = self.grant.expires - now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self._on_close(410, "Token expired")
+
+    # -- subscriptions --------------------------------------------------------------------------
+
+    def subscriptions_request(self, body: Any) -> tuple[int, Any]:
+        """``POST /v4/Subscriptions``: answer at once; establish/cancel in order in the background,
+        each confirmed by a notification carrying the request's ``correlation_id``."""
+        if not isinstance(body, dict) or body.get("action") not in ("establish", "cancel"):
+            return 400, cds.CdsError(400, 20001, "action must be establish or cancel").body()
+        requests = body.get("requests")
+        if not isinstance(requests, list) or not all(isinstance(r, dict) for r in requests):
+            return 400, cds.CdsError(400, 20001, "requests must be a list of objects").body()
+        self.spawn(self._apply(str(body["action"]), body.get("correlation_id"), requests))
+        return 200, {"estimated_delivery_in_ms": 5000, "max_batch_size": 100, "ttl_in_s": -1}
+
+    async def _apply(self, action: str, correlation_id: Any, requests: list[dict[str, Any]]) -> None:
+        async with self._sub_lock:
+            for r in requests:
+                if self.closed:
+                    return
+                sid, kind = str(r.get("object_sid") or ""), str(r.get("object_type") or "")
+                try:
+                    if action == "cancel":
+                        await self.cancel(sid)
+                        self._notify("subscription_canceled", correlation_id, sid, kind)
+                    else:
+                        await self.establish(sid, kind, r.get("last_event_id"), correlation_id)
+                except cds.CdsError as exc:
+                    self._notify("subscription_failed", correlation_id, sid, kind, error=exc)
+                except StoreError as exc:
+                    self._notify("subscription_failed", correlation_id, sid, kind, error=cds.store_error(exc))
+
+    def _notify(
+        self, event_type: str, correlation_id: Any, sid: str, kind: str, error: cds.CdsError | None = None, **extra: Any
+    ) -> None:
+        ev: dict[str, Any] = {"object_sid": sid, "object_type": kind, **extra}
+        if error is not None:
+            ev["error"] = {"status": error.status, "code": error.code, "message": error.message}
+        body = {"event_type": event_type, "correlation_id": correlation_id, "events": [ev]}
+        self.send(twilsock.notification(body))
+
+    async def establish(self, sid: str, kind: str, last_event_id: Any, correlation_id: Any) -> None:
+        if kind not in KINDS:
+            raise cds.CdsError(400, 20001, f"Unknown object_type {kind!r}")
+        if sid not in self.subs and len(self.subs) >= self.limits.subscriptions:
+            raise cds.CdsError(
+                429, 54419, f"Too many subscriptions: at most {self.limits.subscriptions} per connection"
+            )
+        try:
+            obj = await objects.get(self.caller.store, self.caller.service_sid, kind, sid)
+        except NotFoundError:
+            raise cds.store_error(NotFoundError(kind, sid)) from None
+        if not await cds.may(self.caller, kind, obj.sid, "read"):
+            raise cds.denied("read")
+        old = self.subs.pop(obj.sid, None)
+        if old is not None:
+            await self.hub.leave(old)
+        cursor = last_event_id if isinstance(last_event_id, int) and last_event_id >= 0 else obj.last_event_id
+        sub = Subscription(self, kind, obj.sid, cursor)
+        self.subs[obj.sid] = sub
+        await self.hub.join(sub)
+        if not await self.hub.replay(sub, kind):
+            return  # removed while the client was away: the removal event was its answer
+        if self.subs.get(obj.sid) is sub:
+            ev = {"object_sid": obj.sid, "object_type": kind, "replay_status": "completed", "last_event_id": sub.cursor}
+            self.send(twilsock.notification({"event_type": "subscription_established",
+                                             "correlation_id": correlation_id, "events": [ev]}))  # fmt: skip
+
+    async def cancel(self, sid: str) -> None:
+        sub = self.subs.pop(sid, None)
+        if sub is not None:
+            await self.hub.leave(sub)
+
+    def forget(self, sub: Subscription) -> None:
+        """The object is gone: stop watching it (from a synchronous delivery path)."""
+        if self.subs.get(sub.sid) is sub:
+            del self.subs[sub.sid]
+        sub.active = False
+        self.spawn(self.hub.leave(sub))
+
+    async def close(self) -> None:
+        """Drop every subscription and background task; idempotent."""
+        self.closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        for sub in list(self.subs.values()):
+            with contextlib.suppress(Exception):
+                await self.hub.leave(sub)
+        self.subs.clear()
+        self._queue.clear()

@@ -1,0 +1,120 @@
+"""Twilio Access Tokens (JWT, HS256, ``cty: twilio-fpa;v=1``): verify for the gateway, mint for dev.
+
+Verification looks the signing API key up by the ``iss`` claim (``SK…``) and checks the signature with
+its secret, then that ``sub`` is the key's account, that the token has not expired and that it holds
+a Sync grant for a Service of that account. Every refusal is a TokenError carrying the code the SDK
+expects: 20104 for an expired token (the SDK emits ``tokenExpired``), 20101 for everything else.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from storage import NotFoundError, Store, accounts, ids, services
+
+CTY = "twilio-fpa;v=1"
+INVALID = 20101
+EXPIRED = 20104
+MAX_LIFETIME_S = 86400
+
+
+class TokenError(Exception):
+    """A refused token: ``code`` is the Twilio error code, ``status`` the twilsock status."""
+
+    def __init__(self, code: int, message: str, status: int = 401) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a verified token allows: one identity on one Service, until ``expires`` (epoch s)."""
+
+    account_sid: str
+    key_sid: str
+    identity: str
+    service_sid: str
+    endpoint_id: str | None
+    expires: int
+
+
+async def verify(store: Store, token: str, leeway_s: int = 0) -> Grant:
+    """Check ``token`` completely; raise TokenError (never anything else) when it is refused."""
+    try:
+        header = jwt.get_unverified_header(token)
+        unverified = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise TokenError(INVALID, f"Invalid Access Token: {exc}") from None
+    if header.get("alg") != "HS256" or header.get("cty") != CTY:
+        raise TokenError(INVALID, "Invalid Access Token: not a Twilio access token (alg/cty)")
+    issuer = unverified.get("iss")
+    if not isinstance(issuer, str) or not ids.is_sid(issuer, ids.API_KEY):
+        raise TokenError(INVALID, "Invalid Access Token: iss is not an API key SID")
+    key = await accounts.get_key(store, issuer)
+    if key is None:
+        raise TokenError(INVALID, "Invalid Access Token: unknown API key")
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, key.secret, algorithms=["HS256"], leeway=leeway_s, options={"require": ["exp"]}
+        )
+    except jwt.ExpiredSignatureError:
+        raise TokenError(EXPIRED, "Access Token expired or expiration date invalid") from None
+    except jwt.PyJWTError as exc:
+        raise TokenError(INVALID, f"Invalid Access Token: {exc}") from None
+    if claims.get("sub") != key.account_sid:
+        raise TokenError(INVALID, "Invalid Access Token: sub is not the API key's account")
+    if int(claims["exp"]) - int(claims.get("nbf") or claims.get("iat") or time.time()) > MAX_LIFETIME_S:
+        raise TokenError(INVALID, "Invalid Access Token: lifetime exceeds 24 hours")
+    grants = claims.get("grants")
+    if not isinstance(grants, dict) or not isinstance(grants.get("data_sync"), dict):
+        raise TokenError(INVALID, "Invalid Access Token: no Sync grant", 403)
+    identity = grants.get("identity")
+    if not isinstance(identity, str) or not 1 <= len(identity) <= 256:
+        raise TokenError(INVALID, "Invalid Access Token: the grant has no identity", 403)
+    sync = grants["data_sync"]
+    service_sid = await _service(store, key.account_sid, sync.get("service_sid"))
+    endpoint = sync.get("endpoint_id")
+    return Grant(
+        account_sid=key.account_sid,
+        key_sid=key.sid,
+        identity=identity,
+        service_sid=service_sid,
+        endpoint_id=endpoint if isinstance(endpoint, str) and endpoint else None,
+        expires=int(claims["exp"]),
+    )
+
+
+async def _service(store: Store, account_sid: str, requested: Any) -> str:
+    """The grant's Service, which must be the account's; none given = the account's oldest Service."""
+    if requested in (None, "", "default"):
+        first = await services.page(store, account_sid, 1, None)
+        if not first.items:
+            raise TokenError(51102, "Service instance SID not specified and couldn't be generated", 403)
+        return first.items[0].sid
+    if not isinstance(requested, str):
+        raise TokenError(INVALID, "Invalid Access Token: bad service_sid", 403)
+    try:
+        return (await services.get(store, account_sid, requested)).sid
+    except NotFoundError:
+        raise TokenError(INVALID, f"Invalid Access Token: no Service {requested} in this account", 403) from None
+
+
+def mint(account_sid: str, key_sid: str, secret: str, identity: str, service_sid: str | None, ttl_s: int = 3600) -> str:
+    """A token exactly as Twilio's helper libraries mint it (``AccessToken`` + ``SyncGrant``)."""
+    now = int(time.time())
+    sync: dict[str, str] = {"service_sid": service_sid} if service_sid else {}
+    payload = {
+        "jti": f"{key_sid}-{now}",
+        "grants": {"identity": identity, "data_sync": sync},
+        "iss": key_sid,
+        "sub": account_sid,
+        "nbf": now,
+        "exp": now + ttl_s,
+    }
+    return jwt.encode(payload, secret, algorithm="HS256", headers={"cty": CTY, "typ": "JWT"})

@@ -1,0 +1,319 @@
+"""The webhook delivery worker: drains the durable per-Service queues (storage/webhooks.py).
+
+Every server process runs one. Per Service, one delivery task at a time (the Service's lease, so
+order holds across processes); inside a task, deliveries with the same order key (object, or
+identity for reachability) go out one after another, different objects concurrently (at most
+``service_concurrency``), and all Services share ``concurrency`` requests in flight. A slow or dead
+receiver therefore holds only its own Service's slots and never delays another Service.
+
+Retries: a failed attempt (not 2xx, connect/read error or timeout) is retried after an exponential
+backoff with jitter (``backoff_base_s`` doubling, at most ``backoff_max_s``), ``max_retries`` times;
+then the entry goes to the dead letters. While a Service's receiver keeps failing (an entry was
+dead-lettered and nothing has succeeded since) its next entries get one attempt each, so a long
+outage drains to the dead letters instead of taking ``max_retries`` backoffs per entry; the first
+success ends that. Entries are acknowledged only after a 2xx, so a crash re-delivers (at least once);
+``I-Twilio-Idempotency-Token`` lets receivers drop duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+from storage import Store, accounts, reachability, webhooks
+from storage.keys import WEBHOOK_WAKE
+from storage.store import text
+
+from .egress import DEFAULT_DENY, DeliveryError, DestinationBlockedError, NetworkPolicy, WebhookClient
+from .signing import signature
+from .webhook_params import form_params
+
+log = logging.getLogger("sync.webhooks")
+
+
+@dataclass(frozen=True)
+class WebhookOptions:
+    connect_timeout_s: float = 5.0  # Twilio's default connect timeout
+    read_timeout_s: float = 15.0  # Twilio's default read timeout
+    max_retries: int = 5  # after the first attempt (Twilio allows up to 5 retries per URL)
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    concurrency: int = 200  # requests in flight, all Services of this process
+    service_concurrency: int = 8  # requests in flight for one Service
+    batch: int = 200  # entries of one Service read ahead (in memory) at most
+    lease_ms: int = 10_000  # a crashed worker's Services are taken over after this
+    scan_interval_s: float = 2.0  # safety net for missed wake-ups and crashed workers
+    dead_letter_max: int = 10_000  # dead letters kept per Service
+    allow_networks: tuple[str, ...] = ()
+    deny_networks: tuple[str, ...] = DEFAULT_DENY
+
+
+@dataclass
+class _Run:
+    """One delivery session of one Service (while this process holds its lease)."""
+
+    limit: asyncio.Semaphore  # requests in flight for this Service
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    queues: dict[str, deque[webhooks.Delivery]] = field(default_factory=dict)  # order key -> waiting
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    inflight: int = 0  # entries read and not yet acknowledged or dead-lettered
+    failing: bool = False  # an entry was dead-lettered and nothing succeeded since
+
+
+@dataclass
+class _Outcome:
+    ok: bool
+    error: str = ""
+    retry: bool = True
+
+
+@dataclass
+class WebhookWorker:
+    """Start with ``await start()``; ``await close()`` stops it (unacknowledged entries stay queued)."""
+
+    store: Store
+    options: WebhookOptions = field(default_factory=WebhookOptions)
+
+    def __post_init__(self) -> None:
+        self.owner = uuid.uuid4().hex  # lease owner and consumer name of this process
+        self._stop = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._dirty: set[str] = set()
+        self._runs: dict[str, _Run] = {}
+        self._elsewhere: dict[str, float] = {}  # Service -> until when another process holds its lease
+        self._slots = asyncio.Semaphore(self.options.concurrency)
+        self._tokens: dict[str, tuple[str | None, float]] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        self._http: WebhookClient | None = None
+
+    async def start(self) -> None:
+        policy = NetworkPolicy(self.options.allow_networks, self.options.deny_networks)
+        o = self.options
+        self._http = WebhookClient(policy, o.connect_timeout_s, o.read_timeout_s)
+        self._loops = [asyncio.create_task(self._listen()), asyncio.create_task(self._scan())]
+
+    async def close(self) -> None:
+        self._stop.set()
+        for t in [*self._loops, *self._tasks.values()]:
+            t.cancel()
+        await asyncio.gather(*self._loops, *self._tasks.values(), return_exceptions=True)
+        if self._http is not None:
+            await self._http.aclose()
+
+    # --- discovery -------------------------------------------------------------------------------
+
+    def kick(self, service_sid: str) -> None:
+        """Make sure this Service's queue gets drained (by this process, or by the lease holder)."""
+        if self._stop.is_set() or self._elsewhere.get(service_sid, 0.0) > time.monotonic():
+            return  # the lease holder was woken too; the scan retries if it has died
+        if service_sid in self._tasks:
+            self._dirty.add(service_sid)
+            run = self._runs.get(service_sid)
+            if run is not None:
+                run.wake.set()
+        else:
+            self._tasks[service_sid] = asyncio.create_task(self._serve(service_sid))
+
+    async def _listen(self) -> None:
+        """Wake-ups published by the write scripts; reconnects after a Redis hiccup. Without them the
+        periodic scan still finds every queue, only later."""
+        pause = 1.0
+        while not self._stop.is_set():
+            try:
+                pubsub = self.store.redis.pubsub()
+                await pubsub.subscribe(WEBHOOK_WAKE)
+                pause = 1.0
+                try:
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self.kick(text(message["data"]))
+                finally:
+                    await pubsub.aclose()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("webhook wake-ups unavailable (%s); relying on the periodic scan", exc)
+                await self._sleep(pause)
+                pause = min(30.0, pause * 2)
+
+    async def _scan(self) -> None:
+        """Debounced reachability webhooks that are due, and queues nobody is draining."""
+        try:  # at start, in the background: repairs a crash between a Service write and its copy
+            await webhooks.resync_all(self.store)
+        except Exception:
+            log.exception("webhook config re-sync failed")
+        last = 0.0
+        while not self._stop.is_set():
+            try:
+                await reachability.fire_due(self.store)
+                if time.monotonic() - last >= self.options.scan_interval_s:
+                    last = time.monotonic()
+                    for sid in await webhooks.services_with_work(self.store):
+                        self.kick(sid)
+            except Exception:
+                log.exception("webhook scan failed")
+            await self._sleep(min(0.2, self.options.scan_interval_s))
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+    # --- one Service -----------------------------------------------------------------------------
+
+    async def _serve(self, sid: str) -> None:
+        try:
+            while True:
+                self._dirty.discard(sid)
+                try:
+                    if not await self._drain(sid):
+                        self._elsewhere[sid] = time.monotonic() + self.options.lease_ms / 2000
+                        return  # another process holds the lease; it was woken too
+                except Exception:
+                    log.exception("webhook delivery for %s failed; will retry", sid)
+                    await self._sleep(1.0)
+                # no await between this check and the removal: a wake-up is never lost
+                if sid not in self._dirty or self._stop.is_set():
+                    self._elsewhere.pop(sid, None)
+                    return
+        finally:
+            if self._tasks.get(sid) is asyncio.current_task():
+                del self._tasks[sid]
+
+    async def _drain(self, sid: str) -> bool:
+        """Deliver the Service's queue while holding its lease; False if another process holds it."""
+        o = self.options
+        if not await webhooks.take_lease(self.store, sid, self.owner, o.lease_ms):
+            return False
+        keeper = asyncio.create_task(self._keep_lease(sid))
+        work = asyncio.create_task(self._deliver_queue(sid))
+        try:
+            await asyncio.wait([keeper, work], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (keeper, work):
+                t.cancel()
+            await asyncio.gather(keeper, work, return_exceptions=True)
+            await webhooks.release_lease(self.store, sid, self.owner)
+        error = work.exception() if work.done() and not work.cancelled() else None
+        if error is not None:
+            raise error
+        return True
+
+    async def _keep_lease(self, sid: str) -> None:
+        """Renew the lease; returning (lease lost) stops the delivery task."""
+        while True:
+            await asyncio.sleep(self.options.lease_ms / 3000)
+            if not await webhooks.take_lease(self.store, sid, self.owner, self.options.lease_ms):
+                log.warning("lost the webhook lease of %s", sid)
+                return
+
+    async def _deliver_queue(self, sid: str) -> None:
+        """Read the queue continuously and hand each entry to its order key's chain; at most ``batch``
+        entries in memory. Returns when the queue is empty and everything read is done."""
+        if not await webhooks.claim(self.store, sid, self.owner):
+            return
+        run = _Run(asyncio.Semaphore(self.options.service_concurrency))
+        self._runs[sid] = run
+        after = "0"  # first what this consumer holds unacknowledged (claimed from a crashed one), then new
+        try:
+            while not self._stop.is_set():
+                run.wake.clear()  # before looking: what happens from here on wakes the wait below
+                room = self.options.batch - run.inflight
+                if room > 0:
+                    self._dirty.discard(sid)
+                    rows = await webhooks.read(self.store, sid, self.owner, room, after)
+                    paging = after != ">"
+                    if paging:
+                        after = rows[-1].id if rows else ">"
+                    for d in rows:
+                        self._dispatch(run, d)
+                    if rows or paging:
+                        continue
+                if run.inflight == 0:
+                    return
+                await run.wake.wait()  # a chain finished an entry, or new entries were queued
+        finally:
+            del self._runs[sid]
+            for t in run.tasks:
+                t.cancel()
+            await asyncio.gather(*run.tasks, return_exceptions=True)
+
+    def _dispatch(self, run: _Run, d: webhooks.Delivery) -> None:
+        queue = run.queues.get(d.order_key)
+        if queue is None:
+            queue = run.queues[d.order_key] = deque()
+            task = asyncio.create_task(self._chain(run, d.order_key, queue))
+            run.tasks.add(task)
+            task.add_done_callback(run.tasks.discard)
+        queue.append(d)
+        run.inflight += 1
+
+    async def _chain(self, run: _Run, key: str, queue: deque[webhooks.Delivery]) -> None:
+        """One order key's deliveries, strictly in order: the next waits until this one is done."""
+        try:
+            while queue:
+                await self._deliver_one(queue[0], run)
+                queue.popleft()
+                run.inflight -= 1
+                run.wake.set()
+        finally:
+            del run.queues[key]  # no await since the emptiness check: a new entry starts a new chain
+
+    async def _deliver_one(self, d: webhooks.Delivery, run: _Run) -> None:
+        o = self.options
+        attempts = 0
+        while True:
+            attempts += 1
+            async with run.limit:
+                outcome = await self._post(d)
+            if outcome.ok:
+                run.failing = False
+                await webhooks.ack(self.store, d.service_sid, [d.id])
+                return
+            last = attempts > o.max_retries or run.failing or not outcome.retry
+            log.info("webhook %s of %s attempt %d failed: %s", d.id, d.service_sid, attempts, outcome.error)
+            if last:
+                await webhooks.dead_letter(self.store, d, outcome.error, attempts, o.dead_letter_max)
+                run.failing = True
+                log.warning("webhook %s of %s moved to the dead letters: %s", d.id, d.service_sid, outcome.error)
+                return
+            delay = min(o.backoff_max_s, o.backoff_base_s * 2 ** (attempts - 1))
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    async def _post(self, d: webhooks.Delivery) -> _Outcome:
+        token = await self._auth_token(d.account_sid)
+        if token is None:
+            return _Outcome(False, f"unknown account {d.account_sid}", retry=False)
+        params = form_params(d.account_sid, d.service_sid, d.event)
+        headers = [
+            ("Content-Type", "application/x-www-form-urlencoded; charset=utf-8"),
+            ("X-Twilio-Signature", signature(token, d.url, params)),
+            ("I-Twilio-Idempotency-Token", f"{d.service_sid}-{d.id}"),
+            ("User-Agent", "TwilioProxy/1.1"),
+        ]
+        assert self._http is not None
+        try:
+            async with self._slots:
+                status = await self._http.post(d.url, urlencode(params).encode(), headers)
+        except DestinationBlockedError as exc:
+            return _Outcome(False, str(exc), retry=False)
+        except DeliveryError as exc:
+            return _Outcome(False, str(exc))
+        if 200 <= status < 300:
+            return _Outcome(True)
+        return _Outcome(False, f"HTTP {status}")
+
+    async def _auth_token(self, account_sid: str) -> str | None:
+        """The account's auth token, cached for a few seconds (it signs every request)."""
+        hit = self._tokens.get(account_sid)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        token = await accounts.auth_token(self.store, account_sid)
+        self._tokens[account_sid] = (token, time.monotonic() + 5.0)
+        return token

@@ -1,0 +1,44 @@
+"""Reachability: which SDK endpoints of an identity are connected, and the endpoint_* webhooks.
+
+The realtime gateway calls ``record_endpoint`` when a connection is established and when it ends.
+Each call is one script (scripts/reachability.lua) in the Service's slot that updates the identity's
+set of connected endpoints and, when the Service has ``reachability_webhooks_enabled``, queues the
+webhook in the same step (see storage/webhooks.py for the queue):
+
+* ``endpoint_connected`` for every endpoint that connects;
+* ``endpoint_disconnected`` at once without debouncing; with debouncing, only when the identity's
+  last endpoint goes, ``reachability_debouncing_window`` ms later, and only if the identity is still
+  offline then (a reconnect inside the window cancels it).
+
+Deferred disconnects wait in ``sync:{IS}:rd``; ``sync:reach:due`` lists the Services that have some,
+scored by the earliest, so ``fire_due`` (called by every webhook worker) costs one ZRANGEBYSCORE
+when nothing is due. Firing removes the entry in the same script, so several workers never fire one
+twice.
+"""
+
+from __future__ import annotations
+
+from . import keys
+from .expiry import reschedule
+from .records import Actor
+from .store import Store, now_ms, text
+
+SYSTEM_ACTOR = Actor(identity="system", origin="system")
+
+
+async def record_endpoint(store: Store, service_sid: str, identity: str, endpoint_id: str, connected: bool) -> None:
+    """Record that ``endpoint_id`` of ``identity`` connected (True) or disconnected (False)."""
+    actor = Actor(identity=identity, origin="sdk", endpoint=endpoint_id)
+    mode = "connect" if connected else "disconnect"
+    reply = await store.run("reachability", service_sid, keys.webhook_config(service_sid), actor, mode)
+    if reply[1]:
+        await store.redis.zadd(keys.REACH_DUE, {service_sid: int(reply[1])}, lt=True)
+
+
+async def fire_due(store: Store, batch: int = 100) -> None:
+    """Queue the debounced endpoint_disconnected webhooks that are due, in every Service."""
+    due = await store.redis.zrangebyscore(keys.REACH_DUE, "-inf", now_ms(), start=0, num=batch)
+    for raw in due:
+        sid = text(raw)
+        await store.run("reachability", sid, keys.webhook_config(sid), SYSTEM_ACTOR, "due")
+        await reschedule(store, sid, keys.reach_pending(sid), keys.REACH_DUE)

@@ -1,0 +1,261 @@
+"""The durable webhook queue: config copy, queue, lease, dead letters. Delivery is realtime/webhooks.py.
+
+Design (keys in keys.py):
+
+* **Config copy.** The Service record lives in the account slot, but every write script runs in the
+  Service's slot, so ``sync_config`` keeps a copy of the webhook settings in ``sync:{IS}:wh``
+  (url, rest = webhooks_from_rest_enabled, ac = account, re/db/dw = reachability flags and window,
+  v = the record's version). Services create/update call it; the worker re-syncs every Service at
+  start (``resync_all``), which repairs a crash between the two slots' writes.
+* **Queue.** ``emit()`` in scripts/lib.lua XADDs each event that should become a webhook (with the
+  URL of that moment) to ``sync:{IS}:whq`` in the same atomic step as the write: no acknowledged
+  write exists without its queued webhook, and a URL change applies to later events only. It then
+  PUBLISHes the Service SID on ``sync:webhooks:wake`` (a wake-up only, never the truth).
+* **Discovery** without a key scan: ``sync:webhooks`` lists the Services that have (had) a webhook
+  URL; workers are woken by the channel and, to catch missed wake-ups and crashed workers, check
+  the queue lengths of that set every few seconds.
+* **Order.** One worker at a time delivers a Service (the lease ``sync:{IS}:whl``), reading with the
+  consumer group ``wh``; a worker taking over claims (XAUTOCLAIM) the entries a crashed one had
+  read. Entries are XACKed and XDELed only after a 2xx.
+* **Dead letters.** Entries that exhausted their retries move to ``sync:{IS}:whdl`` (capped) and the
+  Service joins ``sync:webhooks:failed``; ``replay`` queues them again (to the current URL).
+* The queue is never trimmed (that would lose webhooks): a dead receiver's backlog drains to the
+  dead letters instead (see realtime/webhooks.py for retries).
+* Deleting a Service drops its copy, queue, lease and dead letters (``drop``).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from redis.exceptions import ResponseError
+
+from . import keys
+from .store import Store, _load, text
+
+GROUP = "wh"
+_SCRIPTS: weakref.WeakKeyDictionary[Store, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _script(store: Store, name: str) -> Any:
+    """A standalone (no lib prelude) script registered once per Store."""
+    per_store = _SCRIPTS.setdefault(store, {})
+    if name not in per_store:
+        per_store[name] = store.redis.register_script(_load(name))
+    return per_store[name]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One queued webhook: the change event plus the URL and account it goes out for."""
+
+    id: str  # queue entry id
+    service_sid: str
+    account_sid: str
+    url: str
+    event: dict[str, Any]
+
+    @property
+    def order_key(self) -> str:
+        """Deliveries with the same key go out in queue order (per object; per identity for reachability)."""
+        return str(self.event.get("sid") or "identity:" + str(self.event.get("b", "")))
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: str  # dead-letter entry id
+    service_sid: str
+    account_sid: str
+    url: str
+    event: dict[str, Any]
+    error: str
+    attempts: int
+
+
+def _fields(raw: dict[bytes, bytes]) -> tuple[str, str, dict[str, Any]]:
+    return text(raw.get(b"u", b"")), text(raw.get(b"a", b"")), msgpack.unpackb(raw[b"e"])
+
+
+# --- config copy -------------------------------------------------------------------------------
+
+
+async def sync_config(store: Store, account_sid: str, service_sid: str) -> None:
+    """Copy the Service record's webhook settings into the Service slot (idempotent, versioned)."""
+    raw = {text(k): text(v) for k, v in (await store.redis.hgetall(keys.service(account_sid, service_sid))).items()}
+    if not raw:
+        return
+    url = raw.get("webhook_url", "\x00")
+    copy = {
+        "ac": account_sid,
+        "rest": raw.get("webhooks_from_rest_enabled", "0"),
+        "re": raw.get("reachability_webhooks_enabled", "0"),
+        "db": raw.get("reachability_debouncing_enabled", "0"),
+        "dw": raw.get("reachability_debouncing_window", "5000"),
+    }
+    copy = {k: ("0" if v == "\x00" else v) for k, v in copy.items()}
+    if url not in ("\x00", ""):
+        copy["url"] = url
+        await store.redis.sadd(keys.WEBHOOK_SERVICES, service_sid)
+    args = [raw.get("v", "0"), *[x for kv in copy.items() for x in kv]]
+    where = [keys.webhook_config(service_sid), keys.tombstone(service_sid)]
+    await _script(store, "webhook_config")(keys=where, args=args)
+
+
+async def drop(store: Store, service_sid: str) -> None:
+    """Forget a deleted Service's webhooks: config copy, queue, lease, reachability, dead letters."""
+    identities = [text(i) for i in await store.redis.smembers(keys.reach_identities(service_sid))]
+    async with store.redis.pipeline(transaction=True) as p:
+        p.delete(
+            *[keys.endpoints(service_sid, i) for i in identities],
+            keys.reach_identities(service_sid),
+            keys.webhook_config(service_sid),
+            keys.webhook_queue(service_sid),
+            keys.webhook_lease(service_sid),
+            keys.webhook_dead(service_sid),
+            keys.reach_pending(service_sid),
+            keys.reach_endpoint(service_sid),
+        )
+        await p.execute()
+    async with store.redis.pipeline(transaction=False) as p:
+        p.srem(keys.WEBHOOK_SERVICES, service_sid)
+        p.srem(keys.WEBHOOK_FAILED, service_sid)
+        p.zrem(keys.REACH_DUE, service_sid)
+        await p.execute()
+
+
+async def resync_all(store: Store) -> int:
+    """Re-copy every Service's webhook config (at start: repairs a crash between the two writes)."""
+    n = 0
+    for account in await store.redis.smembers(keys.ACCOUNTS):
+        ac = text(account)
+        for sid in await store.redis.zrange(keys.services_index(ac), 0, -1):
+            await sync_config(store, ac, text(sid))
+            n += 1
+    return n
+
+
+# --- discovery and lease -----------------------------------------------------------------------
+
+
+async def services_with_work(store: Store) -> list[str]:
+    """Services whose queue is not empty (one SMEMBERS plus one pipelined XLEN each)."""
+    sids = [text(s) for s in await store.redis.smembers(keys.WEBHOOK_SERVICES)]
+    if not sids:
+        return []
+    async with store.redis.pipeline(transaction=False) as p:
+        for sid in sids:
+            p.xlen(keys.webhook_queue(sid))
+        lengths = await p.execute()
+    return [sid for sid, n in zip(sids, lengths, strict=True) if n]
+
+
+async def take_lease(store: Store, service_sid: str, owner: str, ms: int) -> bool:
+    """Acquire or renew the Service's delivery lease; False if another worker holds it."""
+    got = await _script(store, "webhook_lease")(keys=[keys.webhook_lease(service_sid)], args=["take", owner, ms])
+    return bool(got)
+
+
+async def release_lease(store: Store, service_sid: str, owner: str) -> None:
+    await _script(store, "webhook_lease")(keys=[keys.webhook_lease(service_sid)], args=["release", owner, 0])
+
+
+# --- reading and acknowledging -----------------------------------------------------------------
+
+
+async def claim(store: Store, service_sid: str, consumer: str) -> bool:
+    """Create the consumer group if needed and take over every entry other consumers read but did not
+    acknowledge (a crashed worker's). Call while holding the lease. False if there is no queue."""
+    key = keys.webhook_queue(service_sid)
+    try:
+        await store.redis.xgroup_create(key, GROUP, id="0")
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            return False  # no such key: nothing was ever queued (or the Service is gone)
+    start = "0-0"
+    while True:
+        # not justid: redis-py drops the cursor from a JUSTID reply
+        reply = await store.redis.xautoclaim(key, GROUP, consumer, 0, start, count=500)
+        start = text(reply[0])
+        if start == "0-0":
+            return True
+
+
+async def read(store: Store, service_sid: str, consumer: str, count: int, after: str = ">") -> list[Delivery]:
+    """Up to ``count`` entries: new ones (``after`` = ">"), or this consumer's unacknowledged ones
+    with an id above ``after`` ("0" = from the start: what it claimed or read before a crash)."""
+    key = keys.webhook_queue(service_sid)
+    try:
+        reply = await store.redis.xreadgroup(GROUP, consumer, {key: after}, count=count)
+    except ResponseError:  # NOGROUP: the queue was dropped with its Service
+        return []
+    out: list[Delivery] = []
+    gone: list[str] = []
+    for _, rows in reply or []:
+        for entry_id, raw in rows:
+            if not raw:  # deleted while pending
+                gone.append(text(entry_id))
+                continue
+            url, account, event = _fields(raw)
+            out.append(Delivery(text(entry_id), service_sid, account, url, event))
+    if gone:
+        await ack(store, service_sid, gone)
+    return out
+
+
+async def ack(store: Store, service_sid: str, entry_ids: list[str]) -> None:
+    """Done with these entries (delivered, or moved to the dead letters): forget them."""
+    key = keys.webhook_queue(service_sid)
+    async with store.redis.pipeline(transaction=True) as p:
+        p.xack(key, GROUP, *entry_ids)
+        p.xdel(key, *entry_ids)
+        await p.execute()
+
+
+# --- dead letters ------------------------------------------------------------------------------
+
+
+async def dead_letter(store: Store, d: Delivery, error: str, attempts: int, cap: int) -> None:
+    """Move one delivery that exhausted its retries to the Service's dead letters (capped)."""
+    sid = d.service_sid
+    fields = {"e": msgpack.packb(d.event), "u": d.url, "a": d.account_sid, "err": error[:500], "n": attempts}
+    where = [keys.webhook_queue(sid), keys.webhook_dead(sid), keys.tombstone(sid)]
+    args = [d.id, cap, *[x for kv in fields.items() for x in kv]]
+    if await _script(store, "webhook_dead")(keys=where, args=args):
+        await store.redis.sadd(keys.WEBHOOK_FAILED, sid)
+
+
+async def failed(store: Store, service_sid: str | None = None, count: int = 1000) -> list[DeadLetter]:
+    """Dead letters, oldest first: of one Service, or of every Service that has some."""
+    sids = [service_sid] if service_sid else sorted(text(s) for s in await store.redis.smembers(keys.WEBHOOK_FAILED))
+    out: list[DeadLetter] = []
+    for sid in sids:
+        for entry_id, raw in await store.redis.xrange(keys.webhook_dead(sid), count=count):
+            url, account, event = _fields(raw)
+            err, n = text(raw.get(b"err", b"")), int(raw.get(b"n", b"0"))
+            out.append(DeadLetter(text(entry_id), sid, account, url, event, err, n))
+    return out
+
+
+async def replay(store: Store, service_sid: str, entry_ids: list[str] | None = None) -> int:
+    """Queue dead letters again (all of the Service's, or these), to the Service's current URL when it
+    has one. Replayed entries join the end of the queue. Returns how many were queued."""
+    dead = keys.webhook_dead(service_sid)
+    url = await store.redis.hget(keys.webhook_config(service_sid), "url")
+    rows = await store.redis.xrange(dead) if entry_ids is None else []
+    for entry_id in entry_ids or []:
+        rows += await store.redis.xrange(dead, entry_id, entry_id)
+    for entry_id, raw in rows:
+        fields = {"e": raw[b"e"], "u": url if url is not None else raw[b"u"], "a": raw[b"a"]}
+        async with store.redis.pipeline(transaction=True) as p:
+            p.xadd(keys.webhook_queue(service_sid), fields)
+            p.xdel(dead, entry_id)
+            await p.execute()
+    if rows:
+        await store.redis.sadd(keys.WEBHOOK_SERVICES, service_sid)
+        await store.redis.publish(keys.WEBHOOK_WAKE, service_sid)
+    if not await store.redis.xlen(dead):
+        await store.redis.srem(keys.WEBHOOK_FAILED, service_sid)
+    return len(rows)

@@ -1,0 +1,141 @@
+"""The gateway across processes and under stress: two server processes on one Redis, a stalled
+client, shutdown, and the reachability records behind the endpoint_* webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+
+from realtime import twilsock
+from realtime.client import SyncClient
+from storage import keys
+from tests.helpers import SCALE, ServerProcess
+from tests.sdk import token
+from tests.webhook_receiver import Receiver
+
+
+def ws_url(server: ServerProcess) -> str:
+    return f"ws://127.0.0.1:{server.port}/v3/wsconnect"
+
+
+@pytest.fixture
+def second(redis_server: Any) -> Any:
+    """A second server process sharing the test Redis."""
+    srv = ServerProcess(redis_url=redis_server.url).start()
+    yield srv
+    srv.stop()
+
+
+async def test_write_through_one_process_reaches_a_socket_of_another(
+    server: ServerProcess, second: ServerProcess, api_key: Any, service: str
+) -> None:
+    tok = token(api_key.sid, api_key.secret, service, "alice")
+    async with (
+        await SyncClient.connect(ws_url(server), tok) as writer,
+        await SyncClient.connect(ws_url(second), tok) as reader,
+    ):
+        m = await writer.open("map", "shared")
+        await reader.subscribe(m["sid"], "map", m["last_event_id"])
+        for n in range(20):
+            await writer.call("PUT", f"{m['links']['items']}/k{n}", {"data": {"n": n}})
+        got = [await reader.next_event() for _ in range(20)]
+        assert [(e["event_type"], e["event"]["item_key"], e["event"]["id"]) for e in got] == [
+            ("map_item_added", f"k{n}", n + 1) for n in range(20)
+        ]
+        # the item URL names the process the reader is connected to
+        assert got[0]["event"]["item_url"].startswith(f"http://127.0.0.1:{second.port}/v3/Maps/")
+
+
+async def test_a_stalled_client_is_closed_and_never_delays_the_others(
+    redis_server: Any, api_key: Any, service: str, twilio: Any, redis: Any
+) -> None:
+    srv = ServerProcess(redis_url=redis_server.url, env={"SYNC_WS_QUEUE_FRAMES": "50", "SYNC_WS_PING_S": "2"}).start()
+    try:
+        tok = token(api_key.sid, api_key.secret, service, "alice")
+        doc = twilio.sync.v1.services(service).documents.create(unique_name="firehose")
+        sock = socket.create_connection(("127.0.0.1", srv.port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        async with (
+            connect(
+                ws_url(srv), sock=sock, max_queue=1, max_size=2**24, compression=None, close_timeout=0.5
+            ) as stalled,
+            await SyncClient.connect(ws_url(srv), tok) as healthy,
+        ):
+            stalled_token = token(api_key.sid, api_key.secret, service, "stalled")
+            await stalled.send(twilsock.encode({"method": "init", "id": "TM1", "token": stalled_token}))
+            assert twilsock.decode(await stalled.recv()).header["status"]["code"] == 200
+            poke = {"action": "establish", "correlation_id": 1, "requests": [
+                {"object_sid": doc.sid, "object_type": "document", "last_event_id": 0}]}  # fmt: skip
+            request = {"host": "x", "path": "/v4/Subscriptions", "method": "POST", "headers": {}}
+            await stalled.send(twilsock.encode({"method": "message", "id": "TM2", "http_request": request}, poke))
+            await healthy.subscribe(doc.sid, "document", 0)
+            big = base64.b64encode(os.urandom(11000)).decode()  # incompressible, ~15 KB
+
+            def write() -> None:  # ~6 MB of events: more than the socket buffers and the queue hold
+                for n in range(1, 401):
+                    twilio.sync.v1.services(service).documents(doc.sid).update(data={"n": n, "pad": big})
+
+            writing = asyncio.create_task(asyncio.to_thread(write))  # the event loop keeps reading meanwhile
+            for n in range(1, 401):
+                ev = await healthy.next_event(30 * SCALE)
+                assert ev["event"]["id"] == n
+            await writing
+            # the stalled one was cut off: its endpoint is no longer connected (reachability record)
+            async with asyncio.timeout(30 * SCALE):
+                while True:
+                    if not await redis.smembers(keys.endpoints(service, "stalled")):
+                        break
+                    await asyncio.sleep(0.05)
+            assert await redis.smembers(keys.endpoints(service, "alice"))  # the healthy one still is
+    finally:
+        srv.stop()
+
+
+async def test_shutdown_closes_sockets_and_clients_resume_elsewhere(
+    redis_server: Any, server: ServerProcess, api_key: Any, service: str, twilio: Any
+) -> None:
+    srv = ServerProcess(redis_url=redis_server.url).start()
+    try:
+        tok = token(api_key.sid, api_key.secret, service, "alice")
+        doc = twilio.sync.v1.services(service).documents.create(unique_name="moving", data={"v": 0})
+        c = await SyncClient.connect(ws_url(srv), tok)
+        await c.subscribe(doc.sid, "document", 0)
+        srv.stop()
+        closed = await asyncio.wait_for(c.control.get(), 10 * SCALE)
+        assert closed["method"] in ("close", "disconnected")
+        await c.close()
+        twilio.sync.v1.services(service).documents(doc.sid).update(data={"v": 1})
+        async with await SyncClient.connect(ws_url(server), tok) as again:
+            est = await again.subscribe(doc.sid, "document", 0)
+            assert est["last_event_id"] == 1
+            ev = again.events.get_nowait()
+            assert ev["event"]["document_data"] == {"v": 1}
+    finally:
+        srv.stop()
+
+
+async def test_connect_and_disconnect_become_reachability_webhooks(
+    server: ServerProcess, api_key: Any, http: Any
+) -> None:
+    receiver = await Receiver().start()
+    try:
+        r = await http.post(
+            "/v1/Services",
+            data={"FriendlyName": "reach", "WebhookUrl": receiver.url, "ReachabilityWebhooksEnabled": "true"},
+        )
+        service = r.json()["sid"]
+        async with await SyncClient.connect(ws_url(server), token(api_key.sid, api_key.secret, service, "alice")):
+            (connected,) = await receiver.wait_for(1)
+        delivered = await receiver.wait_for(2)
+        assert [d.form["EventType"] for d in delivered] == ["endpoint_connected", "endpoint_disconnected"]
+        assert {d.form["Identity"] for d in delivered} == {"alice"}
+        assert delivered[0].form["EndpointId"] == delivered[1].form["EndpointId"] != ""
+        assert connected.signature_valid
+    finally:
+        await receiver.stop()
