@@ -2,8 +2,10 @@
 
 I/O only: framing is in twilsock.py, the tunnelled API in cds.py, per-connection state in
 session.py, fan-out in hub.py. Limits: connections per process (an ``init`` beyond it is answered
-429 with a ``backoff_policy``, so the SDK retries later), frame size (a larger frame is refused with
-close 406... or its request with HTTP 413), subscriptions per connection (54419, in session.py).
+429 with a ``backoff_policy``, so the SDK retries later), frame size (a larger twilsock frame ends
+the connection with ``close`` 406; data over 16 KiB is a 413/54006 answer from cds.py), and
+subscriptions per connection (54419, session.py). Heartbeats are WebSocket pings (uvicorn's
+``ws_ping_interval``/``ws_ping_timeout``, set from SYNC_WS_PING_S by the server command).
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from storage import Store, StoreError, reachability, services
@@ -28,6 +32,7 @@ from .session import Limits, Session
 from .tokens import Grant, TokenError, verify
 
 log = logging.getLogger("sync.realtime")
+CloseWith = Callable[[int, str], None]
 
 
 @dataclass(frozen=True)
@@ -119,16 +124,21 @@ class Gateway:
             text = "Unauthorized" if exc.status == 401 else "Forbidden"
             await ws.send_bytes(twilsock.error_reply(first.id, exc.status, text, exc.code, exc.message))
             return
-        except StoreError:
+        except (StoreError, RedisError, OSError):
+            log.warning("init failed: the store is unavailable", exc_info=True)
             await ws.send_bytes(twilsock.error_reply(first.id, 503, "Service Unavailable", 20503, "Store unavailable"))
             return
         endpoint = grant.endpoint_id or f"EP{uuid.uuid4().hex}"
         caller = cds.Caller(self.store, grant.service_sid, grant.identity, endpoint, self._base(ws), acl)
-        stop: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+        me = asyncio.current_task()
+        stopped: list[tuple[int, str]] = []
 
         def close_with(code: int, text: str) -> None:
-            if not stop.done():
-                stop.set_result((code, text))
+            """End the connection (overflow, token expiry, protocol error): interrupts the read loop."""
+            if not stopped:
+                stopped.append((code, text))
+                if me is not None and asyncio.current_task() is not me:
+                    me.cancel()
 
         session = Session(self.hub, caller, grant, ws.send_bytes, self.config.limits, close_with)
         self.sessions.add(session)
@@ -137,25 +147,24 @@ class Gateway:
         )
         session.start_token_timer(time.time)
         await self._reach(session, True)
-        tasks = [
-            asyncio.create_task(session.writer()),
-            asyncio.create_task(self._read_loop(ws, session, close_with)),
-        ]
+        writer = asyncio.create_task(session.writer())
         try:
-            waiting: list[asyncio.Future[Any]] = [stop, *tasks]
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            if stop.done() and stop.result()[0] != 200:
-                code, text = stop.result()
-                tasks[0].cancel()
+            try:
+                await self._read_loop(ws, session, close_with)  # in this task: one task less per connection
+            except asyncio.CancelledError:
+                if not stopped or me is None:
+                    raise
+                me.uncancel()
+            if stopped and stopped[0][0] != 200:
+                code, text = stopped[0]
+                writer.cancel()
                 payload = self._backoff() if code == 308 else None
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ws.send_bytes(twilsock.close(code, text, payload)), 1.0)
         finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(BaseException):
-                    await t
+            writer.cancel()
+            with contextlib.suppress(BaseException):
+                await writer
             self.sessions.discard(session)
             await session.close()
             await self._reach(session, False)
@@ -168,7 +177,7 @@ class Gateway:
         except Exception:  # never fail a connection over a webhook record
             log.warning("could not record reachability of %s", c.endpoint, exc_info=True)
 
-    async def _read_loop(self, ws: WebSocket, session: Session, close_with: Any) -> None:
+    async def _read_loop(self, ws: WebSocket, session: Session, close_with: CloseWith) -> None:
         while True:
             data = await self._receive(ws)
             if len(data) > self.config.max_frame_bytes:
@@ -183,7 +192,7 @@ class Gateway:
             if method == "message":
                 session.spawn(self._message(session, frame))
             elif method == "update":
-                await self._update(session, frame, close_with)
+                await self._update(session, frame)
             elif method == "close":
                 close_with(200, "Closed by client")
                 return
@@ -196,13 +205,17 @@ class Gateway:
         headers = {str(k): str(v) for k, v in (request.get("headers") or {}).items()}
         method = str(request.get("method") or "GET").upper()
         body = frame.body() if method in ("POST", "PUT") else None
-        if path.rstrip("/") == "/v4/Subscriptions" and method == "POST":
-            status, answer = session.subscriptions_request(body)
-        else:
-            status, answer = await cds.handle(session.caller, cds.Request(method, path, params, headers, body))
+        try:
+            if path.rstrip("/") == "/v4/Subscriptions" and method == "POST":
+                status, answer = session.subscriptions_request(body)
+            else:
+                status, answer = await cds.handle(session.caller, cds.Request(method, path, params, headers, body))
+        except Exception:  # every request gets an answer, in Twilio's error shape
+            log.exception("tunnelled %s %s failed", method, path)
+            status, answer = 500, cds.CdsError(500, 20500, "Internal server error").body()
         session.send(twilsock.http_reply(frame.id, status, _REASONS.get(status, "Error"), answer))
 
-    async def _update(self, session: Session, frame: twilsock.Frame, close_with: Any) -> None:
+    async def _update(self, session: Session, frame: twilsock.Frame) -> None:
         """``update``: a new token for this connection (same identity and Service)."""
         try:
             grant: Grant = await verify(self.store, _token(frame))

@@ -118,10 +118,15 @@ class Hub:
             feed = self.feeds.get(sub.sid)
             if feed is None:
                 feed = self.feeds[sub.sid] = Feed(self, sub.service_sid, sub.sid)
+            if self._watching[sub.service_sid] == 0 and self.broker is not None:
+                try:
+                    await self.broker.subscribe(keys.wake_channel(sub.service_sid))
+                except BaseException:  # not watched after all: the next join subscribes again
+                    if not feed.subs:
+                        del self.feeds[sub.sid]
+                    raise
             feed.subs.add(sub)
             self._watching[sub.service_sid] += 1
-            if self._watching[sub.service_sid] == 1 and self.broker is not None:
-                await self.broker.subscribe(keys.wake_channel(sub.service_sid))
 
     async def leave(self, sub: Subscription) -> None:
         sub.active = False

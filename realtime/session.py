@@ -81,6 +81,7 @@ class Session:
         self.grant = grant
         self.limits = limits
         self.subs: dict[str, Subscription] = {}
+        self._leaving: set[Subscription] = set()
         self._send_bytes = send_bytes
         self._on_close = on_close
         self._queue: deque[bytes] = deque()
@@ -88,7 +89,7 @@ class Session:
         self._ready = asyncio.Event()
         self._sub_lock = asyncio.Lock()
         self._tasks: set[asyncio.Future[Any]] = set()
-        self._timer: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self.closed = False
 
     @property
@@ -134,23 +135,20 @@ class Session:
     # -- token ----------------------------------------------------------------------------------
 
     def start_token_timer(self, now: Callable[[], float]) -> None:
-        """(Re)arm the expiry timer for the current grant (after init and after each ``update``)."""
+        """(Re)arm the expiry timers for the current grant (after init and after each ``update``):
+        ``token_about_to_expire`` ``token_warn_s`` before expiry, close 410 at expiry. Timer handles,
+        not tasks: an idle connection should cost as little memory as possible."""
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = asyncio.ensure_future(self._token_timer(now))
-        self._tasks.add(self._timer)
-        self._timer.add_done_callback(self._tasks.discard)
+        loop = asyncio.get_running_loop()
+        warn_in = max(0.0, self.grant.expires - self.limits.token_warn_s - now())
+        self._timer = loop.call_later(warn_in, self._token_warning, now)
 
-    async def _token_timer(self, now: Callable[[], float]) -> None:
-        """Warn the client ``token_warn_s`` before its token expires; close with 410 when it has."""
-        warn_at = self.grant.expires - self.limits.token_warn_s
-        delay = warn_at - now()
-        if delay > 0:
-            await asyncio.sleep(delay)
+    def _token_warning(self, now: Callable[[], float]) -> None:
         self.send(twilsock.client_update("token_about_to_expire"))
-        delay = self.grant.expires - now()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, self.grant.expires - now()), self._token_expired)
+
+    def _token_expired(self) -> None:
         self._on_close(410, "Token expired")
 
     # -- subscriptions --------------------------------------------------------------------------
@@ -182,6 +180,11 @@ class Session:
                     self._notify("subscription_failed", correlation_id, sid, kind, error=exc)
                 except StoreError as exc:
                     self._notify("subscription_failed", correlation_id, sid, kind, error=cds.store_error(exc))
+                except Exception:  # e.g. Redis down while subscribing: fail this one, the SDK retries
+                    log.exception("subscription to %s failed", sid)
+                    await self.cancel(sid)
+                    error = cds.CdsError(503, 20503, "Service unavailable: try again")
+                    self._notify("subscription_failed", correlation_id, sid, kind, error=error)
 
     def _notify(
         self, event_type: str, correlation_id: Any, sid: str, kind: str, error: cds.CdsError | None = None, **extra: Any
@@ -215,9 +218,14 @@ class Session:
         if not await self.hub.replay(sub, kind):
             return  # removed while the client was away: the removal event was its answer
         if self.subs.get(obj.sid) is sub:
-            ev = {"object_sid": obj.sid, "object_type": kind, "replay_status": "completed", "last_event_id": sub.cursor}
-            self.send(twilsock.notification({"event_type": "subscription_established",
-                                             "correlation_id": correlation_id, "events": [ev]}))  # fmt: skip
+            self._notify(
+                "subscription_established",
+                correlation_id,
+                obj.sid,
+                kind,
+                replay_status="completed",
+                last_event_id=sub.cursor,
+            )
 
     async def cancel(self, sid: str) -> None:
         sub = self.subs.pop(sid, None)
@@ -229,15 +237,23 @@ class Session:
         if self.subs.get(sub.sid) is sub:
             del self.subs[sub.sid]
         sub.active = False
-        self.spawn(self.hub.leave(sub))
+        self._leaving.add(sub)
+        self.spawn(self._leave(sub))
+
+    async def _leave(self, sub: Subscription) -> None:
+        await self.hub.leave(sub)
+        self._leaving.discard(sub)
 
     async def close(self) -> None:
         """Drop every subscription and background task; idempotent."""
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
         for task in list(self._tasks):
             task.cancel()
-        for sub in list(self.subs.values()):
+        for sub in [*self.subs.values(), *self._leaving]:  # a cancelled _leave must not leak a feed
             with contextlib.suppress(Exception):
                 await self.hub.leave(sub)
         self.subs.clear()
+        self._leaving.clear()
         self._queue.clear()

@@ -69,6 +69,10 @@ class TtlCache:
         self._data.pop(key, None)
 
 
+POOL_SIZE = 200  # Redis connections per process
+POOL_WAIT_S = 10.0  # how long a request waits for one before failing (StoreUnavailableError)
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -107,7 +111,11 @@ class Store:
         if cluster:
             client: Any = aioredis.RedisCluster.from_url(url, decode_responses=False)
         else:
-            client = aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+            # a burst of concurrent requests waits for a free connection instead of failing
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=POOL_SIZE, timeout=POOL_WAIT_S, decode_responses=False, health_check_interval=30
+            )
+            client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
         store = cls(client, config)
         await store.ping()
         return store

@@ -350,3 +350,33 @@ async def test_connections_and_frame_size_are_limited(redis_server: Any, api_key
             assert closed["method"] == "close" and closed["status"]["code"] == 406
     finally:
         srv.stop()
+
+
+async def test_cli_token_connects_with_the_given_identity_and_service(server: ServerProcess, service: str) -> None:
+    from tests.test_cli import _cli
+
+    assert server.redis_url is not None
+    out = await asyncio.to_thread(
+        _cli, server.redis_url, "token", "--identity", "dev", "--service", service, "--ttl", "600"
+    )
+    assert out.returncode == 0, out.stderr
+    async with await SyncClient.connect(ws_url(server), out.stdout.strip()) as c:
+        doc = await c.open("document", "from-cli-token")
+        assert doc["created_by"] == "dev"
+    refused = await asyncio.to_thread(_cli, server.redis_url, "token", "--identity", "dev", "--ttl", "90000")
+    assert refused.returncode != 0
+
+
+async def test_ttl_options_on_creates_and_writes(client: SyncClient) -> None:
+    doc = await client.call("POST", "/v3/Documents", {"unique_name": "short-doc", "data": {}, "ttl": 100})
+    stream = await client.call("POST", "/v3/Streams", {"unique_name": "short-stream", "ttl": 100})
+    lst = await client.call("POST", "/v3/Lists", {"unique_name": "short-list", "ttl": 100})
+    assert doc["date_expires"] and stream["date_expires"] and lst["date_expires"]
+    item = await client.call("POST", lst["links"]["items"], {"data": {"a": 1}, "ttl": 50})
+    assert item["date_expires"]
+    cleared = await client.call("POST", item["url"], {"ttl": 0})
+    assert cleared["date_expires"] is None
+    assert (await client.call("POST", doc["url"], {"ttl": 0}))["date_expires"] is None
+    for bad in (-1, "10", 31_536_001, True):
+        status, body = await client.request("POST", doc["url"], {"ttl": bad})
+        assert (status, body["code"]) == (400, 54011)

@@ -55,7 +55,8 @@ async def test_write_through_one_process_reaches_a_socket_of_another(
 async def test_a_stalled_client_is_closed_and_never_delays_the_others(
     redis_server: Any, api_key: Any, service: str, twilio: Any, redis: Any
 ) -> None:
-    srv = ServerProcess(redis_url=redis_server.url, env={"SYNC_WS_QUEUE_FRAMES": "50", "SYNC_WS_PING_S": "2"}).start()
+    # heartbeats are slow here (60 s): only the overflow policy can end the stalled connection in time
+    srv = ServerProcess(redis_url=redis_server.url, env={"SYNC_WS_QUEUE_FRAMES": "150", "SYNC_WS_PING_S": "60"}).start()
     try:
         tok = token(api_key.sid, api_key.secret, service, "alice")
         doc = twilio.sync.v1.services(service).documents.create(unique_name="firehose")
@@ -77,22 +78,43 @@ async def test_a_stalled_client_is_closed_and_never_delays_the_others(
             await healthy.subscribe(doc.sid, "document", 0)
             big = base64.b64encode(os.urandom(11000)).decode()  # incompressible, ~15 KB
 
-            def write() -> None:  # ~6 MB of events: more than the socket buffers and the queue hold
-                for n in range(1, 401):
+            def write() -> None:  # ~9 MB of events: more than the socket buffers and the queue hold
+                for n in range(1, 601):
                     twilio.sync.v1.services(service).documents(doc.sid).update(data={"n": n, "pad": big})
 
             writing = asyncio.create_task(asyncio.to_thread(write))  # the event loop keeps reading meanwhile
-            for n in range(1, 401):
+            for n in range(1, 601):
                 ev = await healthy.next_event(30 * SCALE)
                 assert ev["event"]["id"] == n
             await writing
             # the stalled one was cut off: its endpoint is no longer connected (reachability record)
-            async with asyncio.timeout(30 * SCALE):
-                while True:
-                    if not await redis.smembers(keys.endpoints(service, "stalled")):
-                        break
-                    await asyncio.sleep(0.05)
+            await disconnected(redis, service, "stalled")
             assert await redis.smembers(keys.endpoints(service, "alice"))  # the healthy one still is
+    finally:
+        srv.stop()
+
+
+async def disconnected(redis: Any, service: str, identity: str) -> None:
+    """Wait until no endpoint of ``identity`` is connected any more (the gateway's reachability record)."""
+    async with asyncio.timeout(30 * SCALE):
+        while True:
+            if not await redis.smembers(keys.endpoints(service, identity)):
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_heartbeat_drops_a_peer_that_stops_answering(
+    redis_server: Any, api_key: Any, service: str, redis: Any
+) -> None:
+    srv = ServerProcess(redis_url=redis_server.url, env={"SYNC_WS_PING_S": "1"}).start()
+    try:
+        async with connect(ws_url(srv), close_timeout=0.5) as ws:
+            await ws.send(twilsock.encode({"method": "init", "id": "TM1", "token": token(
+                api_key.sid, api_key.secret, service, "frozen")}))  # fmt: skip
+            assert twilsock.decode(await ws.recv()).header["status"]["code"] == 200
+            assert await redis.smembers(keys.endpoints(service, "frozen"))
+            ws.transport.pause_reading()  # alive at the TCP level, but no pong ever comes back
+            await disconnected(redis, service, "frozen")
     finally:
         srv.stop()
 

@@ -302,3 +302,35 @@ async def test_reconnect_after_server_restart_replays_every_missed_event_once_in
             await watcher.close()
     finally:
         gw.stop()
+
+
+async def test_acl_refusals_reach_the_sdk_as_permission_errors(sdk: Sdk, tokens: Any, twilio: Any, service: str):
+    svc = twilio.sync.v1.services(service)
+    svc.update(acl_enabled=True)
+    doc = svc.documents.create(unique_name="guarded", data={"v": 1})
+    svc.documents(doc.sid).document_permissions("reader").update(read=True, write=False, manage=False)
+    await sdk.client("r", tokens("reader"))
+    await sdk.client("n", tokens("nobody"))
+    opened = await sdk.open("r", "document", {"id": "guarded", "mode": "open_existing"}, "dr")
+    assert opened["data"] == {"v": 1}
+    await settle(sdk, "dr")
+    with pytest.raises(SdkError) as err:
+        await sdk.call("dr", "set", {"v": 2})
+    assert (err.value.status, err.value.code) == (403, 54007)
+    with pytest.raises(SdkError) as err:
+        await sdk.open("n", "document", {"id": "guarded", "mode": "open_existing"}, "dn")
+    assert (err.value.status, err.value.code) == (403, 54007)
+    svc.documents(doc.sid).update(data={"v": 3})  # REST is never limited by ACL; the reader sees it
+    (ev,) = await sdk.expect("updated", "dr")
+    assert ev["data"] == {"v": 3}
+
+
+async def test_client_shutdown_closes_the_endpoint(sdk: Sdk, tokens: Any, service: str, redis: Any) -> None:
+    from storage import keys
+    from tests.test_realtime_nodes import disconnected
+
+    await sdk.client("a", tokens("leaving"))
+    await sdk.connected("a")
+    assert await redis.smembers(keys.endpoints(service, "leaving"))
+    await sdk.cmd("close", client="a")
+    await disconnected(redis, service, "leaving")
