@@ -19,7 +19,9 @@ from storage.errors import (
     RevisionMismatchError,
     StoreError,
     StoreUnavailableError,
+    TooLargeError,
 )
+from storage.limits import MAX_NAME, MAX_PAGE, MAX_TTL
 
 log = logging.getLogger("sync.http")
 
@@ -56,6 +58,12 @@ STORE_ERRORS: dict[tuple[type[StoreError], str], tuple[int, int]] = {
     (InvalidInputError, "page_token"): (400, 54453),
     (InvalidInputError, "list_item"): (400, 54156),
     (InvalidInputError, "map_item"): (400, 54206),
+    (InvalidInputError, "data"): (400, 54008),
+    (InvalidInputError, "ttl"): (400, 54011),
+    (InvalidInputError, "unique_name"): (400, 54302),
+    (InvalidInputError, "map_key"): (400, 54209),
+    (InvalidInputError, "page_size"): (400, 54454),
+    (TooLargeError, "*"): (413, 54006),
     (StoreUnavailableError, "*"): (503, 20503),
 }
 
@@ -70,6 +78,9 @@ _MESSAGES = {
     54453: "Invalid PageToken",
     54156: "List Item data is required",
     54206: "Map Item data is required",
+    54302: f"Invalid unique name: must be 1 to {MAX_NAME} characters and not look like a SID",
+    54209: f"Invalid Map Item key: must be 1 to {MAX_NAME} characters",
+    54454: f"Invalid PageSize: must be an integer from 1 to {MAX_PAGE}",
     20503: "Service unavailable: the data store is not reachable",
 }
 
@@ -88,6 +99,10 @@ async def store_error_handler(request: Request, exc: Exception) -> Response:
     status, code = store_error_status(exc)
     if code == 20404:
         message = f"The requested resource {_resource_path(request)} was not found"
+    elif code == 54011:
+        message = f"Invalid {exc.ident or 'Ttl'}: must be an integer from 0 to {MAX_TTL}"
+    elif code in (54008, 54006):
+        message = f"Invalid data: {exc}" if code == 54008 else f"Request entity too large: {exc}"
     elif code == 54301:
         message = f"Unique name already exists: {exc.ident}"
     else:

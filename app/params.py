@@ -12,16 +12,13 @@ from urllib.parse import parse_qsl, urlsplit
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
-from storage import ids, paging
+from storage import limits, paging
 from storage.errors import InvalidInputError
+from storage.limits import MAX_DATA
 from storage.paging import Cursor
 
 from .errors import TwilioError
 
-MAX_DATA = 16 * 1024
-MAX_MESSAGE = 4 * 1024
-MAX_NAME = 320
-MAX_TTL = 31_536_000
 MAX_BODY = 256 * 1024  # form bodies: 16 KiB of Data percent-encoded is at most 48 KiB
 _REVISION = re.compile(r"^[0-9a-f]{1,16}$")
 
@@ -67,13 +64,8 @@ def data(values: Mapping[str, Any], required: bool, limit: int = MAX_DATA, missi
     try:
         parsed = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, TypeError):
-        raise TwilioError(400, 54008, "Invalid data: Data must be a valid JSON string") from None
-    if not isinstance(parsed, dict):
-        raise TwilioError(400, 54008, "Invalid data: Data must be a JSON object")
-    compact = json.dumps(parsed, separators=(",", ":"), ensure_ascii=False)
-    if len(compact.encode()) > limit:
-        raise TwilioError(413, 54006, f"Request entity too large: Data exceeds {limit // 1024} KiB")
-    return compact
+        raise InvalidInputError("data", message="Data must be a valid JSON string") from None
+    return limits.compact_data(parsed, limit)
 
 
 def ttl(values: Mapping[str, Any], *names: str) -> int | None:
@@ -83,9 +75,12 @@ def ttl(values: Mapping[str, Any], *names: str) -> int | None:
         raw = values.get(name)
         if raw is None or raw == "":
             continue
-        if not _digits(raw) or int(raw) > MAX_TTL:
-            raise TwilioError(400, 54011, f"Invalid {name}: must be an integer from 0 to {MAX_TTL}")
-        return int(raw)
+        if not _digits(raw):
+            raise InvalidInputError("ttl", name)
+        try:
+            return limits.check_ttl(int(raw))
+        except InvalidInputError:
+            raise InvalidInputError("ttl", name) from None
     return None
 
 
@@ -93,17 +88,11 @@ def unique_name(values: Mapping[str, Any]) -> str | None:
     raw = values.get("UniqueName")
     if raw is None:
         return None
-    if not raw or len(raw) > MAX_NAME or ids.is_sid(raw):
-        raise TwilioError(
-            400, 54302, f"Invalid unique name: must be 1 to {MAX_NAME} characters and not look like a SID"
-        )
-    return str(raw)
+    return limits.check_unique_name(str(raw))
 
 
 def key(raw: Any) -> str:
-    if not raw or len(raw) > MAX_NAME:
-        raise TwilioError(400, 54209, f"Invalid Map Item key: must be 1 to {MAX_NAME} characters")
-    return str(raw)
+    return limits.check_key("" if raw is None else str(raw))
 
 
 def index(raw: str) -> str:
@@ -177,8 +166,9 @@ class Paging:
 def paging_params(request: Request) -> Paging:
     q = request.query_params
     raw_size = q.get("PageSize", "50")
-    if not _digits(raw_size) or not 1 <= int(raw_size) <= 1000:
-        raise TwilioError(400, 54454, "Invalid PageSize: must be an integer from 1 to 1000")
+    if not _digits(raw_size):
+        raise InvalidInputError("page_size", raw_size)
+    limits.check_page_size(int(raw_size))
     raw_page = q.get("Page", "0")
     if not _digits(raw_page):
         raise TwilioError(400, 20001, "Invalid Page: must be a non-negative integer")

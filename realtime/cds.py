@@ -10,7 +10,6 @@ manage); without it any valid token of the Service may do everything.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -26,8 +25,9 @@ from storage import (
     StoreError,
     StoreUnavailableError,
     SyncObject,
-    ids,
+    TooLargeError,
     items,
+    limits,
     objects,
     paging,
     permissions,
@@ -39,11 +39,6 @@ from storage.store import now_ms
 from .events import COLLECTION, iso_ms, item_url, object_url
 
 KINDS = {name: kind for kind, name in COLLECTION.items()}
-MAX_DATA = 16 * 1024
-MAX_MESSAGE = 4 * 1024
-MAX_NAME = 320
-MAX_TTL = 31_536_000
-MAX_PAGE = 1000
 
 
 class CdsError(Exception):
@@ -84,6 +79,12 @@ _STORE_ERRORS: dict[tuple[type[StoreError], str], tuple[int, int, str]] = {
     (InvalidInputError, "map_item"): (400, 54206, "Map Item data is required"),
     (InvalidInputError, "*"): (400, 20001, "Invalid input"),
     (StoreUnavailableError, "*"): (503, 20503, "Service unavailable: the data store is not reachable"),
+    (InvalidInputError, "data"): (400, 54008, "Invalid data: must be a JSON object"),
+    (InvalidInputError, "ttl"): (400, 54011, "Invalid ttl: must be an integer from 0 to 31536000"),
+    (InvalidInputError, "unique_name"): (400, 54302, "Invalid unique name: 1 to 320 characters, not a SID"),
+    (InvalidInputError, "map_key"): (400, 54209, "Invalid Map Item key: must be 1 to 320 characters"),
+    (InvalidInputError, "page_size"): (400, 54454, "Invalid PageSize: must be an integer from 1 to 1000"),
+    (TooLargeError, "*"): (413, 54006, "Request entity too large: data exceeds its size limit"),
 }
 
 
@@ -211,37 +212,29 @@ def _body(req: Request) -> dict[str, Any]:
     return body
 
 
-def _data(body: dict[str, Any], required: bool, missing_code: int = 54101, limit: int = MAX_DATA) -> str | None:
+def _data(body: dict[str, Any], required: bool, missing_code: int = 54101, limit: int = limits.MAX_DATA) -> str | None:
     """``data`` as compact JSON text (None when absent and optional)."""
     if "data" not in body or body["data"] is None:
         if required:
             raise CdsError(400, missing_code, "Data is required")
         return None
-    value = body["data"]
-    if not isinstance(value, dict):
-        raise CdsError(400, 54008, "Invalid data: must be a JSON object")
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    if len(text.encode()) > limit:
-        raise CdsError(413, 54006, f"Request entity too large: data exceeds {limit // 1024} KiB")
-    return text
+    return limits.compact_data(body["data"], limit)
 
 
 def _ttl(body: dict[str, Any], name: str = "ttl") -> int | None:
     value = body.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TTL:
-        raise CdsError(400, 54011, f"Invalid {name}: must be an integer from 0 to {MAX_TTL}")
-    return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError("ttl", name)
+    return limits.check_ttl(value)
 
 
 def _unique_name(body: dict[str, Any]) -> str | None:
     value = body.get("unique_name")
     if value is None:
         return None
-    if not isinstance(value, str) or not value or len(value) > MAX_NAME or ids.is_sid(value):
-        raise CdsError(400, 54302, f"Invalid unique name: must be 1 to {MAX_NAME} characters and not a SID")
-    return value
+    return limits.check_unique_name(value if isinstance(value, str) else "")
 
 
 def _item_key(kind: str, raw: str) -> str:
@@ -249,9 +242,7 @@ def _item_key(kind: str, raw: str) -> str:
         if not raw.isdigit():
             raise CdsError(400, 54458, "Invalid List Item index: must be a non-negative integer")
         return str(int(raw))
-    if not raw or len(raw) > MAX_NAME:
-        raise CdsError(400, 54209, f"Invalid Map Item key: must be 1 to {MAX_NAME} characters")
-    return raw
+    return limits.check_key(raw)
 
 
 # -- rendering ----------------------------------------------------------------------------------
@@ -348,7 +339,7 @@ async def remove(caller: Caller, kind: str, ident: str) -> dict[str, Any]:
 
 
 async def publish(caller: Caller, ident: str, body: dict[str, Any]) -> dict[str, Any]:
-    data = _data(body, required=True, missing_code=54251, limit=MAX_MESSAGE)
+    data = _data(body, required=True, missing_code=54251, limit=limits.MAX_MESSAGE)
     assert data is not None
     sid = await objects.resolve(caller.store, caller.service_sid, "stream", ident)
     await require(caller, "stream", sid, "write", "publish to")
@@ -419,9 +410,9 @@ async def query_items(caller: Caller, kind: str, ident: str, params: dict[str, s
     if order not in ("asc", "desc"):
         raise CdsError(400, 54451, "Invalid Order: must be asc or desc")
     raw_size = params.get("PageSize", "50")
-    if not raw_size.isdigit() or not 1 <= int(raw_size) <= MAX_PAGE:
-        raise CdsError(400, 54454, f"Invalid PageSize: must be an integer from 1 to {MAX_PAGE}")
-    size = int(raw_size)
+    if not raw_size.isascii() or not raw_size.isdigit():
+        raise InvalidInputError("page_size", raw_size)
+    size = limits.check_page_size(int(raw_size))
     token = params.get("PageToken")
     cursor = paging.decode(token) if token else None
     start = params.get("From")

@@ -7,6 +7,7 @@ from .errors import (
     RevisionMismatchError,
     StoreError,
     StoreUnavailableError,
+    TooLargeError,
 )
 from .records import SWEEPER, SYSTEM, Actor, Item, Page, Permission, Service, SyncObject
 from .store import Store, StoreConfig
@@ -28,4 +29,5 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "SyncObject",
+    "TooLargeError",
 ]

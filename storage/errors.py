@@ -4,7 +4,8 @@ StoreError
  +-- NotFoundError            (kind says what: service, document, list_item, ...)
  +-- AlreadyExistsError       (unique name or map key taken)
  +-- RevisionMismatchError    (If-Match did not match the current revision)
- +-- InvalidInputError        (a value the store refuses; ``field`` names it)
+ +-- InvalidInputError        (a value the store refuses; ``kind`` names the rule, see limits.py)
+ +-- TooLargeError            (data over its size limit)
  +-- StoreUnavailableError    (Redis could not be reached; wraps the redis-py error)
 """
 
@@ -34,6 +35,10 @@ class RevisionMismatchError(StoreError):
 
 class InvalidInputError(StoreError):
     """The store refuses a value (e.g. a list index that is not a number)."""
+
+
+class TooLargeError(StoreError):
+    """Data over its size limit (16 KiB for objects and items, 4 KiB for stream messages)."""
 
 
 class StoreUnavailableError(StoreError):

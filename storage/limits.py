@@ -1,0 +1,57 @@
+"""Sync's limits and the checks that enforce them, shared by every edge (REST and the SDK's CDS API).
+
+Each check raises a domain error whose ``kind`` names the rule; the edges map (error, kind) to
+their status and Twilio code in their own tables.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import ids
+from .errors import InvalidInputError, TooLargeError
+
+MAX_DATA = 16 * 1024  # Document, List item, Map item data (compact UTF-8 JSON)
+MAX_MESSAGE = 4 * 1024  # Stream message data
+MAX_NAME = 320  # unique names and Map item keys
+MAX_TTL = 31_536_000  # one year, in seconds; 0 = never expires
+MAX_PAGE = 1000  # page size
+
+
+def compact_data(value: Any, limit: int = MAX_DATA) -> str:
+    """Sync data is a JSON object of at most ``limit`` bytes: returns its compact JSON text."""
+    if not isinstance(value, dict):
+        raise InvalidInputError("data", message="Data must be a JSON object")
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:  # NaN or Infinity: not JSON
+        raise InvalidInputError("data", message="Data must be valid JSON") from None
+    if len(text.encode()) > limit:
+        raise TooLargeError("data", str(limit), f"Data exceeds {limit // 1024} KiB")
+    return text
+
+
+def check_ttl(value: int) -> int:
+    if not 0 <= value <= MAX_TTL:
+        raise InvalidInputError("ttl", str(value))
+    return value
+
+
+def check_unique_name(value: str) -> str:
+    """1 to 320 characters, and never SID-shaped (a SID in a path must mean the SID)."""
+    if not value or len(value) > MAX_NAME or ids.is_sid(value):
+        raise InvalidInputError("unique_name", value)
+    return value
+
+
+def check_key(value: str) -> str:
+    if not value or len(value) > MAX_NAME:
+        raise InvalidInputError("map_key", value)
+    return value
+
+
+def check_page_size(value: int) -> int:
+    if not 1 <= value <= MAX_PAGE:
+        raise InvalidInputError("page_size", str(value))
+    return value
