@@ -61,7 +61,8 @@ class EmbeddedRedis:
     """Start with ``start()``, stop with ``stop()``; ``url`` is what clients connect to."""
 
     def __init__(self, data_dir: str | os.PathLike[str], port: int = 0, appendfsync: str = "everysec") -> None:
-        self.dir = Path(data_dir) / "redis"
+        # absolute: Valkey changes into --dir before it opens --logfile, so a relative path breaks
+        self.dir = Path(data_dir).resolve() / "redis"
         self.port = port or free_port()
         self.appendfsync = appendfsync
         self.proc: subprocess.Popen[bytes] | None = None

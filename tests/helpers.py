@@ -71,6 +71,7 @@ class ServerProcess:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log_path: str = ""
+    cwd: str | None = None  # where the server runs (a relative SYNC_DATA_DIR is relative to it)
 
     def start(self) -> ServerProcess:
         self.port = self.port or free_port()
@@ -90,10 +91,11 @@ class ServerProcess:
         self.data_dir = self.data_dir or tempfile.mkdtemp(prefix="sync-test-data-")
         env["SYNC_DATA_DIR"] = self.data_dir
         env.update(self.env)
-        self.log_path = os.path.join(self.data_dir, f"server-{self.port}.log")
+        self.log_path = os.path.join(self.cwd or ROOT, self.data_dir, f"server-{self.port}.log")
+        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
         log = open(self.log_path, "ab")
         cmd = [sys.executable, "-c", "from app.cli import main; main()"]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=ROOT)
+        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=self.cwd or ROOT)
         self.wait_ready()
         return self
 

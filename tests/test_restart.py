@@ -54,6 +54,22 @@ def test_restart_with_embedded_valkey_keeps_every_write() -> None:
         server.stop()
 
 
+def test_default_relative_data_dir_works_from_any_directory() -> None:
+    """`make run` uses SYNC_DATA_DIR=./data: the embedded Valkey must cope with a relative path."""
+    workdir = tempfile.mkdtemp(prefix="sync-cwd-")
+    server = ServerProcess(data_dir="data", cwd=workdir).start()
+    try:
+        sid, expected = _write_everything(server.base_url)
+    finally:
+        server.stop()
+    assert (Path(workdir) / "data" / "redis" / "appendonlydir").is_dir()
+    server = ServerProcess(data_dir="data", cwd=workdir).start()
+    try:
+        _read_back(server.base_url, sid, expected)
+    finally:
+        server.stop()
+
+
 def test_server_killed_with_sigkill_loses_no_acknowledged_write() -> None:
     data_dir = tempfile.mkdtemp(prefix="sync-kill-")
     server = ServerProcess(data_dir=data_dir).start()
