@@ -118,6 +118,12 @@ class ServerProcess:
             time.sleep(0.1)
         raise RuntimeError(f"sync-server not ready: {Path(self.log_path).read_text()[-3000:]}")
 
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -127,3 +133,62 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+class ClusterProcess:
+    """A throwaway 3-master Valkey Cluster (no replicas, no persistence) on free ports."""
+
+    def __init__(self, masters: int = 3) -> None:
+        self.dir = tempfile.mkdtemp(prefix="sync-test-cluster-")
+        self.ports = [free_port() for _ in range(masters)]
+        self.procs = [self._start(p) for p in self.ports]
+        try:
+            for p in self.ports:
+                self._wait(p, "ping", "PONG")
+            nodes = [f"127.0.0.1:{p}" for p in self.ports]
+            self.cli("--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes")
+            for p in self.ports:
+                self._wait(p, "cluster info", "cluster_state:ok")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, port: int) -> subprocess.Popen[bytes]:
+        # the bus port must be given: the default (port + 10000) overflows for high free ports
+        return subprocess.Popen(
+            [server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-port", str(free_port()), "--cluster-config-file", os.path.join(self.dir, f"nodes-{port}.conf"),
+             "--save", "", "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def cli(self, *args: str) -> str:
+        cli = os.path.join(os.path.dirname(server_binary()), "valkey-cli")
+        return subprocess.run([cli, *args], capture_output=True, text=True, timeout=30 * SCALE, check=True).stdout
+
+    def _wait(self, port: int, command: str, expect: str) -> None:
+        deadline = time.monotonic() + 20 * SCALE
+        while time.monotonic() < deadline:
+            try:
+                if expect in self.cli("-p", str(port), *command.split()):
+                    return
+            except subprocess.CalledProcessError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"test Valkey Cluster node {port}: no {expect!r}")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def __enter__(self) -> ClusterProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait(10)
