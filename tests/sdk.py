@@ -99,6 +99,12 @@ class Sdk:
     async def open(self, client: str, kind: str, arg: Any, name: str) -> Any:
         return await self.cmd("open", client=client, kind=kind, arg=arg, **{"as": name})
 
+    async def open_both(self, kind: str, arg: Any, name: str, arg_b: Any = None) -> tuple[str, str]:
+        """Open one object on client "a" (as name + "a") and client "b" (as name + "b")."""
+        await self.open("a", kind, arg, name + "a")
+        await self.open("b", kind, arg if arg_b is None else arg_b, name + "b")
+        return name + "a", name + "b"
+
     async def call(self, obj: str, method: str, *args: Any, fn: str | None = None) -> Any:
         extra = {"fn": fn} if fn is not None else {}
         return await self.cmd("call", obj=obj, method=method, args=list(args), **extra)

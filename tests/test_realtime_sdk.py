@@ -90,8 +90,7 @@ async def test_document_updates_reach_the_other_client_and_rest_writes_reach_bot
     two: Sdk, twilio: Any, service: str
 ) -> None:
     sdk = two
-    await sdk.open("a", "document", "shared", "da")
-    await sdk.open("b", "document", "shared", "db")
+    await sdk.open_both("document", "shared", "d")
     await settle(sdk, "db")
     await sdk.call("da", "set", {"x": 1})
     (local,) = await sdk.expect("updated", "da")
@@ -110,8 +109,7 @@ async def test_concurrent_mutates_conflict_and_retry_without_losing_an_increment
     two: Sdk, twilio: Any, service: str
 ) -> None:
     sdk = two
-    await sdk.open("a", "document", "counter", "da")
-    await sdk.open("b", "document", "counter", "db")
+    await sdk.open_both("document", "counter", "d")
     inc = "return Object.assign({}, value, {n: (value.n || 0) + 1});"
     await asyncio.gather(*[sdk.call(obj, "mutate", fn=inc) for _ in range(10) for obj in ("da", "db")])
     assert twilio.sync.v1.services(service).documents("counter").fetch().data == {"n": 20}
@@ -119,8 +117,7 @@ async def test_concurrent_mutates_conflict_and_retry_without_losing_an_increment
 
 async def test_update_merges_and_remove_document_reaches_the_other_client(two: Sdk, twilio: Any, service: str):
     sdk = two
-    await sdk.open("a", "document", {"id": "merge", "data": {"a": 1}}, "da")
-    await sdk.open("b", "document", "merge", "db")
+    await sdk.open_both("document", {"id": "merge", "data": {"a": 1}}, "d", "merge")
     await settle(sdk, "db")
     assert await sdk.call("da", "update", {"b": 2}) == {"a": 1, "b": 2}
     (ev,) = await sdk.expect("updated", "db")
@@ -133,8 +130,7 @@ async def test_update_merges_and_remove_document_reaches_the_other_client(two: S
 
 async def test_document_ttl_expiry_reaches_subscribers_as_removed(two: Sdk) -> None:
     sdk = two
-    await sdk.open("a", "document", {"id": "ephemeral", "ttl": 1}, "da")
-    await sdk.open("b", "document", "ephemeral", "db")
+    await sdk.open_both("document", {"id": "ephemeral", "ttl": 1}, "d", "ephemeral")
     (ev,) = await sdk.expect("removed", "db")
     assert ev["isLocal"] is False
 
@@ -144,8 +140,7 @@ async def test_document_ttl_expiry_reaches_subscribers_as_removed(two: Sdk) -> N
 
 async def test_list_operations_and_events(two: Sdk, twilio: Any, service: str) -> None:
     sdk = two
-    await sdk.open("a", "list", "todo", "la")
-    await sdk.open("b", "list", "todo", "lb")
+    await sdk.open_both("list", "todo", "l")
     await settle(sdk, "lb")
     for n in range(5):
         item = await sdk.call("la", "push", {"n": n})
@@ -195,8 +190,7 @@ async def test_list_paginator_walks_every_page_from_a_fresh_client(sdk: Sdk, tok
 
 async def test_map_operations_and_events(two: Sdk, twilio: Any, service: str) -> None:
     sdk = two
-    await sdk.open("a", "map", "prefs", "ma")
-    await sdk.open("b", "map", "prefs", "mb")
+    await sdk.open_both("map", "prefs", "m")
     await settle(sdk, "mb")
     await sdk.call("ma", "set", "color", {"v": "red"})
     (ev,) = await sdk.expect("itemAdded", "mb")
@@ -229,8 +223,7 @@ async def test_map_operations_and_events(two: Sdk, twilio: Any, service: str) ->
 
 async def test_map_item_ttl_expiry_reaches_subscribers(two: Sdk) -> None:
     sdk = two
-    await sdk.open("a", "map", "sessions", "ma")
-    await sdk.open("b", "map", "sessions", "mb")
+    await sdk.open_both("map", "sessions", "m")
     await settle(sdk, "mb")
     await sdk.call("ma", "set", "short", {"v": 1}, {"ttl": 1})
     await sdk.expect("itemAdded", "mb")
@@ -243,8 +236,7 @@ async def test_map_item_ttl_expiry_reaches_subscribers(two: Sdk) -> None:
 
 async def test_stream_messages_reach_every_other_subscriber_once(two: Sdk, twilio: Any, service: str) -> None:
     sdk = two
-    await sdk.open("a", "stream", "chat", "sa")
-    await sdk.open("b", "stream", "chat", "sb")
+    await sdk.open_both("stream", "chat", "s")
     await settle(sdk, "sb")
     sent = await sdk.call("sa", "publishMessage", {"text": "hello"})
     assert sent["sid"].startswith("TZ")

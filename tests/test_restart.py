@@ -39,44 +39,27 @@ def _read_back(base: str, sid: str, expected: dict[str, int]) -> None:
         assert c.get(f"/v1/Services/{sid}/Lists/l/Items/0").json()["data"] == {"v": 2}
 
 
-def test_restart_with_embedded_valkey_keeps_every_write() -> None:
-    data_dir = tempfile.mkdtemp(prefix="sync-restart-")
-    server = ServerProcess(data_dir=data_dir).start()  # no REDIS_URL: the server starts its own Valkey
+def _write_stop_start_read(data_dir: str, cwd: str | None = None, stop: int = signal.SIGTERM) -> None:
+    """Write through a server on its own embedded Valkey, stop it with ``stop``, start a new one on
+    the same data dir and read everything back."""
+    server = ServerProcess(data_dir=data_dir, cwd=cwd).start()  # no REDIS_URL: it starts its own Valkey
     try:
         sid, expected = _write_everything(server.base_url)
     finally:
-        server.stop()
-    assert (Path(data_dir) / "redis" / "appendonlydir").is_dir()
-    server = ServerProcess(data_dir=data_dir).start()
-    try:
-        _read_back(server.base_url, sid, expected)
-    finally:
-        server.stop()
+        server.stop(stop)  # on SIGKILL its Valkey child is told to stop by PR_SET_PDEATHSIG
+    assert (Path(cwd or "/", data_dir) / "redis" / "appendonlydir").is_dir()
+    with ServerProcess(data_dir=data_dir, cwd=cwd) as again:  # a leftover Valkey is stopped first
+        _read_back(again.base_url, sid, expected)
+
+
+def test_restart_with_embedded_valkey_keeps_every_write() -> None:
+    _write_stop_start_read(tempfile.mkdtemp(prefix="sync-restart-"))
 
 
 def test_default_relative_data_dir_works_from_any_directory() -> None:
     """`make run` uses SYNC_DATA_DIR=./data: the embedded Valkey must cope with a relative path."""
-    workdir = tempfile.mkdtemp(prefix="sync-cwd-")
-    server = ServerProcess(data_dir="data", cwd=workdir).start()
-    try:
-        sid, expected = _write_everything(server.base_url)
-    finally:
-        server.stop()
-    assert (Path(workdir) / "data" / "redis" / "appendonlydir").is_dir()
-    server = ServerProcess(data_dir="data", cwd=workdir).start()
-    try:
-        _read_back(server.base_url, sid, expected)
-    finally:
-        server.stop()
+    _write_stop_start_read("data", cwd=tempfile.mkdtemp(prefix="sync-cwd-"))
 
 
 def test_server_killed_with_sigkill_loses_no_acknowledged_write() -> None:
-    data_dir = tempfile.mkdtemp(prefix="sync-kill-")
-    server = ServerProcess(data_dir=data_dir).start()
-    sid, expected = _write_everything(server.base_url)
-    server.stop(signal.SIGKILL)  # its Valkey child is told to stop by PR_SET_PDEATHSIG
-    server = ServerProcess(data_dir=data_dir).start()  # a leftover Valkey on this data dir is stopped first
-    try:
-        _read_back(server.base_url, sid, expected)
-    finally:
-        server.stop()
+    _write_stop_start_read(tempfile.mkdtemp(prefix="sync-kill-"), stop=signal.SIGKILL)
