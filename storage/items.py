@@ -62,8 +62,9 @@ async def write(
 
     sid, reply = await objects.with_object(store, service_sid, kind, collection, run)
     added, ikey, packed, _rev, item_x, coll_x = reply[1], text(reply[2]), reply[3], reply[4], reply[5], reply[6]
-    for x in (item_x, coll_x):
-        await store.schedule_expiry(service_sid, x)
+    await store.schedule_expiry(
+        service_sid, item_x if item_ttl is not None else None, coll_x if collection_ttl is not None else None
+    )
     return _decode(kind, sid, service_sid, ikey, packed), bool(added)
 
 

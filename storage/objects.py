@@ -143,7 +143,8 @@ async def update(
         return await store.run("object_update", service_sid, keys.obj(service_sid, sid), actor, *args)
 
     reply = await with_object(store, service_sid, kind, ident, write)
-    await store.schedule_expiry(service_sid, reply[2])
+    if ttl is not None:
+        await store.schedule_expiry(service_sid, reply[2])
     return decode(service_sid, reply[1])
 
 

@@ -151,8 +151,11 @@ class Store:
             raise _ERRORS[reason](what, detail)
         return reply
 
-    async def schedule_expiry(self, service_sid: str, expires_ms: str | bytes | int | None) -> None:
-        """Tell the sweeper this Service has something expiring (lower its due time)."""
-        if expires_ms in (None, "", b""):
-            return
-        await self.redis.zadd(keys.DUE, {service_sid: int(expires_ms)}, lt=True)
+    async def schedule_expiry(self, service_sid: str, *expires_ms: str | bytes | int | None) -> None:
+        """Tell the sweeper this Service has something expiring (lower its due time to the earliest).
+
+        Call it only for expiries the write just set: an unchanged one is scheduled already, and
+        this is a round trip to another slot."""
+        due = [int(x) for x in expires_ms if x not in (None, "", b"")]
+        if due:
+            await self.redis.zadd(keys.DUE, {service_sid: min(due)}, lt=True)
