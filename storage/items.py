@@ -69,13 +69,22 @@ async def write(
 
 
 async def get(store: Store, service_sid: str, kind: str, collection: str, key: str) -> Item:
-    sid = await objects.resolve(store, service_sid, kind, collection)
-    raw = await store.redis.hget(keys.items(service_sid, sid), key)
-    if raw is not None:
-        item = _decode(kind, sid, service_sid, key, raw)
-        if _live(item, now_ms()):
-            return item
-    raise NotFoundError(f"{kind}_item", key)
+    async def fetch(sid: str) -> Item:
+        # the collection's type/expiry and the item in one round trip
+        async with store.redis.pipeline(transaction=False) as p:
+            p.hmget(keys.obj(service_sid, sid), "t", "x")
+            p.hget(keys.items(service_sid, sid), key)
+            (t, x), raw = await p.execute()
+        now = now_ms()
+        if not objects.is_live({b"t": t, b"x": x}, kind, now):
+            raise NotFoundError(kind, collection)
+        if raw is not None:
+            item = _decode(kind, sid, service_sid, key, raw)
+            if _live(item, now):
+                return item
+        raise NotFoundError(f"{kind}_item", key)
+
+    return await objects.with_object(store, service_sid, kind, collection, fetch)
 
 
 async def delete(

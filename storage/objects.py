@@ -45,8 +45,9 @@ def decode(service_sid: str, raw: dict[bytes, bytes] | list[bytes]) -> SyncObjec
     )
 
 
-def _live(raw: dict[bytes, bytes], kind: str, now: int) -> bool:
-    if not raw or text(raw[b"t"]) != kind:
+def is_live(raw: dict[bytes, Any], kind: str, now: int) -> bool:
+    """A stored object hash (or its t/x fields) is a live object of ``kind``."""
+    if not raw or raw.get(b"t") is None or text(raw[b"t"]) != kind:
         return False
     x = raw.get(b"x", b"")
     return not x or int(x) > now
@@ -93,7 +94,7 @@ async def resolve(store: Store, service_sid: str, kind: str, ident: str) -> str:
 async def get(store: Store, service_sid: str, kind: str, ident: str) -> SyncObject:
     async def fetch(sid: str) -> SyncObject:
         raw = await store.redis.hgetall(keys.obj(service_sid, sid))
-        if not _live(raw, kind, now_ms()):
+        if not is_live(raw, kind, now_ms()):
             raise NotFoundError(kind, ident)
         return decode(service_sid, raw)
 
@@ -209,4 +210,4 @@ async def page(store: Store, service_sid: str, kind: str, size: int, cursor: Cur
             p.hgetall(keys.obj(service_sid, sid))
         rows: list[Any] = await p.execute()
     now = now_ms()
-    return Page([decode(service_sid, raw) for raw in rows if _live(raw, kind, now)], nxt, prev)
+    return Page([decode(service_sid, raw) for raw in rows if is_live(raw, kind, now)], nxt, prev)
