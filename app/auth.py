@@ -9,8 +9,7 @@ import time
 from starlette.requests import Request
 
 from storage import Store, accounts
-
-from .errors import TwilioError
+from storage.wire import errors
 
 
 class Authenticator:
@@ -25,17 +24,17 @@ class Authenticator:
         header = request.headers.get("authorization", "")
         scheme, _, encoded = header.partition(" ")
         if scheme.lower() != "basic" or not encoded:
-            raise TwilioError(401, 20003, "Authentication Error - No credentials provided")
+            raise errors.UNAUTHENTICATED("No credentials provided")
         cached = self._cache.get(encoded)
         if cached and cached[1] > time.monotonic():
             return cached[0]
         try:
             username, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            raise TwilioError(401, 20003, "Authentication Error - invalid credentials") from None
+            raise errors.UNAUTHENTICATED("invalid credentials") from None
         account = await accounts.check_credentials(self.store, username, password)
         if account is None:
-            raise TwilioError(401, 20003, "Authentication Error - invalid username")
+            raise errors.UNAUTHENTICATED("invalid username")
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[encoded] = (account, time.monotonic() + self.cache_s)

@@ -178,8 +178,8 @@ DEV_KEY_NAME = "sync-server token"
 async def _webhooks(store: Store, args: argparse.Namespace) -> None:
     if args.webhooks_command == "failed":
         for d in await webhooks.failed(store, args.service):
-            target = d.event.get("sid") or d.event.get("b")
-            print(f"{d.service_sid}  {d.id}  {d.event['t']}  {target}  attempts={d.attempts}  {d.url}  {d.error}")
+            target = d.event.sid or d.event.identity
+            print(f"{d.service_sid}  {d.id}  {d.event.type}  {target}  attempts={d.attempts}  {d.url}  {d.error}")
         return
     if args.ids and not args.service:
         sys.exit("sync-server: replaying chosen ids needs --service")

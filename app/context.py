@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.requests import Request
+from starlette.responses import Response
 
-from storage import Store, services
+from storage import Kind, Store, services
 
 from .render import base_url
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def sid_param(kind: Kind) -> str:
+    """The path parameter naming an object of ``kind`` under which items or permissions live
+    (``ListSid``), as Twilio's API names it."""
+    return f"{kind.label}Sid"
 
 
 @dataclass(frozen=True)

@@ -2,44 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from starlette.requests import Request
 from starlette.responses import Response
 
-from storage import SYSTEM, items
+from storage import SYSTEM, Kind, items
+from storage.wire import errors
 
 from . import params, render
-from .context import context
-from .errors import TwilioError
-
-Handler = Callable[[Request], Awaitable[Response]]
-_ID = {"list": "ListSid", "map": "MapSid"}
-_MISSING_DATA = {"list": 54156, "map": 54206}
+from .context import Handler, context, sid_param
 
 
-def _item_key(kind: str, request: Request) -> str:
-    if kind == "list":
+def _item_key(kind: Kind, request: Request) -> str:
+    if kind.indexed:
         return params.index(request.path_params["Index"])
     return params.key(request.path_params["Key"])
 
 
-def handlers(kind: str) -> dict[str, Handler]:
+def handlers(kind: Kind) -> dict[str, Handler]:
     """create / fetch / update / delete / read for List or Map items."""
+    collection = sid_param(kind)
 
     async def create(request: Request) -> Response:
         c = await context(request)
         f = await params.form(request)
-        key = params.key(f.get("Key")) if kind == "map" else ""
+        key = "" if kind.indexed else params.key(f.get("Key"))
         item, _ = await items.write(
             c.store,
             c.service,
             kind,
-            request.path_params[_ID[kind]],
+            request.path_params[collection],
             SYSTEM,
-            "append" if kind == "list" else "create",
+            "append" if kind.indexed else "create",
             key=key,
-            data_json=params.data(f, required=True, missing_code=_MISSING_DATA[kind]),
+            data_json=params.data(f, kind, required=True),
             item_ttl=params.ttl(f, "ItemTtl", "Ttl"),
             collection_ttl=params.ttl(f, "CollectionTtl"),
         )
@@ -47,22 +42,22 @@ def handlers(kind: str) -> dict[str, Handler]:
 
     async def fetch(request: Request) -> Response:
         c = await context(request)
-        item = await items.get(c.store, c.service, kind, request.path_params[_ID[kind]], _item_key(kind, request))
+        item = await items.get(c.store, c.service, kind, request.path_params[collection], _item_key(kind, request))
         return render.json_response(render.item(c.base, c.account, item), 200, item.revision)
 
     async def update(request: Request) -> Response:
         c = await context(request)
         f = await params.form(request)
-        data = params.data(f, required=False)
+        data = params.data(f, kind, required=False)
         item_ttl = params.ttl(f, "ItemTtl", "Ttl")
         collection_ttl = params.ttl(f, "CollectionTtl")
         if data is None and item_ttl is None:
-            raise TwilioError(400, 54010, "No parameters to update: provide Data or ItemTtl")
+            raise errors.NOTHING_TO_UPDATE("Data or ItemTtl")
         item, _ = await items.write(
             c.store,
             c.service,
             kind,
-            request.path_params[_ID[kind]],
+            request.path_params[collection],
             SYSTEM,
             "update",
             key=_item_key(kind, request),
@@ -77,7 +72,7 @@ def handlers(kind: str) -> dict[str, Handler]:
         c = await context(request)
         key = _item_key(kind, request)
         await items.delete(
-            c.store, c.service, kind, request.path_params[_ID[kind]], key, SYSTEM, params.if_match(request)
+            c.store, c.service, kind, request.path_params[collection], key, SYSTEM, params.if_match(request)
         )
         return Response(status_code=204)
 
@@ -86,13 +81,13 @@ def handlers(kind: str) -> dict[str, Handler]:
         pg = params.paging_params(request)
         order, bounds = params.order(request), params.bounds(request)
         start = request.query_params.get("From")
-        if start is not None and kind == "list":
+        if start is not None and kind.indexed:
             start = params.index(start)
         result = await items.page(
             c.store,
             c.service,
             kind,
-            request.path_params[_ID[kind]],
+            request.path_params[collection],
             pg.size,
             order=order,
             start=start,

@@ -17,6 +17,7 @@ from realtime.gateway import Gateway, GatewayConfig
 from realtime.session import Limits
 from realtime.webhooks import WebhookOptions, WebhookWorker
 from storage import Store, StoreConfig, StoreError, accounts, expiry, services
+from storage.wire.errors import TwilioError
 
 from . import errors, routes
 from .auth import Authenticator
@@ -68,7 +69,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
         exception_handlers={
             StoreError: errors.store_error_handler,
-            errors.TwilioError: errors.twilio_error_handler,
+            TwilioError: errors.twilio_error_handler,
             HTTPException: errors.http_error_handler,
             Exception: errors.server_error_handler,
         },

@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from storage import SYSTEM, SyncObject, objects
+from storage import SYSTEM, Kind, SyncObject, objects
+from storage.wire import errors
 
 from . import params, render
-from .context import context
-from .errors import TwilioError
-
-Handler = Callable[[Request], Awaitable[Response]]
-COLLECTION_NAMES = {"document": "documents", "list": "lists", "map": "maps", "stream": "streams"}
+from .context import Handler, context
 
 
-def _ttl(kind: str, f: Mapping[str, Any]) -> int | None:
-    if kind in ("list", "map"):
+def _ttl(kind: Kind, f: Mapping[str, Any]) -> int | None:
+    if kind.has_items:
         return params.ttl(f, "CollectionTtl", "Ttl")
     return params.ttl(f, "Ttl")
 
 
-def handlers(kind: str) -> dict[str, Handler]:
+def handlers(kind: Kind) -> dict[str, Handler]:
     """create / fetch / update / delete / read for one object kind."""
 
     async def create(request: Request) -> Response:
@@ -36,7 +33,7 @@ def handlers(kind: str) -> dict[str, Handler]:
             kind,
             SYSTEM,
             unique_name=params.unique_name(f),
-            data_json=params.data(f, required=False) if kind == "document" else None,
+            data_json=params.data(f, kind, required=False) if kind.has_data else None,
             ttl=_ttl(kind, f),
         )
         return render.json_response(render.sync_object(c.base, c.account, o), 201, _etag(o))
@@ -49,11 +46,10 @@ def handlers(kind: str) -> dict[str, Handler]:
     async def update(request: Request) -> Response:
         c = await context(request)
         f = await params.form(request)
-        data = params.data(f, required=False) if kind == "document" else None
+        data = params.data(f, kind, required=False) if kind.has_data else None
         ttl = _ttl(kind, f)
         if data is None and ttl is None:
-            what = "Data or Ttl" if kind == "document" else "a TTL"
-            raise TwilioError(400, 54010, f"No parameters to update: provide {what}")
+            raise errors.NOTHING_TO_UPDATE("Data or Ttl" if kind.has_data else "a TTL")
         o = await objects.update(
             c.store,
             c.service,
@@ -62,7 +58,7 @@ def handlers(kind: str) -> dict[str, Handler]:
             SYSTEM,
             data_json=data,
             ttl=ttl,
-            if_match=params.if_match(request) if kind == "document" else None,
+            if_match=params.if_match(request) if kind.has_data else None,
         )
         return render.json_response(render.sync_object(c.base, c.account, o), 200, _etag(o))
 
@@ -76,10 +72,10 @@ def handlers(kind: str) -> dict[str, Handler]:
         pg = params.paging_params(request)
         result = await objects.page(c.store, c.service, kind, pg.size, pg.cursor)
         rows = [render.sync_object(c.base, c.account, o) for o in result.items]
-        return render.page(request, COLLECTION_NAMES[kind], rows, result, pg)
+        return render.page(request, kind.listing_key, rows, result, pg)
 
     return {"create": create, "fetch": fetch, "update": update, "delete": delete, "read": read}
 
 
 def _etag(o: SyncObject) -> str | None:
-    return None if o.kind == "stream" else o.revision
+    return o.revision if o.kind.has_revision else None

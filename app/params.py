@@ -12,12 +12,11 @@ from urllib.parse import parse_qsl, urlsplit
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
-from storage import limits, paging
+from storage import Kind, limits, paging
 from storage.errors import InvalidInputError
 from storage.limits import MAX_DATA
 from storage.paging import Cursor
-
-from .errors import TwilioError
+from storage.wire import errors
 
 MAX_BODY = 256 * 1024  # form bodies: 16 KiB of Data percent-encoded is at most 48 KiB
 _REVISION = re.compile(r"^[0-9a-f]{1,16}$")
@@ -36,7 +35,7 @@ async def form(request: Request) -> FormData:
         return FormData()
     length = request.headers.get("content-length", "0")
     if _digits(length) and int(length) > MAX_BODY:
-        raise TwilioError(413, 54006, f"Request entity too large: the body exceeds {MAX_BODY // 1024} KiB")
+        raise errors.TOO_LARGE(f"the body exceeds {MAX_BODY // 1024} KiB")
     try:
         if ctype.startswith("application/x-www-form-urlencoded"):
             # parse_qsl is several times faster than the multipart parser for the common case
@@ -46,7 +45,7 @@ async def form(request: Request) -> FormData:
         if ctype.startswith("multipart/"):
             return await request.form()
     except Exception as exc:
-        raise TwilioError(400, 20001, "Malformed form body") from exc
+        raise errors.INVALID_PARAMETER("Malformed form body") from exc
     return FormData()
 
 
@@ -54,12 +53,13 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # json.loads would accept NaN and Infinity
 
 
-def data(values: Mapping[str, Any], required: bool, limit: int = MAX_DATA, missing_code: int = 54101) -> str | None:
-    """``Data`` as compact JSON text, or None when absent and not required."""
+def data(values: Mapping[str, Any], target: Kind, required: bool, limit: int = MAX_DATA) -> str | None:
+    """``Data`` as compact JSON text, or None when absent and not required (``target`` names the
+    error for a missing one: a Document's, a List or Map item's, a Stream message's)."""
     raw = values.get("Data")
     if raw is None:
         if required:
-            raise TwilioError(400, missing_code, "Data is required")
+            raise errors.DATA_MISSING[target]()
         return None
     try:
         parsed = json.loads(raw, parse_constant=_reject_constant)
@@ -77,10 +77,7 @@ def ttl(values: Mapping[str, Any], *names: str) -> int | None:
             continue
         if not _digits(raw):
             raise InvalidInputError("ttl", name)
-        try:
-            return limits.check_ttl(int(raw))
-        except InvalidInputError:
-            raise InvalidInputError("ttl", name) from None
+        return limits.check_ttl(int(raw), name)
     return None
 
 
@@ -97,7 +94,7 @@ def key(raw: Any) -> str:
 
 def index(raw: str) -> str:
     if not _digits(raw):
-        raise TwilioError(400, 54458, "Invalid List Item index: must be a non-negative integer")
+        raise errors.INVALID_LIST_INDEX()
     return str(int(raw))
 
 
@@ -109,7 +106,7 @@ def if_match(request: Request) -> str | None:
     if value.startswith("W/"):
         value = value[2:].strip('"')
     if value != "-1" and not _REVISION.match(value):
-        raise TwilioError(400, 54003, f"Invalid If-Match revision: {raw}")
+        raise errors.INVALID_IF_MATCH(raw)
     return value
 
 
@@ -119,14 +116,14 @@ def boolean(values: Mapping[str, Any], name: str) -> bool | None:
         return None
     low = str(raw).lower()
     if low not in ("true", "false"):
-        raise TwilioError(400, 20001, f"Invalid {name}: must be true or false")
+        raise errors.INVALID_PARAMETER(f"Invalid {name}: must be true or false")
     return low == "true"
 
 
 def friendly_name(values: Mapping[str, Any]) -> str | None:
     raw = values.get("FriendlyName")
     if raw is not None and (not raw or len(raw) > 255):
-        raise TwilioError(400, 54053, "Invalid FriendlyName: must be 1 to 255 characters")
+        raise errors.INVALID_FRIENDLY_NAME()
     return None if raw is None else str(raw)
 
 
@@ -136,7 +133,7 @@ def webhook_url(values: Mapping[str, Any]) -> str | None:
         return None
     parts = urlsplit(str(raw))
     if len(raw) > 512 or parts.scheme not in ("http", "https") or not parts.netloc:
-        raise TwilioError(400, 54051, "Invalid WebhookUrl: must be an absolute http(s) URL of at most 512 characters")
+        raise errors.INVALID_WEBHOOK_URL()
     return str(raw)
 
 
@@ -145,13 +142,13 @@ def debouncing_window(values: Mapping[str, Any]) -> int | None:
     if raw is None:
         return None
     if not _digits(raw) or not 1000 <= int(raw) <= 30000:
-        raise TwilioError(400, 54052, "Invalid ReachabilityDebouncingWindow: must be 1000 to 30000 milliseconds")
+        raise errors.INVALID_DEBOUNCING_WINDOW()
     return int(raw)
 
 
 def identity(raw: str) -> str:
     if not raw or len(raw) > 256:
-        raise TwilioError(400, 54351, "Invalid identity: must be 1 to 256 characters")
+        raise errors.INVALID_IDENTITY()
     return raw
 
 
@@ -171,24 +168,24 @@ def paging_params(request: Request) -> Paging:
     limits.check_page_size(int(raw_size))
     raw_page = q.get("Page", "0")
     if not _digits(raw_page):
-        raise TwilioError(400, 20001, "Invalid Page: must be a non-negative integer")
+        raise errors.INVALID_PARAMETER("Invalid Page: must be a non-negative integer")
     token = q.get("PageToken") or None
     try:
         cursor = paging.decode(token) if token else None
     except InvalidInputError:
-        raise TwilioError(400, 54453, "Invalid PageToken") from None
+        raise errors.INVALID_PAGE_TOKEN() from None
     return Paging(int(raw_size), int(raw_page), cursor, token)
 
 
 def order(request: Request) -> str:
     value = request.query_params.get("Order", "asc")
     if value not in ("asc", "desc"):
-        raise TwilioError(400, 54451, "Invalid Order: must be asc or desc")
+        raise errors.INVALID_ORDER()
     return value
 
 
 def bounds(request: Request) -> str:
     value = request.query_params.get("Bounds", "inclusive")
     if value not in ("inclusive", "exclusive"):
-        raise TwilioError(400, 54452, "Invalid Bounds: must be inclusive or exclusive")
+        raise errors.INVALID_BOUNDS()
     return value

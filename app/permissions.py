@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from starlette.requests import Request
 from starlette.responses import Response
 
-from storage import permissions
+from storage import Kind, permissions
+from storage.wire import errors
 
 from . import params, render
-from .context import context
-from .errors import TwilioError
-
-Handler = Callable[[Request], Awaitable[Response]]
-_ID = {"document": "DocumentSid", "list": "ListSid", "map": "MapSid"}
+from .context import Handler, context, sid_param
 
 
-def handlers(kind: str) -> dict[str, Handler]:
+def handlers(kind: Kind) -> dict[str, Handler]:
     """fetch / update / delete / read for one object kind's permissions."""
+    obj_param = sid_param(kind)
 
     def _ident(request: Request) -> tuple[str, str]:
-        return request.path_params[_ID[kind]], params.identity(request.path_params["Identity"])
+        return request.path_params[obj_param], params.identity(request.path_params["Identity"])
 
     async def fetch(request: Request) -> Response:
         c = await context(request)
@@ -36,7 +32,7 @@ def handlers(kind: str) -> dict[str, Handler]:
         flags = {name: params.boolean(f, name) for name in ("Read", "Write", "Manage")}
         missing = [name for name, v in flags.items() if v is None]
         if missing:
-            raise TwilioError(400, 20001, f"Missing required parameter {missing[0]} in the post body")
+            raise errors.INVALID_PARAMETER(f"Missing required parameter {missing[0]} in the post body")
         p = await permissions.set(
             c.store, c.service, kind, obj, identity, bool(flags["Read"]), bool(flags["Write"]), bool(flags["Manage"])
         )
@@ -51,7 +47,7 @@ def handlers(kind: str) -> dict[str, Handler]:
     async def read(request: Request) -> Response:
         c = await context(request)
         pg = params.paging_params(request)
-        result = await permissions.page(c.store, c.service, kind, request.path_params[_ID[kind]], pg.size, pg.cursor)
+        result = await permissions.page(c.store, c.service, kind, request.path_params[obj_param], pg.size, pg.cursor)
         rows = [render.permission(c.base, c.account, p) for p in result.items]
         return render.page(request, "permissions", rows, result, pg)
 

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from storage import Item, Page, Permission, Service, SyncObject, paging
+from storage import Item, Kind, Page, Permission, Service, SyncObject, paging
 from storage.paging import Cursor
+from storage.wire.dates import iso_seconds
+from storage.wire.fields import item_fields, object_fields, segment
 
 from .params import Paging
-
-COLLECTION = {"document": "Documents", "list": "Lists", "map": "Maps", "stream": "Streams"}
 
 
 def base_url(request: Request) -> str:
@@ -23,12 +22,6 @@ def base_url(request: Request) -> str:
     if public:
         return public.rstrip("/") + "/v1"
     return f"{request.url.scheme}://{request.url.netloc}/v1"
-
-
-def date(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms // 1000))
 
 
 def json_response(body: Any, status: int = 200, etag: str | None = None) -> Response:
@@ -44,8 +37,8 @@ def service(base: str, s: Service) -> dict[str, Any]:
         "account_sid": s.account_sid,
         "friendly_name": s.friendly_name,
         "unique_name": s.unique_name,
-        "date_created": date(s.date_created),
-        "date_updated": date(s.date_updated),
+        "date_created": iso_seconds(s.date_created),
+        "date_updated": iso_seconds(s.date_updated),
         "url": url,
         "webhook_url": s.webhook_url,
         "webhooks_from_rest_enabled": s.webhooks_from_rest_enabled,
@@ -53,72 +46,45 @@ def service(base: str, s: Service) -> dict[str, Any]:
         "acl_enabled": s.acl_enabled,
         "reachability_debouncing_enabled": s.reachability_debouncing_enabled,
         "reachability_debouncing_window": s.reachability_debouncing_window,
-        "links": {name.lower(): f"{url}/{name}" for name in COLLECTION.values()},
+        "links": {kind.listing_key: f"{url}/{kind.collection}" for kind in Kind},
     }
 
 
-def object_url(base: str, o: SyncObject) -> str:
-    return f"{base}/Services/{o.service_sid}/{COLLECTION[o.kind]}/{o.sid}"
+def object_url(base: str, service_sid: str, kind: Kind, sid: str) -> str:
+    return f"{base}/Services/{service_sid}/{kind.collection}/{sid}"
 
 
 def sync_object(base: str, account_sid: str, o: SyncObject) -> dict[str, Any]:
-    url = object_url(base, o)
-    body: dict[str, Any] = {
-        "sid": o.sid,
-        "unique_name": o.unique_name,
-        "account_sid": account_sid,
-        "service_sid": o.service_sid,
-        "url": url,
-    }
-    if o.kind == "document":
-        body["links"] = {"permissions": f"{url}/Permissions"}
-    elif o.kind == "stream":
+    url = object_url(base, o.service_sid, o.kind, o.sid)
+    body = object_fields(o, iso_seconds)
+    body.update(account_sid=account_sid, service_sid=o.service_sid, url=url)
+    if o.kind is Kind.STREAM:
         body["links"] = {"messages": f"{url}/Messages"}
-    else:
+    elif o.kind.has_items:
         body["links"] = {"items": f"{url}/Items", "permissions": f"{url}/Permissions"}
-    if o.kind != "stream":
-        body["revision"] = o.revision
-    if o.kind == "document":
-        body["data"] = o.data
-    body.update(
-        date_expires=date(o.date_expires),
-        date_created=date(o.date_created),
-        date_updated=date(o.date_updated),
-        created_by=o.created_by,
-    )
+    else:
+        body["links"] = {"permissions": f"{url}/Permissions"}
     return body
 
 
-def segment(value: str) -> str:
-    """One percent-encoded URL path segment; "." and ".." too, as clients drop dot segments."""
-    quoted = quote(value, safe="")
-    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
-
-
 def item(base: str, account_sid: str, i: Item) -> dict[str, Any]:
-    coll = f"{base}/Services/{i.service_sid}/{COLLECTION[i.kind]}/{i.collection_sid}"
-    body: dict[str, Any] = {"key": i.key} if i.kind == "map" else {"index": i.index}
+    coll = object_url(base, i.service_sid, i.kind, i.collection_sid)
+    body = item_fields(i, iso_seconds)
     body.update(
         account_sid=account_sid,
         service_sid=i.service_sid,
-        **{f"{i.kind}_sid": i.collection_sid},
         url=f"{coll}/Items/{segment(i.key)}",
-        revision=i.revision,
-        data=i.data,
-        date_expires=date(i.date_expires),
-        date_created=date(i.date_created),
-        date_updated=date(i.date_updated),
-        created_by=i.created_by,
+        **{i.kind.sid_field: i.collection_sid},
     )
     return body
 
 
 def permission(base: str, account_sid: str, p: Permission) -> dict[str, Any]:
-    url = f"{base}/Services/{p.service_sid}/{COLLECTION[p.kind]}/{p.object_sid}/Permissions/{segment(p.identity)}"
+    url = f"{object_url(base, p.service_sid, p.kind, p.object_sid)}/Permissions/{segment(p.identity)}"
     return {
         "account_sid": account_sid,
         "service_sid": p.service_sid,
-        f"{p.kind}_sid": p.object_sid,
+        p.kind.sid_field: p.object_sid,
         "identity": p.identity,
         "read": p.read,
         "write": p.write,

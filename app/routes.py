@@ -6,12 +6,15 @@ from collections.abc import Mapping
 
 from starlette.routing import Route
 
+from storage import Kind
+
 from . import items, objects, permissions, services, streams
+from .context import Handler, sid_param
 
 S = "/v1/Services/{ServiceSid}"
 
 
-def _crud(path: str, item_path: str, h: Mapping[str, objects.Handler]) -> list[Route]:
+def _crud(path: str, item_path: str, h: Mapping[str, Handler]) -> list[Route]:
     routes = [
         Route(path, h["read"], methods=["GET"]),
         Route(path, h["create"], methods=["POST"]),
@@ -22,7 +25,7 @@ def _crud(path: str, item_path: str, h: Mapping[str, objects.Handler]) -> list[R
     return routes
 
 
-def _permissions(base: str, kind: str) -> list[Route]:
+def _permissions(base: str, kind: Kind) -> list[Route]:
     h = permissions.handlers(kind)
     one = base + "/Permissions/{Identity}"
     return [
@@ -42,14 +45,17 @@ def build() -> list[Route]:
         "delete": services.delete,
     }
     routes = _crud("/v1/Services", "/v1/Services/{Sid}", svc)
-    routes += _crud(f"{S}/Documents", f"{S}/Documents/{{Sid}}", objects.handlers("document"))
-    routes += _crud(f"{S}/Lists", f"{S}/Lists/{{Sid}}", objects.handlers("list"))
-    routes += _crud(f"{S}/Maps", f"{S}/Maps/{{Sid}}", objects.handlers("map"))
-    routes += _crud(f"{S}/Streams", f"{S}/Streams/{{Sid}}", objects.handlers("stream"))
-    routes += _crud(f"{S}/Lists/{{ListSid}}/Items", f"{S}/Lists/{{ListSid}}/Items/{{Index}}", items.handlers("list"))
-    routes += _crud(f"{S}/Maps/{{MapSid}}/Items", f"{S}/Maps/{{MapSid}}/Items/{{Key:path}}", items.handlers("map"))
-    routes += _permissions(f"{S}/Documents/{{DocumentSid}}", "document")
-    routes += _permissions(f"{S}/Lists/{{ListSid}}", "list")
-    routes += _permissions(f"{S}/Maps/{{MapSid}}", "map")
-    routes.append(Route(f"{S}/Streams/{{StreamSid}}/Messages", streams.publish, methods=["POST"]))
+    for kind in Kind:
+        routes += _crud(f"{S}/{kind.collection}", f"{S}/{kind.collection}/{{Sid}}", objects.handlers(kind))
+    for kind in Kind:
+        if kind.has_items:
+            one = "{Index}" if kind.indexed else "{Key:path}"
+            coll = f"{S}/{kind.collection}/{{{sid_param(kind)}}}/Items"
+            routes += _crud(coll, f"{coll}/{one}", items.handlers(kind))
+    for kind in Kind:
+        if kind.has_permissions:
+            routes += _permissions(f"{S}/{kind.collection}/{{{sid_param(kind)}}}", kind)
+    stream = Kind.STREAM
+    messages = f"{S}/{stream.collection}/{{{sid_param(stream)}}}/Messages"
+    routes.append(Route(messages, streams.publish, methods=["POST"]))
     return routes

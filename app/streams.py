@@ -7,16 +7,16 @@ import json
 from starlette.requests import Request
 from starlette.responses import Response
 
-from storage import SYSTEM, limits, streams
+from storage import SYSTEM, Kind, limits, streams
 
 from . import params, render
-from .context import context
+from .context import context, sid_param
 
 
 async def publish(request: Request) -> Response:
     c = await context(request)
     f = await params.form(request)
-    data = params.data(f, required=True, limit=limits.MAX_MESSAGE, missing_code=54251)
+    data = params.data(f, Kind.STREAM, required=True, limit=limits.MAX_MESSAGE)
     assert data is not None
-    sid = await streams.publish(c.store, c.service, request.path_params["StreamSid"], data, SYSTEM)
+    sid = await streams.publish(c.store, c.service, request.path_params[sid_param(Kind.STREAM)], data, SYSTEM)
     return render.json_response({"sid": sid, "data": json.loads(data)}, 201)

@@ -3,9 +3,10 @@
 
 The Service comes from the token, never from the path. Every write runs as
 ``Actor(identity, "sdk", endpoint)``, so ``created_by`` is the token's identity and events carry the
-connection's endpoint id. Every failure is a CdsError with Twilio's error body; storage errors are
-mapped through one table. With ``acl_enabled`` the Service's Permissions decide (read / write /
-manage); without it any valid token of the Service may do everything.
+connection's endpoint id. Every failure is a TwilioError (storage/wire/errors.py, shared with
+REST); storage errors are mapped through its one table. With ``acl_enabled`` the Service's
+Permissions decide (read / write / manage); without it any valid token of the Service may do
+everything.
 """
 
 from __future__ import annotations
@@ -16,16 +17,13 @@ from urllib.parse import unquote
 
 from storage import (
     Actor,
-    AlreadyExistsError,
     InvalidInputError,
     Item,
+    Kind,
     NotFoundError,
-    RevisionMismatchError,
     Store,
     StoreError,
-    StoreUnavailableError,
     SyncObject,
-    TooLargeError,
     items,
     limits,
     objects,
@@ -35,67 +33,21 @@ from storage import (
 )
 from storage.paging import Cursor
 from storage.store import now_ms
+from storage.wire import errors
+from storage.wire.dates import iso_millis
+from storage.wire.errors import TwilioError
+from storage.wire.fields import item_fields, object_fields
 
-from .events import COLLECTION, iso_ms, item_url, object_url
-
-KINDS = {name: kind for kind, name in COLLECTION.items()}
-
-
-class CdsError(Exception):
-    """An error answer: HTTP ``status`` and Twilio ``code`` in Twilio's error body."""
-
-    def __init__(self, status: int, code: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "code": self.code,
-            "message": self.message,
-            "more_info": f"https://www.twilio.com/docs/errors/{self.code}",
-            "status": self.status,
-        }
+from .events import item_url, object_url
 
 
-# (error class, kind) -> (status, code, message); kind "*" matches any kind
-_STORE_ERRORS: dict[tuple[type[StoreError], str], tuple[int, int, str]] = {
-    (NotFoundError, "document"): (404, 54100, "Document not found"),
-    (NotFoundError, "list"): (404, 54150, "List not found"),
-    (NotFoundError, "map"): (404, 54200, "Map not found"),
-    (NotFoundError, "stream"): (404, 54250, "Stream not found"),
-    (NotFoundError, "list_item"): (404, 54151, "List Item not found"),
-    (NotFoundError, "map_item"): (404, 54201, "Map Item not found"),
-    (NotFoundError, "service"): (404, 54050, "Service instance not found"),
-    (NotFoundError, "*"): (404, 20404, "Resource not found"),
-    (AlreadyExistsError, "map_item"): (409, 54208, "Map Item with the specified key already exists"),
-    (AlreadyExistsError, "*"): (409, 54301, "Unique name already exists"),
-    (RevisionMismatchError, "document"): (412, 54103, "The revision of the Document does not match"),
-    (RevisionMismatchError, "list_item"): (412, 54155, "The revision of the List Item does not match"),
-    (RevisionMismatchError, "map_item"): (412, 54205, "The revision of the Map Item does not match"),
-    (InvalidInputError, "page_token"): (400, 54453, "Invalid PageToken"),
-    (InvalidInputError, "list_item"): (400, 54156, "List Item data is required"),
-    (InvalidInputError, "map_item"): (400, 54206, "Map Item data is required"),
-    (InvalidInputError, "*"): (400, 20001, "Invalid input"),
-    (StoreUnavailableError, "*"): (503, 20503, "Service unavailable: the data store is not reachable"),
-    (InvalidInputError, "data"): (400, 54008, "Invalid data: must be a JSON object"),
-    (InvalidInputError, "ttl"): (400, 54011, "Invalid ttl: must be an integer from 0 to 31536000"),
-    (InvalidInputError, "unique_name"): (400, 54302, "Invalid unique name: 1 to 320 characters, not a SID"),
-    (InvalidInputError, "map_key"): (400, 54209, "Invalid Map Item key: must be 1 to 320 characters"),
-    (InvalidInputError, "page_size"): (400, 54454, "Invalid PageSize: must be an integer from 1 to 1000"),
-    (TooLargeError, "*"): (413, 54006, "Request entity too large: data exceeds its size limit"),
-}
+def store_error(exc: StoreError, path: str) -> TwilioError:
+    """A storage error as the CDS API answers it (its own not-found codes, which the SDK reads)."""
+    return errors.from_store_error(exc, "cds", path)
 
 
-def store_error(exc: StoreError) -> CdsError:
-    found = _STORE_ERRORS.get((type(exc), exc.kind)) or _STORE_ERRORS.get((type(exc), "*"))
-    status, code, message = found or (500, 20500, "Internal server error")
-    return CdsError(status, code, message)
-
-
-def denied(what: str) -> CdsError:
-    return CdsError(403, 54007, f"Permission denied: the identity may not {what} this object")
+def denied(what: str) -> TwilioError:
+    return errors.PERMISSION_DENIED(f"the identity may not {what} this object")
 
 
 @dataclass(frozen=True)
@@ -131,9 +83,9 @@ class Caller:
         return Actor(identity=self.identity, origin="sdk", endpoint=self.endpoint)
 
 
-async def may(caller: Caller, kind: str, sid: str, right: str) -> bool:
+async def may(caller: Caller, kind: Kind, sid: str, right: str) -> bool:
     """ACL: may this identity ``read``/``write``/``manage`` the object? Always true without ACL."""
-    if not caller.acl or kind == "stream":  # Streams have no Permissions resource
+    if not caller.acl or not kind.has_permissions:  # Streams have no Permissions resource
         return True
     try:
         perm = await permissions.get(caller.store, caller.service_sid, kind, sid, caller.identity)
@@ -142,7 +94,7 @@ async def may(caller: Caller, kind: str, sid: str, right: str) -> bool:
     return bool(getattr(perm, right))
 
 
-async def require(caller: Caller, kind: str, sid: str, right: str, what: str) -> None:
+async def require(caller: Caller, kind: Kind, sid: str, right: str, what: str) -> None:
     if not await may(caller, kind, sid, right):
         raise denied(what)
 
@@ -151,18 +103,18 @@ async def handle(caller: Caller, req: Request) -> tuple[int, Any]:
     """Answer one tunnelled request: (HTTP status, JSON body). Never raises."""
     try:
         return await _route(caller, req)
-    except CdsError as exc:
+    except TwilioError as exc:
         return exc.status, exc.body()
     except StoreError as exc:
-        err = store_error(exc)
+        err = store_error(exc, req.path)
         return err.status, err.body()
 
 
 async def _route(caller: Caller, req: Request) -> tuple[int, Any]:
     seg = [unquote(s) for s in req.path.split("?")[0].strip("/").split("/")]
-    if len(seg) < 2 or seg[0] != "v3" or seg[1] not in KINDS:
-        raise CdsError(404, 20404, f"The requested resource {req.path} was not found")
-    kind = KINDS[seg[1]]
+    kind = Kind.from_collection(seg[1]) if len(seg) >= 2 and seg[0] == "v3" else None
+    if kind is None:
+        raise errors.NOT_FOUND(path=req.path)
     m = req.method.upper()
     if len(seg) == 2 and m == "POST":
         return 201, await create(caller, kind, _body(req))
@@ -173,23 +125,23 @@ async def _route(caller: Caller, req: Request) -> tuple[int, Any]:
             return 200, await update(caller, kind, seg[2], _body(req), req.if_match())
         if m == "DELETE":
             return 200, await remove(caller, kind, seg[2])
-    if len(seg) in (4, 5) and seg[3] == "Items" and kind in ("list", "map"):
+    if len(seg) in (4, 5) and seg[3] == "Items" and kind.has_items:
         return await _items(caller, req, kind, seg)
-    if len(seg) == 4 and seg[3] == "Messages" and kind == "stream" and m == "POST":
+    if len(seg) == 4 and seg[3] == "Messages" and kind is Kind.STREAM and m == "POST":
         return 201, await publish(caller, seg[2], _body(req))
-    raise CdsError(405 if len(seg) <= 5 else 404, 20004, f"Method {m} not allowed on {req.path}")
+    raise errors.METHOD_NOT_ALLOWED(status=405 if len(seg) <= 5 else 404, method=m, path=req.path)
 
 
-async def _items(caller: Caller, req: Request, kind: str, seg: list[str]) -> tuple[int, Any]:
+async def _items(caller: Caller, req: Request, kind: Kind, seg: list[str]) -> tuple[int, Any]:
     m = req.method.upper()
     if len(seg) == 4:
         if m == "GET":
             return 200, await query_items(caller, kind, seg[2], req.params)
-        if m == "POST" and kind == "list":
+        if m == "POST" and kind.indexed:
             return 201, await write_item(caller, kind, seg[2], "append", "", _body(req), None)
     else:
         key = _item_key(kind, seg[4])
-        if m == "PUT" and kind == "map":
+        if m == "PUT" and not kind.indexed:
             body = _body(req)
             item, added = await _write_item(caller, kind, seg[2], "upsert", key, body, req.if_match())
             return (201 if added else 200), item
@@ -197,7 +149,7 @@ async def _items(caller: Caller, req: Request, kind: str, seg: list[str]) -> tup
             return 200, await write_item(caller, kind, seg[2], "update", key, _body(req), req.if_match())
         if m == "DELETE":
             return 200, await remove_item(caller, kind, seg[2], key, req.if_match())
-    raise CdsError(405, 20004, f"Method {m} not allowed on {req.path}")
+    raise errors.METHOD_NOT_ALLOWED(method=m, path=req.path)
 
 
 # -- parameters ---------------------------------------------------------------------------------
@@ -208,15 +160,15 @@ def _body(req: Request) -> dict[str, Any]:
     if body is None:
         return {}
     if not isinstance(body, dict):
-        raise CdsError(400, 20001, "The request body must be a JSON object")
+        raise errors.INVALID_PARAMETER("The request body must be a JSON object")
     return body
 
 
-def _data(body: dict[str, Any], required: bool, missing_code: int = 54101, limit: int = limits.MAX_DATA) -> str | None:
+def _data(body: dict[str, Any], target: Kind, required: bool, limit: int = limits.MAX_DATA) -> str | None:
     """``data`` as compact JSON text (None when absent and optional)."""
     if "data" not in body or body["data"] is None:
         if required:
-            raise CdsError(400, missing_code, "Data is required")
+            raise errors.DATA_MISSING[target]()
         return None
     return limits.compact_data(body["data"], limit)
 
@@ -227,7 +179,7 @@ def _ttl(body: dict[str, Any], name: str = "ttl") -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInputError("ttl", name)
-    return limits.check_ttl(value)
+    return limits.check_ttl(value, name)
 
 
 def _unique_name(body: dict[str, Any]) -> str | None:
@@ -237,10 +189,10 @@ def _unique_name(body: dict[str, Any]) -> str | None:
     return limits.check_unique_name(value if isinstance(value, str) else "")
 
 
-def _item_key(kind: str, raw: str) -> str:
-    if kind == "list":
+def _item_key(kind: Kind, raw: str) -> str:
+    if kind.indexed:
         if not raw.isdigit():
-            raise CdsError(400, 54458, "Invalid List Item index: must be a non-negative integer")
+            raise errors.INVALID_LIST_INDEX()
         return str(int(raw))
     return limits.check_key(raw)
 
@@ -251,71 +203,50 @@ def _item_key(kind: str, raw: str) -> str:
 def render_object(base: str, o: SyncObject) -> dict[str, Any]:
     """An object descriptor as the SDK reads it (``url`` and ``links`` are its request targets)."""
     url = object_url(base, o.kind, o.sid)
-    body: dict[str, Any] = {
-        "sid": o.sid,
-        "unique_name": o.unique_name,
-        "url": url,
-        "last_event_id": o.last_event_id,
-        "date_created": iso_ms(o.date_created),
-        "date_updated": iso_ms(o.date_updated),
-        "date_expires": iso_ms(o.date_expires),
-        "created_by": o.created_by,
-    }
-    if o.kind != "stream":
-        body["revision"] = o.revision
-    if o.kind == "document":
-        body["data"] = o.data
-    elif o.kind == "stream":
+    body = object_fields(o, iso_millis)
+    body.update(url=url, last_event_id=o.last_event_id)
+    if o.kind is Kind.STREAM:
         body["links"] = {"messages": f"{url}/Messages"}
-    else:
+    elif o.kind.has_items:
         body["links"] = {"items": f"{url}/Items"}
     return body
 
 
 def render_item(base: str, i: Item) -> dict[str, Any]:
-    body: dict[str, Any] = {"key": i.key} if i.kind == "map" else {"index": i.index}
-    body.update(
-        url=item_url(base, i.kind, i.collection_sid, i.key),
-        revision=i.revision,
-        last_event_id=i.last_event_id,
-        data=i.data,
-        date_created=iso_ms(i.date_created),
-        date_updated=iso_ms(i.date_updated),
-        date_expires=iso_ms(i.date_expires),
-        created_by=i.created_by,
-    )
+    body = item_fields(i, iso_millis)
+    body.update(url=item_url(base, i.kind, i.collection_sid, i.key), last_event_id=i.last_event_id)
     return body
 
 
 # -- objects ------------------------------------------------------------------------------------
 
 
-async def create(caller: Caller, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+async def create(caller: Caller, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
     if caller.acl:
-        raise CdsError(403, 54007, "Permission denied: with ACL enabled, objects are created over REST")
+        raise errors.PERMISSION_DENIED("with ACL enabled, objects are created over REST")
     o = await objects.create(
         caller.store,
         caller.service_sid,
         kind,
         caller.actor,
         unique_name=_unique_name(body),
-        data_json=_data(body, required=False) if kind == "document" else None,
+        data_json=_data(body, kind, required=False) if kind.has_data else None,
         ttl=_ttl(body),
     )
     return render_object(caller.base, o)
 
 
-async def fetch(caller: Caller, kind: str, ident: str) -> dict[str, Any]:
+async def fetch(caller: Caller, kind: Kind, ident: str) -> dict[str, Any]:
     o = await objects.get(caller.store, caller.service_sid, kind, ident)
     await require(caller, kind, o.sid, "read", "read")
     return render_object(caller.base, o)
 
 
-async def update(caller: Caller, kind: str, ident: str, body: dict[str, Any], if_match: str | None) -> dict[str, Any]:
-    data = _data(body, required=False) if kind == "document" else None
+async def update(caller: Caller, kind: Kind, ident: str, body: dict[str, Any], if_match: str | None) -> dict[str, Any]:
+    data = _data(body, kind, required=False) if kind.has_data else None
     ttl = _ttl(body)
     if data is None and ttl is None:
-        raise CdsError(400, 54010, "No parameters to update: provide data or ttl")
+        raise errors.NOTHING_TO_UPDATE("data or ttl")
     o = await objects.get(caller.store, caller.service_sid, kind, ident)
     await require(caller, kind, o.sid, "write", "write")
     o = await objects.update(
@@ -326,12 +257,12 @@ async def update(caller: Caller, kind: str, ident: str, body: dict[str, Any], if
         caller.actor,
         data_json=data,
         ttl=ttl,
-        if_match=if_match if kind == "document" else None,
+        if_match=if_match if kind.has_data else None,
     )
     return render_object(caller.base, o)
 
 
-async def remove(caller: Caller, kind: str, ident: str) -> dict[str, Any]:
+async def remove(caller: Caller, kind: Kind, ident: str) -> dict[str, Any]:
     o = await objects.get(caller.store, caller.service_sid, kind, ident)
     await require(caller, kind, o.sid, "manage", "remove")
     await objects.delete(caller.store, caller.service_sid, kind, o.sid, caller.actor)
@@ -339,10 +270,10 @@ async def remove(caller: Caller, kind: str, ident: str) -> dict[str, Any]:
 
 
 async def publish(caller: Caller, ident: str, body: dict[str, Any]) -> dict[str, Any]:
-    data = _data(body, required=True, missing_code=54251, limit=limits.MAX_MESSAGE)
+    data = _data(body, Kind.STREAM, required=True, limit=limits.MAX_MESSAGE)
     assert data is not None
-    sid = await objects.resolve(caller.store, caller.service_sid, "stream", ident)
-    await require(caller, "stream", sid, "write", "publish to")
+    sid = await objects.resolve(caller.store, caller.service_sid, Kind.STREAM, ident)
+    await require(caller, Kind.STREAM, sid, "write", "publish to")
     msid = await streams.publish(caller.store, caller.service_sid, sid, data, caller.actor)
     return {"sid": msid, "data": body["data"]}
 
@@ -351,13 +282,12 @@ async def publish(caller: Caller, ident: str, body: dict[str, Any]) -> dict[str,
 
 
 async def _write_item(
-    caller: Caller, kind: str, ident: str, mode: str, key: str, body: dict[str, Any], if_match: str | None
+    caller: Caller, kind: Kind, ident: str, mode: str, key: str, body: dict[str, Any], if_match: str | None
 ) -> tuple[dict[str, Any], bool]:
-    missing = 54156 if kind == "list" else 54206
-    data = _data(body, required=mode in ("append", "upsert"), missing_code=missing)
+    data = _data(body, kind, required=mode in ("append", "upsert"))
     item_ttl = _ttl(body)
     if data is None and item_ttl is None:
-        raise CdsError(400, 54010, "No parameters to update: provide data or ttl")
+        raise errors.NOTHING_TO_UPDATE("data or ttl")
     sid = await objects.resolve(caller.store, caller.service_sid, kind, ident)
     await require(caller, kind, sid, "write", "write")
     item, added = await items.write(
@@ -376,19 +306,19 @@ async def _write_item(
 
 
 async def write_item(
-    caller: Caller, kind: str, ident: str, mode: str, key: str, body: dict[str, Any], if_match: str | None
+    caller: Caller, kind: Kind, ident: str, mode: str, key: str, body: dict[str, Any], if_match: str | None
 ) -> dict[str, Any]:
     return (await _write_item(caller, kind, ident, mode, key, body, if_match))[0]
 
 
-async def remove_item(caller: Caller, kind: str, ident: str, key: str, if_match: str | None) -> dict[str, Any]:
+async def remove_item(caller: Caller, kind: Kind, ident: str, key: str, if_match: str | None) -> dict[str, Any]:
     sid = await objects.resolve(caller.store, caller.service_sid, kind, ident)
     await require(caller, kind, sid, "write", "remove items of")
     eid = await items.delete(caller.store, caller.service_sid, kind, sid, key, caller.actor, if_match)
-    return {"last_event_id": eid, "date_updated": iso_ms(now_ms())}
+    return {"last_event_id": eid, "date_updated": iso_millis(now_ms())}
 
 
-async def query_items(caller: Caller, kind: str, ident: str, params: dict[str, str]) -> dict[str, Any]:
+async def query_items(caller: Caller, kind: Kind, ident: str, params: dict[str, str]) -> dict[str, Any]:
     """A page of items: ``Key``/``Index`` = one item (an empty page if absent), else ``From``
     (inclusive), ``Order``, ``PageSize`` or ``PageToken``. ``meta.previous_token`` is set exactly
     when items precede the page in its order, ``next_token`` when items follow it: the SDK uses them
@@ -396,7 +326,7 @@ async def query_items(caller: Caller, kind: str, ident: str, params: dict[str, s
     store, svc = caller.store, caller.service_sid
     sid = await objects.resolve(store, svc, kind, ident)
     await require(caller, kind, sid, "read", "read")
-    single = params.get("Key" if kind == "map" else "Index")
+    single = params.get("Index" if kind.indexed else "Key")
     if single is not None:
         try:
             found = [await items.get(store, svc, kind, sid, _item_key(kind, single))]
@@ -408,7 +338,7 @@ async def query_items(caller: Caller, kind: str, ident: str, params: dict[str, s
         }
     order = params.get("Order", "asc")
     if order not in ("asc", "desc"):
-        raise CdsError(400, 54451, "Invalid Order: must be asc or desc")
+        raise errors.INVALID_ORDER()
     raw_size = params.get("PageSize", "50")
     if not raw_size.isascii() or not raw_size.isdigit():
         raise InvalidInputError("page_size", raw_size)

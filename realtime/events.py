@@ -1,118 +1,100 @@
-"""Stored change events (storage/events.py fields) -> the payloads twilio-sync expects.
+"""Change events (storage.ChangeEvent) -> the payloads twilio-sync expects.
 
-A stored event is ``{t, id, sid, ot, un, rev, crev, d, pd, k, m, x, ms, b, o, ep}`` (``d``/``pd`` are
-JSON text). The SDK event names and field names are Twilio's (realtime-sdk-protocol.md and
-sync-semantics.md §8). Events the SDK has no use for (``*_created``, TTL-only ``list_updated`` …)
-map to None: the session still advances its cursor past them.
+The SDK event names and field names are Twilio's (realtime-sdk-protocol.md and sync-semantics.md
+§8). Events the SDK has no use for (``*_created``, TTL-only ``list_updated`` …) map to None: the
+session still advances its cursor past them. A client whose cursor the log no longer reaches gets
+the current state instead, rendered as the ``*_updated`` events it would have seen
+(``document_state``, ``item_state``).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
-from urllib.parse import quote
 
-from storage import Item, SyncObject
-
-COLLECTION = {"document": "Documents", "list": "Lists", "map": "Maps", "stream": "Streams"}
-_ITEM_EVENTS = ("_item_added", "_item_updated", "_item_removed")
+from storage import ChangeEvent, Item, Kind, SyncObject
+from storage.wire.dates import iso_millis
+from storage.wire.fields import segment
 
 
-def iso_ms(ms: int | None) -> str | None:
-    """Event dates carry milliseconds, as Twilio's do: ``2023-11-07T11:57:43.715Z``."""
-    if ms is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+def object_url(base: str, kind: Kind, sid: str) -> str:
+    return f"{base}/v3/{kind.collection}/{sid}"
 
 
-def object_url(base: str, kind: str, sid: str) -> str:
-    return f"{base}/v3/{COLLECTION[kind]}/{sid}"
+def item_url(base: str, kind: Kind, sid: str, key: str) -> str:
+    return f"{object_url(base, kind, sid)}/Items/{segment(key)}"
 
 
-def item_url(base: str, kind: str, sid: str, key: str) -> str:
-    return f"{object_url(base, kind, sid)}/Items/{quote(key, safe='')}"
-
-
-def _json(text: Any) -> Any:
+def _json(text: str | None) -> Any:
     if text is None or text == "":
         return None
     return json.loads(text)
 
 
-def to_sdk(ev: dict[str, Any], base: str) -> dict[str, Any] | None:
-    """One stored event as a ``twilio.sync.event`` payload, or None if the SDK does not need it."""
-    t: str = ev["t"]
-    kind: str = ev["ot"]
-    sid: str = ev["sid"]
-    out: dict[str, Any] = {"id": ev["id"], f"{kind}_sid": sid, "date_created": iso_ms(ev.get("ms"))}
-    if t == f"{kind}_removed":
+def to_sdk(ev: ChangeEvent, base: str) -> dict[str, Any] | None:
+    """One change as a ``twilio.sync.event`` payload, or None if the SDK does not need it."""
+    kind = ev.kind
+    if kind is None:  # reachability: webhooks only
+        return None
+    out: dict[str, Any] = {"id": ev.id, kind.sid_field: ev.sid, "date_created": iso_millis(ev.time)}
+    if ev.is_removal:
         pass
-    elif t == "document_updated":
-        out.update(document_revision=ev.get("rev"), document_data=_json(ev.get("d")))
-        if ev.get("un"):
-            out["document_unique_name"] = ev["un"]
-        if ev.get("x"):
-            out["date_expires"] = iso_ms(ev["x"])
-    elif kind in ("list", "map") and t.endswith(_ITEM_EVENTS):
-        key = str(ev["k"])
+    elif ev.type == "document_updated":
+        out.update(document_revision=ev.revision, document_data=_json(ev.data))
+        if ev.unique_name:
+            out["document_unique_name"] = ev.unique_name
+        if ev.expires:
+            out["date_expires"] = iso_millis(ev.expires)
+    elif ev.is_item_event:
+        key = str(ev.key)
+        removed = ev.type.endswith("_item_removed")
         out.update(
-            item_key=key,
-            item_url=item_url(base, kind, sid, key),
-            item_revision=ev.get("rev"),
-            item_data=_json(ev.get("pd") if t.endswith("_item_removed") else ev.get("d")),
+            item_url=item_url(base, kind, ev.sid, key),
+            item_revision=ev.revision,
+            item_data=_json(ev.previous_data if removed else ev.data),
         )
-        out[f"{kind}_revision"] = ev.get("crev")
-        if kind == "list":
+        out[f"{kind}_revision"] = ev.collection_revision
+        if kind.indexed:
             out["item_index"] = int(key)
-            del out["item_key"]
-        if ev.get("x"):
-            out["date_expires"] = iso_ms(ev["x"])
-    elif t == "stream_message_published":
-        out.update(message_sid=ev.get("m"), message_data=_json(ev.get("d")))
+        else:
+            out["item_key"] = key
+        if ev.expires:
+            out["date_expires"] = iso_millis(ev.expires)
+    elif ev.type == "stream_message_published":
+        out.update(message_sid=ev.message_sid, message_data=_json(ev.data))
     else:
         return None
-    return {"event_type": t, "event": out}
+    return {"event_type": ev.type, "event": out}
 
 
 def document_state(o: SyncObject) -> dict[str, Any]:
     """The current state of a document as a ``document_updated``: what a client behind the log gets."""
-    return (
-        to_sdk(
-            {
-                "t": "document_updated",
-                "ot": "document",
-                "sid": o.sid,
-                "id": o.last_event_id,
-                "rev": o.revision,
-                "d": json.dumps(o.data),
-                "un": o.unique_name,
-                "x": o.date_expires,
-                "ms": o.date_updated,
-            },
-            "",
-        )
-        or {}
+    ev = ChangeEvent(
+        type="document_updated",
+        id=o.last_event_id,
+        sid=o.sid,
+        kind=o.kind,
+        unique_name=o.unique_name,
+        revision=o.revision,
+        data=json.dumps(o.data),
+        expires=o.date_expires,
+        time=o.date_updated,
     )
+    return to_sdk(ev, "") or {}
 
 
 def item_state(item: Item, base: str, collection_revision: str) -> dict[str, Any]:
     """One current item as an ``*_item_updated`` event (a client behind the log converges to it)."""
-    return (
-        to_sdk(
-            {
-                "t": f"{item.kind}_item_updated",
-                "ot": item.kind,
-                "sid": item.collection_sid,
-                "id": item.last_event_id,
-                "rev": item.revision,
-                "crev": collection_revision,
-                "d": json.dumps(item.data),
-                "k": item.key,
-                "x": item.date_expires,
-                "ms": item.date_updated,
-            },
-            base,
-        )
-        or {}
+    ev = ChangeEvent(
+        type=f"{item.kind}_item_updated",
+        id=item.last_event_id,
+        sid=item.collection_sid,
+        kind=item.kind,
+        revision=item.revision,
+        collection_revision=collection_revision,
+        data=json.dumps(item.data),
+        key=item.key,
+        expires=item.date_expires,
+        time=item.date_updated,
     )
+    return to_sdk(ev, base) or {}

@@ -3,8 +3,8 @@
 I/O only: framing is in twilsock.py, the tunnelled API in cds.py, per-connection state in
 session.py, fan-out in hub.py. Limits: connections per process (an ``init`` beyond it is answered
 429 with a ``backoff_policy``, so the SDK retries later), frame size (a larger twilsock frame ends
-the connection with ``close`` 406; data over 16 KiB is a 413/54006 answer from cds.py), and
-subscriptions per connection (54419, session.py). Heartbeats are WebSocket pings (uvicorn's
+the connection with ``close`` 406; data over 16 KiB is a TOO_LARGE answer from cds.py), and
+subscriptions per connection (TOO_MANY_SUBSCRIPTIONS, session.py). Heartbeats are WebSocket pings (uvicorn's
 ``ws_ping_interval``/``ws_ping_timeout``, set from SYNC_WS_PING_S by the server command).
 """
 
@@ -24,12 +24,14 @@ from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from storage import Store, StoreError, reachability, services
+from storage.wire import errors
+from storage.wire.errors import TwilioError
 
 from . import cds, twilsock
 from .broker import RedisBroker
 from .hub import Hub
 from .session import Limits, Session
-from .tokens import Grant, TokenError, verify
+from .tokens import Grant, invalid, verify
 
 log = logging.getLogger("sync.realtime")
 CloseWith = Callable[[int, str], None]
@@ -114,19 +116,18 @@ class Gateway:
             return
         if self._closing or len(self.sessions) >= self.config.max_connections:
             await ws.send_bytes(
-                twilsock.error_reply(first.id, 429, "Too Many Requests", 20429, "Too many connections", self._backoff())
+                _error_reply(first.id, errors.TOO_MANY_REQUESTS("Too many connections"), self._backoff())
             )
             return
         try:
             grant = await verify(self.store, _token(first))
             acl = (await services.get(self.store, grant.account_sid, grant.service_sid)).acl_enabled
-        except TokenError as exc:
-            text = "Unauthorized" if exc.status == 401 else "Forbidden"
-            await ws.send_bytes(twilsock.error_reply(first.id, exc.status, text, exc.code, exc.message))
+        except TwilioError as exc:
+            await ws.send_bytes(_error_reply(first.id, exc))
             return
         except (StoreError, RedisError, OSError):
             log.warning("init failed: the store is unavailable", exc_info=True)
-            await ws.send_bytes(twilsock.error_reply(first.id, 503, "Service Unavailable", 20503, "Store unavailable"))
+            await ws.send_bytes(_error_reply(first.id, errors.UNAVAILABLE()))
             return
         endpoint = grant.endpoint_id or f"EP{uuid.uuid4().hex}"
         caller = cds.Caller(self.store, grant.service_sid, grant.identity, endpoint, self._base(ws), acl)
@@ -212,7 +213,7 @@ class Gateway:
                 status, answer = await cds.handle(session.caller, cds.Request(method, path, params, headers, body))
         except Exception:  # every request gets an answer, in Twilio's error shape
             log.exception("tunnelled %s %s failed", method, path)
-            status, answer = 500, cds.CdsError(500, 20500, "Internal server error").body()
+            status, answer = 500, errors.INTERNAL().body()
         session.send(twilsock.http_reply(frame.id, status, _REASONS.get(status, "Error"), answer))
 
     async def _update(self, session: Session, frame: twilsock.Frame) -> None:
@@ -220,10 +221,9 @@ class Gateway:
         try:
             grant: Grant = await verify(self.store, _token(frame))
             if (grant.identity, grant.service_sid) != (session.grant.identity, session.grant.service_sid):
-                raise TokenError(20101, "Invalid Access Token: identity or Service differs from the connection's")
-        except TokenError as exc:
-            text = "Unauthorized" if exc.status == 401 else "Forbidden"
-            session.send(twilsock.error_reply(frame.id, exc.status, text, exc.code, exc.message))
+                raise invalid("identity or Service differs from the connection's")
+        except TwilioError as exc:
+            session.send(_error_reply(frame.id, exc))
             return
         session.grant = grant
         session.start_token_timer(time.time)
@@ -237,11 +237,19 @@ def _token(frame: twilsock.Frame) -> str:
     return str(value or "")
 
 
+def _error_reply(msg_id: str, error: TwilioError, payload: Any = None) -> bytes:
+    """A twilsock reply refusing ``init``/``update`` with a Twilio error."""
+    return twilsock.error_reply(
+        msg_id, error.status, _REASONS.get(error.status, "Error"), error.code, error.message, payload
+    )
+
+
 _REASONS = {
     200: "OK",
     201: "Created",
     204: "No Content",
     400: "Bad Request",
+    401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",

@@ -18,7 +18,7 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from storage import Store, events, items, keys, objects
+from storage import ChangeEvent, Kind, Store, events, items, keys, objects
 from storage.paging import Cursor
 
 from . import twilsock
@@ -30,10 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sync.realtime.hub")
 BATCH = 500
-
-
-def is_removal(ev: dict[str, Any]) -> bool:
-    return bool(ev["t"] == f"{ev['ot']}_removed")
 
 
 class Feed:
@@ -71,13 +67,13 @@ class Feed:
             if not self._again:
                 return
 
-    def _dispatch(self, ev: dict[str, Any]) -> None:
-        eid = int(ev["id"])
+    def _dispatch(self, ev: ChangeEvent) -> None:
+        eid = ev.id
         if self.last_read is not None and eid <= self.last_read:
             return
         self.last_read = eid
         frames: dict[str, bytes | None] = {}
-        removal = is_removal(ev)
+        removal = ev.is_removal
         for sub in list(self.subs):
             if not sub.active or eid <= sub.cursor:
                 continue
@@ -85,7 +81,7 @@ class Feed:
             if base not in frames:
                 payload = to_sdk(ev, base)
                 frames[base] = twilsock.notification(payload) if payload is not None else None
-            sub.offer(eid, frames[base], ev.get("ep"), removal)
+            sub.offer(eid, frames[base], ev.endpoint, removal)
 
 
 class Hub:
@@ -158,32 +154,32 @@ class Hub:
         feed.kick()  # a wake-up that came while nobody was active must not be lost
         return True
 
-    async def replay(self, sub: Subscription, kind: str) -> bool:
+    async def replay(self, sub: Subscription, kind: Kind) -> bool:
         """Send ``sub`` everything after its cursor, then activate it. False if the object was removed
         (the removal was delivered and the subscription ended)."""
         store, svc = self.store, sub.service_sid
         while True:
             batch = await events.read_since(store, svc, sub.sid, sub.cursor, BATCH)
-            if batch and int(batch[0]["id"]) > sub.cursor + 1:
+            if batch and batch[0].id > sub.cursor + 1:
                 await self._send_state(sub, kind)  # the log no longer reaches back: current state
                 continue
-            if kind == "document" and len(batch) > 1:
+            if kind.has_data and len(batch) > 1:
                 batch = batch[-1:]  # for a document the latest state is all a client needs
             for ev in batch:
                 payload = to_sdk(ev, sub.session.base)
                 frame = twilsock.notification(payload) if payload is not None else None
-                sub.offer(int(ev["id"]), frame, ev.get("ep"), is_removal(ev), replay=True)
-                if is_removal(ev):
+                sub.offer(ev.id, frame, ev.endpoint, ev.is_removal, replay=True)
+                if ev.is_removal:
                     return False
             if len(batch) < BATCH and self.activate(sub):
                 return True
 
-    async def _send_state(self, sub: Subscription, kind: str) -> None:
+    async def _send_state(self, sub: Subscription, kind: Kind) -> None:
         o = await objects.get(self.store, sub.service_sid, kind, sub.sid)
-        if kind == "document":
+        if kind.has_data:
             sub.offer(o.last_event_id, twilsock.notification(document_state(o)), None, False, replay=True)
             return
-        if kind in ("list", "map"):
+        if kind.has_items:
             newer: list[Any] = []
             cursor: Cursor | None = None
             while True:

@@ -21,7 +21,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from storage import NotFoundError, StoreError, objects
+from storage import Kind, NotFoundError, StoreError, objects
+from storage.wire import errors
+from storage.wire.errors import TwilioError
 
 from . import cds, twilsock
 from .cds import Caller
@@ -29,7 +31,6 @@ from .hub import Hub
 from .tokens import Grant
 
 log = logging.getLogger("sync.realtime.session")
-KINDS = ("document", "list", "map", "stream")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Subscription:
 
     __slots__ = ("active", "cursor", "kind", "service_sid", "session", "sid")
 
-    def __init__(self, session: Session, kind: str, sid: str, cursor: int) -> None:
+    def __init__(self, session: Session, kind: Kind, sid: str, cursor: int) -> None:
         self.session = session
         self.service_sid = session.caller.service_sid
         self.kind = kind
@@ -157,10 +158,10 @@ class Session:
         """``POST /v4/Subscriptions``: answer at once; establish/cancel in order in the background,
         each confirmed by a notification carrying the request's ``correlation_id``."""
         if not isinstance(body, dict) or body.get("action") not in ("establish", "cancel"):
-            return 400, cds.CdsError(400, 20001, "action must be establish or cancel").body()
+            return 400, errors.INVALID_PARAMETER("action must be establish or cancel").body()
         requests = body.get("requests")
         if not isinstance(requests, list) or not all(isinstance(r, dict) for r in requests):
-            return 400, cds.CdsError(400, 20001, "requests must be a list of objects").body()
+            return 400, errors.INVALID_PARAMETER("requests must be a list of objects").body()
         self.spawn(self._apply(str(body["action"]), body.get("correlation_id"), requests))
         return 200, {"estimated_delivery_in_ms": 5000, "max_batch_size": 100, "ttl_in_s": -1}
 
@@ -176,18 +177,19 @@ class Session:
                         self._notify("subscription_canceled", correlation_id, sid, kind)
                     else:
                         await self.establish(sid, kind, r.get("last_event_id"), correlation_id)
-                except cds.CdsError as exc:
+                except TwilioError as exc:
                     self._notify("subscription_failed", correlation_id, sid, kind, error=exc)
                 except StoreError as exc:
-                    self._notify("subscription_failed", correlation_id, sid, kind, error=cds.store_error(exc))
+                    error = cds.store_error(exc, sid)
+                    self._notify("subscription_failed", correlation_id, sid, kind, error=error)
                 except Exception:  # e.g. Redis down while subscribing: fail this one, the SDK retries
                     log.exception("subscription to %s failed", sid)
                     await self.cancel(sid)
-                    error = cds.CdsError(503, 20503, "Service unavailable: try again")
+                    error = errors.UNAVAILABLE()
                     self._notify("subscription_failed", correlation_id, sid, kind, error=error)
 
     def _notify(
-        self, event_type: str, correlation_id: Any, sid: str, kind: str, error: cds.CdsError | None = None, **extra: Any
+        self, event_type: str, correlation_id: Any, sid: str, kind: str, error: TwilioError | None = None, **extra: Any
     ) -> None:
         ev: dict[str, Any] = {"object_sid": sid, "object_type": kind, **extra}
         if error is not None:
@@ -195,17 +197,16 @@ class Session:
         body = {"event_type": event_type, "correlation_id": correlation_id, "events": [ev]}
         self.send(twilsock.notification(body))
 
-    async def establish(self, sid: str, kind: str, last_event_id: Any, correlation_id: Any) -> None:
-        if kind not in KINDS:
-            raise cds.CdsError(400, 20001, f"Unknown object_type {kind!r}")
+    async def establish(self, sid: str, object_type: str, last_event_id: Any, correlation_id: Any) -> None:
+        kind = Kind.parse(object_type)
+        if kind is None:
+            raise errors.INVALID_PARAMETER(f"Unknown object_type {object_type!r}")
         if sid not in self.subs and len(self.subs) >= self.limits.subscriptions:
-            raise cds.CdsError(
-                429, 54419, f"Too many subscriptions: at most {self.limits.subscriptions} per connection"
-            )
+            raise errors.TOO_MANY_SUBSCRIPTIONS(str(self.limits.subscriptions))
         try:
             obj = await objects.get(self.caller.store, self.caller.service_sid, kind, sid)
         except NotFoundError:
-            raise cds.store_error(NotFoundError(kind, sid)) from None
+            raise cds.store_error(NotFoundError(kind, sid), sid) from None
         if not await cds.may(self.caller, kind, obj.sid, "read"):
             raise cds.denied("read")
         old = self.subs.pop(obj.sid, None)

@@ -2,8 +2,9 @@
 
 Verification looks the signing API key up by the ``iss`` claim (``SK…``) and checks the signature with
 its secret, then that ``sub`` is the key's account, that the token has not expired and that it holds
-a Sync grant for a Service of that account. Every refusal is a TokenError carrying the code the SDK
-expects: 20104 for an expired token (the SDK emits ``tokenExpired``), 20101 for everything else.
+a Sync grant for a Service of that account. Every refusal is a TwilioError carrying the code the SDK
+expects: ACCESS_TOKEN_EXPIRED for an expired token (the SDK emits ``tokenExpired``),
+INVALID_ACCESS_TOKEN for everything else (status 401, or 403 for a valid token that grants no Sync).
 """
 
 from __future__ import annotations
@@ -15,21 +16,16 @@ from typing import Any
 import jwt
 
 from storage import NotFoundError, Store, accounts, ids, services
+from storage.wire import errors
+from storage.wire.errors import TwilioError
 
 CTY = "twilio-fpa;v=1"
-INVALID = 20101
-EXPIRED = 20104
 MAX_LIFETIME_S = 86400
 
 
-class TokenError(Exception):
-    """A refused token: ``code`` is the Twilio error code, ``status`` the twilsock status."""
-
-    def __init__(self, code: int, message: str, status: int = 401) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
-        self.message = message
+def invalid(detail: str, status: int = 401) -> TwilioError:
+    """A refused token (INVALID_ACCESS_TOKEN): ``detail`` says why."""
+    return errors.INVALID_ACCESS_TOKEN(f": {detail}", status=status)
 
 
 @dataclass(frozen=True)
@@ -45,38 +41,38 @@ class Grant:
 
 
 async def verify(store: Store, token: str, leeway_s: int = 0) -> Grant:
-    """Check ``token`` completely; raise TokenError (never anything else) when it is refused."""
+    """Check ``token`` completely; raise TwilioError (never anything else) when it is refused."""
     try:
         header = jwt.get_unverified_header(token)
         unverified = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError as exc:
-        raise TokenError(INVALID, f"Invalid Access Token: {exc}") from None
+        raise invalid(str(exc)) from None
     if header.get("alg") != "HS256" or header.get("cty") != CTY:
-        raise TokenError(INVALID, "Invalid Access Token: not a Twilio access token (alg/cty)")
+        raise invalid("not a Twilio access token (alg/cty)")
     issuer = unverified.get("iss")
     if not isinstance(issuer, str) or not ids.is_sid(issuer, ids.API_KEY):
-        raise TokenError(INVALID, "Invalid Access Token: iss is not an API key SID")
+        raise invalid("iss is not an API key SID")
     key = await accounts.get_key(store, issuer)
     if key is None:
-        raise TokenError(INVALID, "Invalid Access Token: unknown API key")
+        raise invalid("unknown API key")
     try:
         claims: dict[str, Any] = jwt.decode(
             token, key.secret, algorithms=["HS256"], leeway=leeway_s, options={"require": ["exp"]}
         )
     except jwt.ExpiredSignatureError:
-        raise TokenError(EXPIRED, "Access Token expired or expiration date invalid") from None
+        raise errors.ACCESS_TOKEN_EXPIRED() from None
     except jwt.PyJWTError as exc:
-        raise TokenError(INVALID, f"Invalid Access Token: {exc}") from None
+        raise invalid(str(exc)) from None
     if claims.get("sub") != key.account_sid:
-        raise TokenError(INVALID, "Invalid Access Token: sub is not the API key's account")
+        raise invalid("sub is not the API key's account")
     if int(claims["exp"]) - int(claims.get("nbf") or claims.get("iat") or time.time()) > MAX_LIFETIME_S:
-        raise TokenError(INVALID, "Invalid Access Token: lifetime exceeds 24 hours")
+        raise invalid("lifetime exceeds 24 hours")
     grants = claims.get("grants")
     if not isinstance(grants, dict) or not isinstance(grants.get("data_sync"), dict):
-        raise TokenError(INVALID, "Invalid Access Token: no Sync grant", 403)
+        raise invalid("no Sync grant", 403)
     identity = grants.get("identity")
     if not isinstance(identity, str) or not 1 <= len(identity) <= 256:
-        raise TokenError(INVALID, "Invalid Access Token: the grant has no identity", 403)
+        raise invalid("the grant has no identity", 403)
     sync = grants["data_sync"]
     service_sid = await _service(store, key.account_sid, sync.get("service_sid"))
     endpoint = sync.get("endpoint_id")
@@ -95,14 +91,14 @@ async def _service(store: Store, account_sid: str, requested: Any) -> str:
     if requested in (None, "", "default"):
         first = await services.page(store, account_sid, 1, None)
         if not first.items:
-            raise TokenError(51102, "Service instance SID not specified and couldn't be generated", 403)
+            raise errors.SERVICE_NOT_SPECIFIED()
         return first.items[0].sid
     if not isinstance(requested, str):
-        raise TokenError(INVALID, "Invalid Access Token: bad service_sid", 403)
+        raise invalid("bad service_sid", 403)
     try:
         return (await services.get(store, account_sid, requested)).sid
     except NotFoundError:
-        raise TokenError(INVALID, f"Invalid Access Token: no Service {requested} in this account", 403) from None
+        raise invalid(f"no Service {requested} in this account", 403) from None
 
 
 def mint(account_sid: str, key_sid: str, secret: str, identity: str, service_sid: str | None, ttl_s: int = 3600) -> str:

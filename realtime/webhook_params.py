@@ -1,4 +1,4 @@
-"""A stored change event -> the form parameters of its Twilio Sync webhook (Twilio's names live here).
+"""A change event -> the form parameters of its Twilio Sync webhook (Twilio's names live here).
 
 Documented by Twilio: the common ``AccountSid, ServiceSid, EventType, Identity, EndpointId`` (absent
 for REST), ``Document{Sid,UniqueName,Revision,Data}`` (no data on removal), ``List{Sid,UniqueName,
@@ -11,44 +11,38 @@ unique names are omitted when the object has none.
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
-_PREFIX = {"document": "Document", "list": "List", "map": "Map"}
+from storage import ChangeEvent
+from storage.wire.dates import iso_millis
 
 
-def _date(ms: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
-
-
-def form_params(account_sid: str, service_sid: str, ev: dict[str, Any]) -> dict[str, str]:
-    """The webhook's parameters for one stored event (see storage/events.py for its fields)."""
-    event_type = str(ev["t"])
+def form_params(account_sid: str, service_sid: str, ev: ChangeEvent) -> dict[str, str]:
+    """The webhook's parameters for one change event."""
     p = {
         "AccountSid": account_sid,
         "ServiceSid": service_sid,
-        "EventType": event_type,
-        "Identity": str(ev.get("b") or "system"),
-        "DateCreated": _date(int(ev.get("ms", 0))),
+        "EventType": ev.type,
+        "Identity": ev.identity or "system",
+        "DateCreated": iso_millis(ev.time) or "",
     }
-    if ev.get("ep"):
-        p["EndpointId"] = str(ev["ep"])
-    kind = _PREFIX.get(str(ev.get("ot", "")))
+    if ev.endpoint:
+        p["EndpointId"] = ev.endpoint
+    kind = ev.kind
     if kind is None:  # endpoint_connected / endpoint_disconnected: the common parameters only
         return p
-    p[f"{kind}Sid"] = str(ev["sid"])
-    if ev.get("un"):
-        p[f"{kind}UniqueName"] = str(ev["un"])
-    if "_item_" in event_type:
-        p[f"{kind}Revision"] = str(ev.get("crev", ""))
-        p["ItemIndex" if kind == "List" else "ItemKey"] = str(ev["k"])
-        p["ItemRevision"] = str(ev.get("rev", ""))
-        p["EventId"] = str(ev["id"])
-        data = ev.get("d", ev.get("pd"))
+    prefix = kind.label
+    p[f"{prefix}Sid"] = ev.sid
+    if ev.unique_name:
+        p[f"{prefix}UniqueName"] = ev.unique_name
+    if ev.is_item_event:
+        p[f"{prefix}Revision"] = ev.collection_revision or ""
+        p["ItemIndex" if kind.indexed else "ItemKey"] = str(ev.key)
+        p["ItemRevision"] = ev.revision or ""
+        p["EventId"] = str(ev.id)
+        data = ev.data if ev.data is not None else ev.previous_data
         if data is not None:
-            p["ItemData"] = str(data)
+            p["ItemData"] = data
         return p
-    p[f"{kind}Revision"] = str(ev.get("rev", ""))
-    if kind == "Document" and event_type != "document_removed" and ev.get("d") is not None:
-        p["DocumentData"] = str(ev["d"])
+    p[f"{prefix}Revision"] = ev.revision or ""
+    if kind.has_data and not ev.is_removal and ev.data is not None:
+        p["DocumentData"] = ev.data
     return p

@@ -9,6 +9,8 @@ from .errors import (
     StoreUnavailableError,
     TooLargeError,
 )
+from .events import ChangeEvent
+from .kinds import Kind
 from .records import SWEEPER, SYSTEM, Actor, Item, Page, Permission, Service, SyncObject
 from .store import Store, StoreConfig
 
@@ -17,8 +19,10 @@ __all__ = [
     "SYSTEM",
     "Actor",
     "AlreadyExistsError",
+    "ChangeEvent",
     "InvalidInputError",
     "Item",
+    "Kind",
     "NotFoundError",
     "Page",
     "Permission",

@@ -10,12 +10,13 @@ import msgpack
 
 from . import keys, objects
 from .errors import NotFoundError
+from .kinds import Kind
 from .paging import Cursor
 from .records import Actor, Item, Page
 from .store import Store, now_ms, text
 
 
-def _decode(kind: str, collection_sid: str, service_sid: str, key: str, raw: bytes) -> Item:
+def _decode(kind: Kind, collection_sid: str, service_sid: str, key: str, raw: bytes) -> Item:
     v = msgpack.unpackb(raw)
     return Item(
         kind=kind,
@@ -42,7 +43,7 @@ def _ttl(ttl: int | None) -> str:
 async def write(
     store: Store,
     service_sid: str,
-    kind: str,
+    kind: Kind,
     collection: str,
     actor: Actor,
     mode: str,
@@ -68,7 +69,7 @@ async def write(
     return _decode(kind, sid, service_sid, ikey, packed), bool(added)
 
 
-async def get(store: Store, service_sid: str, kind: str, collection: str, key: str) -> Item:
+async def get(store: Store, service_sid: str, kind: Kind, collection: str, key: str) -> Item:
     async def fetch(sid: str) -> Item:
         # the collection's type/expiry and the item in one round trip
         async with store.redis.pipeline(transaction=False) as p:
@@ -82,13 +83,13 @@ async def get(store: Store, service_sid: str, kind: str, collection: str, key: s
             item = _decode(kind, sid, service_sid, key, raw)
             if _live(item, now):
                 return item
-        raise NotFoundError(f"{kind}_item", key)
+        raise NotFoundError(kind.item_subject, key)
 
     return await objects.with_object(store, service_sid, kind, collection, fetch)
 
 
 async def delete(
-    store: Store, service_sid: str, kind: str, collection: str, key: str, actor: Actor, if_match: str | None = None
+    store: Store, service_sid: str, kind: Kind, collection: str, key: str, actor: Actor, if_match: str | None = None
 ) -> int:
     """Remove one item; returns the id of its removal event (the SDK keeps it as a tombstone)."""
 
@@ -103,7 +104,7 @@ async def delete(
 async def page(
     store: Store,
     service_sid: str,
-    kind: str,
+    kind: Kind,
     collection: str,
     size: int,
     order: str = "asc",
@@ -137,10 +138,10 @@ async def page(
 Bound = tuple[str | None, bool]  # (index or key, inclusive); None = open end
 
 
-def _edge(kind: str, bound: Bound, low: bool) -> str:
+def _edge(kind: Kind, bound: Bound, low: bool) -> str:
     """A ZRANGEBYSCORE (lists) or ZRANGEBYLEX (maps) argument for one end of a range."""
     value, inclusive = bound
-    if kind == "list":
+    if kind.indexed:
         if value is None:
             return "-inf" if low else "+inf"
         return value if inclusive else f"({value}"
@@ -149,18 +150,18 @@ def _edge(kind: str, bound: Bound, low: bool) -> str:
     return ("[" if inclusive else "(") + value
 
 
-async def _range(store: Store, zkey: str, kind: str, ascending: bool, near: Bound, far: Bound, num: int) -> list[str]:
+async def _range(store: Store, zkey: str, kind: Kind, ascending: bool, near: Bound, far: Bound, num: int) -> list[str]:
     """Up to ``num`` members from ``near`` towards ``far``, ascending or descending."""
     r = store.redis
     if ascending:
         low, high = _edge(kind, near, True), _edge(kind, far, False)
-        if kind == "list":
+        if kind.indexed:
             rows = await r.zrangebyscore(zkey, low, high, start=0, num=num)
         else:
             rows = await r.zrangebylex(zkey, low, high, start=0, num=num)
     else:
         high, low = _edge(kind, near, False), _edge(kind, far, True)
-        if kind == "list":
+        if kind.indexed:
             rows = await r.zrevrangebyscore(zkey, high, low, start=0, num=num)
         else:
             rows = await r.zrevrangebylex(zkey, high, low, start=0, num=num)

@@ -1,7 +1,7 @@
 """Sync's limits and the checks that enforce them, shared by every edge (REST and the SDK's CDS API).
 
-Each check raises a domain error whose ``kind`` names the rule; the edges map (error, kind) to
-their status and Twilio code in their own tables.
+Each check raises a domain error whose ``kind`` names the rule; storage/wire/errors.py maps
+(error, kind) to each edge's status, Twilio code and message.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ def compact_data(value: Any, limit: int = MAX_DATA) -> str:
     return text
 
 
-def check_ttl(value: int) -> int:
+def check_ttl(value: int, name: str = "Ttl") -> int:
+    """0 (never expires) to one year; ``name`` is the parameter, for the error message."""
     if not 0 <= value <= MAX_TTL:
-        raise InvalidInputError("ttl", str(value))
+        raise InvalidInputError("ttl", name)
     return value
 
 

@@ -12,13 +12,12 @@ from typing import Any, TypeVar
 
 from . import ids, keys
 from .errors import NotFoundError
+from .kinds import Kind
 from .paging import Cursor
 from .records import Actor, Page, SyncObject
 from .store import Store, now_ms, text
 
 T = TypeVar("T")
-
-PREFIX = {"document": ids.DOCUMENT, "list": ids.LIST, "map": ids.MAP, "stream": ids.STREAM}
 
 
 def _ttl(ttl: int | None) -> str:
@@ -30,7 +29,7 @@ def decode(service_sid: str, raw: dict[bytes, bytes] | list[bytes]) -> SyncObjec
         f = {text(raw[i]): text(raw[i + 1]) for i in range(0, len(raw), 2)}
     else:
         f = {text(k): text(v) for k, v in raw.items()}
-    kind = f["t"]
+    kind = Kind(f["t"])
     return SyncObject(
         kind=kind,
         sid=f["sid"],
@@ -41,11 +40,11 @@ def decode(service_sid: str, raw: dict[bytes, bytes] | list[bytes]) -> SyncObjec
         date_updated=int(f["u"]),
         date_expires=int(f["x"]) if f["x"] else None,
         last_event_id=int(f["e"]),
-        data=json.loads(f["d"]) if kind == "document" else None,
+        data=json.loads(f["d"]) if kind.has_data else None,
     )
 
 
-def is_live(raw: dict[bytes, Any], kind: str, now: int) -> bool:
+def is_live(raw: dict[bytes, Any], kind: Kind, now: int) -> bool:
     """A stored object hash (or its t/x fields) is a live object of ``kind``."""
     if not raw or raw.get(b"t") is None or text(raw[b"t"]) != kind:
         return False
@@ -53,9 +52,9 @@ def is_live(raw: dict[bytes, Any], kind: str, now: int) -> bool:
     return not x or int(x) > now
 
 
-async def _sid(store: Store, service_sid: str, kind: str, ident: str, fresh: bool = False) -> str:
+async def _sid(store: Store, service_sid: str, kind: Kind, ident: str, fresh: bool = False) -> str:
     """SID for a SID or unique name, unverified: the caller's script or read checks existence."""
-    if ids.is_sid(ident, PREFIX[kind]):
+    if ids.is_sid(ident, kind.sid_prefix):
         return ident
     key = ("name", service_sid, kind, ident)
     cached = None if fresh else store.cache.get(key)
@@ -70,7 +69,7 @@ async def _sid(store: Store, service_sid: str, kind: str, ident: str, fresh: boo
     return sid
 
 
-async def with_object(store: Store, service_sid: str, kind: str, ident: str, op: Callable[[str], Awaitable[T]]) -> T:
+async def with_object(store: Store, service_sid: str, kind: Kind, ident: str, op: Callable[[str], Awaitable[T]]) -> T:
     """Run ``op(sid)`` on the object addressed by SID or unique name, in one round trip when the
     name is cached. ``op`` raises NotFoundError(kind) when ``sid`` is not a live object of ``kind``;
     a cached name may be stale (deleted and re-created), so it is looked up afresh and retried once."""
@@ -78,7 +77,7 @@ async def with_object(store: Store, service_sid: str, kind: str, ident: str, op:
     try:
         return await op(sid)
     except NotFoundError as exc:
-        if exc.kind not in (kind, "object") or ids.is_sid(ident, PREFIX[kind]):
+        if exc.kind not in (kind, "object") or ids.is_sid(ident, kind.sid_prefix):
             raise
         fresh = await _sid(store, service_sid, kind, ident, fresh=True)
         if fresh == sid:
@@ -86,12 +85,12 @@ async def with_object(store: Store, service_sid: str, kind: str, ident: str, op:
         return await op(fresh)
 
 
-async def resolve(store: Store, service_sid: str, kind: str, ident: str) -> str:
+async def resolve(store: Store, service_sid: str, kind: Kind, ident: str) -> str:
     """The SID of a live object of ``kind`` addressed by SID or unique name."""
     return (await get(store, service_sid, kind, ident)).sid
 
 
-async def get(store: Store, service_sid: str, kind: str, ident: str) -> SyncObject:
+async def get(store: Store, service_sid: str, kind: Kind, ident: str) -> SyncObject:
     async def fetch(sid: str) -> SyncObject:
         raw = await store.redis.hgetall(keys.obj(service_sid, sid))
         if not is_live(raw, kind, now_ms()):
@@ -104,14 +103,14 @@ async def get(store: Store, service_sid: str, kind: str, ident: str) -> SyncObje
 async def create(
     store: Store,
     service_sid: str,
-    kind: str,
+    kind: Kind,
     actor: Actor,
     unique_name: str | None = None,
     data_json: str | None = None,
     ttl: int | None = None,
 ) -> SyncObject:
-    sid = ids.new_sid(PREFIX[kind])
-    if kind == "document" and data_json is None:
+    sid = ids.new_sid(kind.sid_prefix)
+    if kind.has_data and data_json is None:
         data_json = "{}"
     reply = await store.run(
         "object_create",
@@ -131,7 +130,7 @@ async def create(
 async def update(
     store: Store,
     service_sid: str,
-    kind: str,
+    kind: Kind,
     ident: str,
     actor: Actor,
     data_json: str | None = None,
@@ -149,7 +148,7 @@ async def update(
     return decode(service_sid, reply[1])
 
 
-async def delete(store: Store, service_sid: str, kind: str, ident: str, actor: Actor) -> None:
+async def delete(store: Store, service_sid: str, kind: Kind, ident: str, actor: Actor) -> None:
 
     async def remove(sid: str) -> list[Any]:
         keep = store.config.event_log_keep_s
@@ -174,8 +173,7 @@ async def remove_for_purge(store: Store, service_sid: str, sid: str, actor: Acto
         return 1
     except NotFoundError:
         # gone already (or a dangling index entry): make sure the index forgets it
-        await store.redis.zrem(keys.index(service_sid, "document"), sid)
-        for kind in PREFIX:
+        for kind in Kind:
             await store.redis.zrem(keys.index(service_sid, kind), sid)
         return 0
 
@@ -203,7 +201,7 @@ def _score(value: float) -> str:
     return str(int(value))
 
 
-async def page(store: Store, service_sid: str, kind: str, size: int, cursor: Cursor | None) -> Page[SyncObject]:
+async def page(store: Store, service_sid: str, kind: Kind, size: int, cursor: Cursor | None) -> Page[SyncObject]:
     sids, nxt, prev = await keyset(store, keys.index(service_sid, kind), size, cursor)
     async with store.redis.pipeline(transaction=False) as p:
         for sid in sids:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import keys, objects
 from .errors import NotFoundError
+from .kinds import Kind
 from .paging import Cursor
 from .records import SYSTEM, Page, Permission
 from .store import Store, text
@@ -13,19 +14,19 @@ def _bits(read: bool, write: bool, manage: bool) -> str:
     return ("r" if read else "") + ("w" if write else "") + ("m" if manage else "")
 
 
-def _decode(kind: str, sid: str, service_sid: str, identity: str, bits: str) -> Permission:
+def _decode(kind: Kind, sid: str, service_sid: str, identity: str, bits: str) -> Permission:
     return Permission(kind, sid, service_sid, identity, "r" in bits, "w" in bits, "m" in bits)
 
 
 async def set(
-    store: Store, service_sid: str, kind: str, ident: str, identity: str, read: bool, write: bool, manage: bool
+    store: Store, service_sid: str, kind: Kind, ident: str, identity: str, read: bool, write: bool, manage: bool
 ) -> Permission:
     bits = _bits(read, write, manage)
     sid = await _write(store, service_sid, kind, ident, identity, bits)
     return _decode(kind, sid, service_sid, identity, bits)
 
 
-async def _write(store: Store, service_sid: str, kind: str, ident: str, identity: str, bits: str) -> str:
+async def _write(store: Store, service_sid: str, kind: Kind, ident: str, identity: str, bits: str) -> str:
     """Set (or with bits "-" delete) one permission; the script checks the object is live."""
 
     async def run(sid: str) -> str:
@@ -35,7 +36,7 @@ async def _write(store: Store, service_sid: str, kind: str, ident: str, identity
     return await objects.with_object(store, service_sid, kind, ident, run)
 
 
-async def get(store: Store, service_sid: str, kind: str, ident: str, identity: str) -> Permission:
+async def get(store: Store, service_sid: str, kind: Kind, ident: str, identity: str) -> Permission:
     sid = await objects.resolve(store, service_sid, kind, ident)
     bits = await store.redis.hget(keys.permissions(service_sid, sid), identity)
     if bits is None:
@@ -43,12 +44,12 @@ async def get(store: Store, service_sid: str, kind: str, ident: str, identity: s
     return _decode(kind, sid, service_sid, identity, text(bits))
 
 
-async def delete(store: Store, service_sid: str, kind: str, ident: str, identity: str) -> None:
+async def delete(store: Store, service_sid: str, kind: Kind, ident: str, identity: str) -> None:
     await _write(store, service_sid, kind, ident, identity, "-")
 
 
 async def page(
-    store: Store, service_sid: str, kind: str, ident: str, size: int, cursor: Cursor | None
+    store: Store, service_sid: str, kind: Kind, ident: str, size: int, cursor: Cursor | None
 ) -> Page[Permission]:
     """Permissions ordered by identity (keyset on the identity string)."""
     sid = await objects.resolve(store, service_sid, kind, ident)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-T = TypeVar("T")
+from .kinds import Kind
 
-OBJECT_KINDS = ("document", "list", "map", "stream")
-COLLECTION_KINDS = ("list", "map")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ class Service:
 class SyncObject:
     """A Document, List, Map or Stream (``kind``). ``data`` is set for documents only."""
 
-    kind: str
+    kind: Kind
     sid: str
     service_sid: str
     unique_name: str | None
@@ -64,7 +63,7 @@ class SyncObject:
 class Item:
     """One List item (``key`` is the decimal index) or Map item."""
 
-    kind: str  # list | map
+    kind: Kind  # LIST or MAP
     collection_sid: str
     service_sid: str
     key: str
@@ -86,7 +85,7 @@ class Item:
 
 @dataclass(frozen=True)
 class Permission:
-    kind: str
+    kind: Kind
     object_sid: str
     service_sid: str
     identity: str

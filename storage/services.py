@@ -12,8 +12,9 @@ from typing import Any
 
 from . import ids, keys, objects, webhooks
 from .errors import NotFoundError
+from .kinds import Kind
 from .paging import Cursor
-from .records import OBJECT_KINDS, SWEEPER, Page, Service
+from .records import SWEEPER, Page, Service
 from .store import Store, now_ms, text
 
 DEFAULTS: dict[str, Any] = {
@@ -146,13 +147,13 @@ async def purge_pending(store: Store, batch: int = 100) -> int:
             sid = text(raw)
             await store.redis.set(keys.tombstone(sid), "1", ex=store.config.event_log_keep_s)
             await webhooks.drop(store, sid)  # before the removals: they must not become webhooks
-            for kind in OBJECT_KINDS:
+            for kind in Kind:
                 while True:
                     members = await store.redis.zrange(keys.index(sid, kind), 0, batch - 1)
                     if not members:
                         break
                     for m in members:
                         removed += await objects.remove_for_purge(store, sid, text(m), SWEEPER)
-            await store.redis.delete(keys.expiry(sid), keys.seq(sid), *[keys.names(sid, k) for k in OBJECT_KINDS])
+            await store.redis.delete(keys.expiry(sid), keys.seq(sid), *[keys.names(sid, k) for k in Kind])
             await store.redis.lrem(queue, 0, sid)
     return removed

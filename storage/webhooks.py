@@ -30,10 +30,10 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
 from redis.exceptions import ResponseError
 
-from . import keys
+from . import events, keys
+from .events import ChangeEvent
 from .store import Store, _load, text
 
 GROUP = "wh"
@@ -56,12 +56,12 @@ class Delivery:
     service_sid: str
     account_sid: str
     url: str
-    event: dict[str, Any]
+    event: ChangeEvent
 
     @property
     def order_key(self) -> str:
         """Deliveries with the same key go out in queue order (per object; per identity for reachability)."""
-        return str(self.event.get("sid") or "identity:" + str(self.event.get("b", "")))
+        return self.event.sid or "identity:" + self.event.identity
 
 
 @dataclass(frozen=True)
@@ -70,13 +70,13 @@ class DeadLetter:
     service_sid: str
     account_sid: str
     url: str
-    event: dict[str, Any]
+    event: ChangeEvent
     error: str
     attempts: int
 
 
-def _fields(raw: dict[bytes, bytes]) -> tuple[str, str, dict[str, Any]]:
-    return text(raw.get(b"u", b"")), text(raw.get(b"a", b"")), msgpack.unpackb(raw[b"e"])
+def _fields(raw: dict[bytes, bytes]) -> tuple[str, str, ChangeEvent]:
+    return text(raw.get(b"u", b"")), text(raw.get(b"a", b"")), events.decode(raw[b"e"])
 
 
 # --- config copy -------------------------------------------------------------------------------
@@ -220,7 +220,7 @@ async def ack(store: Store, service_sid: str, entry_ids: list[str]) -> None:
 async def dead_letter(store: Store, d: Delivery, error: str, attempts: int, cap: int) -> None:
     """Move one delivery that exhausted its retries to the Service's dead letters (capped)."""
     sid = d.service_sid
-    fields = {"e": msgpack.packb(d.event), "u": d.url, "a": d.account_sid, "err": error[:500], "n": attempts}
+    fields = {"e": events.encode(d.event), "u": d.url, "a": d.account_sid, "err": error[:500], "n": attempts}
     where = [keys.webhook_queue(sid), keys.webhook_dead(sid), keys.tombstone(sid)]
     args = [d.id, cap, *[x for kv in fields.items() for x in kv]]
     if await _script(store, "webhook_dead")(keys=where, args=args):

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import httpx
 
-from storage import Store, events
+from storage import ChangeEvent, Store, events
 
 KINDS = ("list", "map")
 PLURAL = {"list": "Lists", "map": "Maps", "document": "Documents", "stream": "Streams"}
@@ -97,15 +97,15 @@ async def create(http: httpx.AsyncClient, service: str, kind: str, **form: str) 
     return Collection(http, service, kind, r.json())
 
 
-async def wait_for_event(store: Store, service: str, sid: str, event_type: str) -> list[dict[str, Any]]:
+async def wait_for_event(store: Store, service: str, sid: str, event_type: str) -> list[ChangeEvent]:
     """The object's event log once it holds ``event_type`` (the sweeper runs every 0.2 s in tests)."""
-    log: list[dict[str, Any]] = []
+    log: list[ChangeEvent] = []
     for _ in range(100):
         log = await events.read_since(store, service, sid)
-        if any(e["t"] == event_type for e in log):
+        if any(e.type == event_type for e in log):
             return log
         await asyncio.sleep(0.1)
-    raise AssertionError(f"no {event_type} event for {sid}: {[e['t'] for e in log]}")
+    raise AssertionError(f"no {event_type} event for {sid}: {[e.type for e in log]}")
 
 
 async def walk(http: httpx.AsyncClient, url: str, key: str) -> tuple[list[list[str]], dict[str, Any]]:

@@ -183,7 +183,7 @@ async def test_item_create_without_data_is_400_and_writes_nothing(
     bad = await c.add("k", "{not json")
     assert bad.status_code == 400 and bad.json()["code"] == 54008
     assert await c.items() == []
-    assert [e["t"] for e in await events.read_since(store, service, c.sid)] == [f"{kind}_created"]
+    assert [e.type for e in await events.read_since(store, service, c.sid)] == [f"{kind}_created"]
 
 
 async def test_item_data_over_16_kib_is_413_54006_and_nothing_is_written(
@@ -200,7 +200,7 @@ async def test_item_data_over_16_kib_is_413_54006_and_nothing_is_written(
     assert await c.items() == [item_id(exact)]
     assert (await http.get(c.item_path(item_id(exact)))).json()["revision"] == exact["revision"]
     log = await events.read_since(store, service, c.sid)
-    assert [e["t"] for e in log] == [f"{kind}_created", f"{kind}_item_added"]
+    assert [e.type for e in log] == [f"{kind}_created", f"{kind}_item_added"]
 
 
 async def test_item_update_without_data_or_ttl_is_400_54010(http: httpx.AsyncClient, service: str, kind: str) -> None:
@@ -251,9 +251,9 @@ async def test_expired_item_is_gone_at_once_and_swept_with_a_removal_event(
     assert await c.items() == [keep]
     log = await wait_for_event(store, service, c.sid, f"{kind}_item_removed")
     removed = log[-1]
-    assert removed["t"] == f"{kind}_item_removed" and removed["k"] == short and removed["o"] == "system"
-    assert json.loads(removed["pd"]) == {"v": 1}
-    assert [e["id"] for e in log] == list(range(len(log)))
+    assert removed.type == f"{kind}_item_removed" and removed.key == short and removed.origin == "system"
+    assert json.loads(removed.previous_data) == {"v": 1}
+    assert [e.id for e in log] == list(range(len(log)))
     assert await store.redis.hexists(f"sync:{{{service}}}:it:{c.sid}", short) == 0
 
 
@@ -267,8 +267,8 @@ async def test_expired_collection_is_gone_with_its_items_and_swept_with_a_remova
     assert (await http.get(c.item_path(ident))).json()["code"] == 20404
     assert (await http.get(f"/v1/Services/{service}/{PLURAL[kind]}")).json()[PLURAL[kind].lower()] == []
     log = await wait_for_event(store, service, c.sid, f"{kind}_removed")
-    assert [e["t"] for e in log] == [f"{kind}_created", f"{kind}_item_added", f"{kind}_removed"]
-    assert log[-1]["o"] == "system"
+    assert [e.type for e in log] == [f"{kind}_created", f"{kind}_item_added", f"{kind}_removed"]
+    assert log[-1].origin == "system"
     assert await store.redis.exists(f"sync:{{{service}}}:it:{c.sid}", f"sync:{{{service}}}:o:{c.sid}") == 0
     assert (await create(http, service, kind, UniqueName="brief")).sid != c.sid
 
@@ -283,7 +283,7 @@ async def test_every_item_mutation_appends_one_event_with_strictly_increasing_id
     await http.delete(c.item_path(ident))
     await http.delete(c.path)
     log = await events.read_since(store, service, c.sid)
-    assert [(e["id"], e["t"]) for e in log] == [
+    assert [(e.id, e.type) for e in log] == [
         (0, f"{kind}_created"),
         (1, f"{kind}_item_added"),
         (2, f"{kind}_item_updated"),
@@ -291,10 +291,10 @@ async def test_every_item_mutation_appends_one_event_with_strictly_increasing_id
         (4, f"{kind}_removed"),
     ]
     added, updated, removed = log[1:4]
-    assert added["k"] == updated["k"] == removed["k"] == ident and added["rev"] == "1"
-    assert json.loads(updated["d"]) == {"v": 1} and json.loads(updated["pd"]) == {"v": 0}
-    assert json.loads(removed["pd"]) == {"v": 1}
-    assert all(e["b"] == "system" and e["o"] == "rest" for e in log)
+    assert added.key == updated.key == removed.key == ident and added.revision == "1"
+    assert json.loads(updated.data) == {"v": 1} and json.loads(updated.previous_data) == {"v": 0}
+    assert json.loads(removed.previous_data) == {"v": 1}
+    assert all(e.identity == "system" and e.origin == "rest" for e in log)
 
 
 async def test_deleting_a_collection_deletes_its_items(http: httpx.AsyncClient, service: str, kind: str) -> None:

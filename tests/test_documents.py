@@ -105,11 +105,11 @@ async def test_expired_document_is_gone_at_once_and_swept_with_an_event(http, se
     assert (await http.get(f"/v1/Services/{service}/Documents")).json()["documents"] == []
     for _ in range(50):  # the sweeper runs every 0.2 s in tests
         log = await events.read_since(store, service, d["sid"])
-        if log and log[-1]["t"] == "document_removed":
+        if log and log[-1].type == "document_removed":
             break
         await asyncio.sleep(0.1)
-    assert [e["t"] for e in log] == ["document_created", "document_removed"]
-    assert log[-1]["o"] == "system"
+    assert [e.type for e in log] == ["document_created", "document_removed"]
+    assert log[-1].origin == "system"
     assert await store.redis.exists(f"sync:{{{service}}}:o:{d['sid']}") == 0
     again = await http.post(f"/v1/Services/{service}/Documents", data={"UniqueName": "short"})
     assert again.status_code == 201
@@ -121,13 +121,13 @@ async def test_every_write_appends_one_event_with_increasing_ids(http, service, 
     await http.post(f"/v1/Services/{service}/Documents/ev", data={"Data": '{"bad'})  # refused: no event
     await http.delete(f"/v1/Services/{service}/Documents/ev")
     log = await events.read_since(store, service, d["sid"])
-    assert [(e["id"], e["t"]) for e in log] == [
+    assert [(e.id, e.type) for e in log] == [
         (0, "document_created"),
         (1, "document_updated"),
         (2, "document_removed"),
     ]
-    assert json.loads(log[1]["d"]) == {"a": 2} and log[1]["rev"] == "1" and log[1]["b"] == "system"
-    assert [e["id"] for e in await events.read_since(store, service, d["sid"], after=0)] == [1, 2]
+    assert json.loads(log[1].data) == {"a": 2} and log[1].revision == "1" and log[1].identity == "system"
+    assert [e.id for e in await events.read_since(store, service, d["sid"], after=0)] == [1, 2]
 
 
 async def test_delete_then_fetch_is_404_20404(http: httpx.AsyncClient, service: str) -> None:

@@ -13,7 +13,7 @@ from tests.helpers import ServerProcess
 async def _wait_removed(store, service: str, sids: list[str], kind: str) -> dict[str, list[str]]:
     logs: dict[str, list[str]] = {}
     for _ in range(100):
-        logs = {sid: [e["t"] for e in await events.read_since(store, service, sid)] for sid in sids}
+        logs = {sid: [e.type for e in await events.read_since(store, service, sid)] for sid in sids}
         if all(types and types[-1] == f"{kind}_removed" for types in logs.values()):
             break
         await asyncio.sleep(0.1)
@@ -36,7 +36,7 @@ async def test_two_sweeping_processes_record_each_removal_exactly_once(server, r
         for sid in sids:
             assert logs[sid] == ["document_created", "document_removed"], sid
         for _ in range(100):
-            map_log = [e["t"] for e in await events.read_since(store, service, msid)]
+            map_log = [e.type for e in await events.read_since(store, service, msid)]
             if map_log.count("map_item_removed") == 40:
                 break
             await asyncio.sleep(0.1)

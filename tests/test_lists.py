@@ -40,7 +40,7 @@ async def test_fifty_concurrent_appends_get_fifty_distinct_indexes(
     stored = (await http.get(f"{lst.path}/Items", params={"PageSize": "100"})).json()["items"]
     assert {i["index"]: i["data"]["n"] for i in stored} == by_index
     log = await events.read_since(store, service, lst.sid)
-    assert sorted(int(e["k"]) for e in log if e["t"] == "list_item_added") == list(range(50))
+    assert sorted(int(e.key) for e in log if e.type == "list_item_added") == list(range(50))
 
 
 async def test_index_that_is_not_a_non_negative_integer_is_400_54458(http: httpx.AsyncClient, service: str) -> None:

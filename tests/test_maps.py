@@ -103,6 +103,6 @@ async def test_writing_over_an_expired_unswept_item_records_its_removal_first(
     again = await m.added("k", {"v": 2})
     assert again["data"] == {"v": 2} and again["date_expires"] is None
     log = await events.read_since(store, service, m.sid)
-    assert [e["t"] for e in log] == ["map_created", "map_item_added", "map_item_removed", "map_item_added"]
-    assert [e["id"] for e in log] == [0, 1, 2, 3] and "pd" not in log[-1]
-    assert log[2]["o"] == "system" and log[2]["k"] == "k" and json.loads(log[2]["pd"]) == {"v": 1}
+    assert [e.type for e in log] == ["map_created", "map_item_added", "map_item_removed", "map_item_added"]
+    assert [e.id for e in log] == [0, 1, 2, 3] and log[-1].previous_data is None
+    assert log[2].origin == "system" and log[2].key == "k" and json.loads(log[2].previous_data) == {"v": 1}

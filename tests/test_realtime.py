@@ -328,11 +328,11 @@ async def test_sdk_writes_carry_identity_and_endpoint_in_events(client: SyncClie
     lst = await client.open("list", "audit")
     await client.call("POST", lst["links"]["items"], {"data": {"a": 1}})
     log = await events.read_since(store, service, lst["sid"])
-    assert [(e["t"], e["b"], e["o"]) for e in log] == [
+    assert [(e.type, e.identity, e.origin) for e in log] == [
         ("list_created", "alice", "sdk"),
         ("list_item_added", "alice", "sdk"),
     ]
-    assert log[1]["ep"]
+    assert log[1].endpoint
 
 
 async def test_connections_and_frame_size_are_limited(redis_server: Any, api_key: Any, service: str) -> None:

@@ -70,13 +70,13 @@ async def test_each_message_is_recorded_as_stream_message_published(
         (await http.post(s["links"]["messages"], data={"Data": json.dumps({"n": n})})).json()["sid"] for n in (1, 2)
     ]
     log = await events.read_since(store, service, s["sid"])
-    assert [(e["id"], e["t"]) for e in log] == [
+    assert [(e.id, e.type) for e in log] == [
         (0, "stream_created"),
         (1, "stream_message_published"),
         (2, "stream_message_published"),
     ]
-    assert [e["m"] for e in log[1:]] == sids and [json.loads(e["d"]) for e in log[1:]] == [{"n": 1}, {"n": 2}]
-    assert all(e["b"] == "system" and e["o"] == "rest" for e in log)
+    assert [e.message_sid for e in log[1:]] == sids and [json.loads(e.data) for e in log[1:]] == [{"n": 1}, {"n": 2}]
+    assert all(e.identity == "system" and e.origin == "rest" for e in log)
 
 
 async def test_message_over_4_kib_is_413_54006_and_not_recorded(
@@ -89,7 +89,7 @@ async def test_message_over_4_kib_is_413_54006_and_not_recorded(
     r = await http.post(s["links"]["messages"], data={"Data": json.dumps({"k": "x" * (4097 - overhead)})})
     assert r.status_code == 413 and r.json()["code"] == 54006
     log = await events.read_since(store, service, s["sid"])
-    assert [e["t"] for e in log] == ["stream_created", "stream_message_published"]
+    assert [e.type for e in log] == ["stream_created", "stream_message_published"]
 
 
 async def test_message_without_data_is_400_54251_and_bad_json_54008(http: httpx.AsyncClient, service: str) -> None:
@@ -124,4 +124,4 @@ async def test_expired_stream_refuses_messages_at_once_and_is_swept_with_a_remov
     assert r.status_code == 404 and r.json()["code"] == 20404
     assert (await http.get(s["url"])).status_code == 404
     log = await wait_for_event(store, service, s["sid"], "stream_removed")
-    assert [e["t"] for e in log] == ["stream_created", "stream_removed"] and log[-1]["o"] == "system"
+    assert [e.type for e in log] == ["stream_created", "stream_removed"] and log[-1].origin == "system"

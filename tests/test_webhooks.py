@@ -24,7 +24,7 @@ from redis import asyncio as aioredis
 
 from realtime.egress import NetworkPolicy
 from realtime.signing import signature
-from storage import Actor, Store, items, keys, objects, streams, webhooks
+from storage import Actor, Kind, Store, items, keys, objects, streams, webhooks
 from storage.reachability import record_endpoint
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, SCALE, RedisProcess, ServerProcess
 from tests.webhook_receiver import Receiver
@@ -96,9 +96,9 @@ def test_network_policy_denies_link_local_and_honours_lists() -> None:
 
 async def test_document_events_from_an_sdk_client(http, store: Store, receiver: Receiver) -> None:
     service = await hooked(http, receiver.url)
-    doc = await objects.create(store, service, "document", ALICE, unique_name="d", data_json='{"a":1}')
-    await objects.update(store, service, "document", doc.sid, ALICE, data_json='{"a":2}')
-    await objects.delete(store, service, "document", doc.sid, ALICE)
+    doc = await objects.create(store, service, Kind.DOCUMENT, ALICE, unique_name="d", data_json='{"a":1}')
+    await objects.update(store, service, Kind.DOCUMENT, doc.sid, ALICE, data_json='{"a":2}')
+    await objects.delete(store, service, Kind.DOCUMENT, doc.sid, ALICE)
     got = await receiver.wait_for(3)
     for r, t in zip(got, ["document_created", "document_updated", "document_removed"], strict=True):
         common(r, service, t)
@@ -114,11 +114,11 @@ async def test_document_events_from_an_sdk_client(http, store: Store, receiver: 
 
 async def test_list_events_from_an_sdk_client(http, store: Store, receiver: Receiver) -> None:
     service = await hooked(http, receiver.url)
-    lst = await objects.create(store, service, "list", ALICE, unique_name="l")
-    item, _ = await items.write(store, service, "list", lst.sid, ALICE, "append", data_json='{"v":1}')
-    await items.write(store, service, "list", lst.sid, ALICE, "update", key=item.key, data_json='{"v":2}')
-    await items.delete(store, service, "list", lst.sid, item.key, ALICE)
-    await objects.delete(store, service, "list", lst.sid, ALICE)
+    lst = await objects.create(store, service, Kind.LIST, ALICE, unique_name="l")
+    item, _ = await items.write(store, service, Kind.LIST, lst.sid, ALICE, "append", data_json='{"v":1}')
+    await items.write(store, service, Kind.LIST, lst.sid, ALICE, "update", key=item.key, data_json='{"v":2}')
+    await items.delete(store, service, Kind.LIST, lst.sid, item.key, ALICE)
+    await objects.delete(store, service, Kind.LIST, lst.sid, ALICE)
     got = await receiver.wait_for(5)
     types = ["list_created", "list_item_added", "list_item_updated", "list_item_removed", "list_removed"]
     for r, t in zip(got, types, strict=True):
@@ -134,11 +134,11 @@ async def test_list_events_from_an_sdk_client(http, store: Store, receiver: Rece
 
 async def test_map_events_from_an_sdk_client(http, store: Store, receiver: Receiver) -> None:
     service = await hooked(http, receiver.url)
-    m = await objects.create(store, service, "map", ALICE)
-    await items.write(store, service, "map", m.sid, ALICE, "create", key="k1", data_json='{"v":1}')
-    await items.write(store, service, "map", m.sid, ALICE, "update", key="k1", data_json='{"v":2}')
-    await items.delete(store, service, "map", m.sid, "k1", ALICE)
-    await objects.delete(store, service, "map", m.sid, ALICE)
+    m = await objects.create(store, service, Kind.MAP, ALICE)
+    await items.write(store, service, Kind.MAP, m.sid, ALICE, "create", key="k1", data_json='{"v":1}')
+    await items.write(store, service, Kind.MAP, m.sid, ALICE, "update", key="k1", data_json='{"v":2}')
+    await items.delete(store, service, Kind.MAP, m.sid, "k1", ALICE)
+    await objects.delete(store, service, Kind.MAP, m.sid, ALICE)
     got = await receiver.wait_for(5)
     types = ["map_created", "map_item_added", "map_item_updated", "map_item_removed", "map_removed"]
     for r, t in zip(got, types, strict=True):
@@ -151,11 +151,11 @@ async def test_map_events_from_an_sdk_client(http, store: Store, receiver: Recei
 
 async def test_streams_and_ttl_only_changes_send_no_webhooks(http, store: Store, redis, receiver: Receiver) -> None:
     service = await hooked(http, receiver.url)
-    s = await objects.create(store, service, "stream", ALICE)
+    s = await objects.create(store, service, Kind.STREAM, ALICE)
     await streams.publish(store, service, s.sid, '{"m":1}', ALICE)
-    await objects.delete(store, service, "stream", s.sid, ALICE)
-    lst = await objects.create(store, service, "list", ALICE)
-    await objects.update(store, service, "list", lst.sid, ALICE, ttl=3600)
+    await objects.delete(store, service, Kind.STREAM, s.sid, ALICE)
+    lst = await objects.create(store, service, Kind.LIST, ALICE)
+    await objects.update(store, service, Kind.LIST, lst.sid, ALICE, ttl=3600)
     await drained(redis, service)
     assert [r.form["EventType"] for r in await receiver.wait_for(1)] == ["list_created"]
 
@@ -164,7 +164,7 @@ async def test_rest_changes_only_with_webhooks_from_rest_enabled(http, store: St
     service = await hooked(http, receiver.url)
     base = f"/v1/Services/{service}/Documents"
     assert (await http.post(base, data={"UniqueName": "d", "Data": '{"by":"rest"}'})).status_code == 201
-    await objects.update(store, service, "document", "d", ALICE, data_json='{"by":"sdk"}')
+    await objects.update(store, service, Kind.DOCUMENT, "d", ALICE, data_json='{"by":"sdk"}')
     first = (await receiver.wait_for(1))[0]
     # same object, delivered in order: had the REST create been queued, it would have come first
     assert first.form["EventType"] == "document_updated" and first.form["Identity"] == "alice"
@@ -179,7 +179,7 @@ async def test_rest_changes_only_with_webhooks_from_rest_enabled(http, store: St
 async def test_sdk_changes_are_sent_whatever_the_rest_flag(http, store: Store, receiver: Receiver) -> None:
     service = await hooked(http, receiver.url, WebhooksFromRestEnabled="true")
     await http.post(f"/v1/Services/{service}/Documents", data={"UniqueName": "d"})
-    await objects.update(store, service, "document", "d", ALICE, data_json='{"x":1}')
+    await objects.update(store, service, Kind.DOCUMENT, "d", ALICE, data_json='{"x":1}')
     got = await receiver.wait_for(2)
     assert [(r.form["EventType"], r.form["Identity"]) for r in got] == [
         ("document_created", "system"),
@@ -210,7 +210,7 @@ async def test_changes_through_the_realtime_gateway_carry_its_endpoint(
 
 async def test_expiry_removals_are_sent_as_system(http, store: Store, receiver: Receiver) -> None:
     service = await hooked(http, receiver.url)  # webhooks_from_rest_enabled off: expiry is not REST
-    doc = await objects.create(store, service, "document", ALICE, ttl=1)
+    doc = await objects.create(store, service, Kind.DOCUMENT, ALICE, ttl=1)
     got = await receiver.wait_for(2)
     assert [r.form["EventType"] for r in got] == ["document_created", "document_removed"]
     removed = got[1].form
@@ -218,7 +218,7 @@ async def test_expiry_removals_are_sent_as_system(http, store: Store, receiver: 
 
 
 async def test_no_webhook_url_queues_nothing(http, service: str, store: Store, redis) -> None:
-    await objects.create(store, service, "document", ALICE)
+    await objects.create(store, service, Kind.DOCUMENT, ALICE)
     assert not await redis.exists(keys.webhook_queue(service))
 
 
@@ -227,11 +227,11 @@ async def test_a_url_change_applies_to_later_events(http, store: Store, receiver
     try:
         receiver.hold = asyncio.Event()
         service = await hooked(http, receiver.url)
-        doc = await objects.create(store, service, "document", ALICE)
+        doc = await objects.create(store, service, Kind.DOCUMENT, ALICE)
         await receiver.wait_held()  # the create is on its way to the first URL
         r = await http.post(f"/v1/Services/{service}", data={"WebhookUrl": second.url})
         assert r.status_code == 200
-        await objects.update(store, service, "document", doc.sid, ALICE, data_json='{"n":2}')
+        await objects.update(store, service, Kind.DOCUMENT, doc.sid, ALICE, data_json='{"n":2}')
         receiver.hold.set()
         assert [r.form["EventType"] for r in await receiver.wait_for(1)] == ["document_created"]
         got = await second.wait_for(1)
@@ -245,7 +245,7 @@ async def test_deleting_a_service_drops_its_queue(http, store: Store, redis, rec
     await receiver.stop()  # nobody answers: the entries stay queued
     service = await hooked(http, receiver.url)
     for _ in range(3):
-        await objects.create(store, service, "document", ALICE)
+        await objects.create(store, service, Kind.DOCUMENT, ALICE)
     assert await redis.xlen(keys.webhook_queue(service)) == 3
     await record_endpoint(store, service, "zed", "ep9", True)
     assert await redis.exists(keys.endpoints(service, "zed"))
@@ -258,7 +258,7 @@ async def test_deleting_a_service_drops_its_queue(http, store: Store, redis, rec
 async def test_500_then_200_is_retried_and_delivered_once_more(http, store: Store, receiver: Receiver) -> None:
     receiver.statuses = [500]
     service = await hooked(http, receiver.url)
-    await objects.create(store, service, "document", ALICE)
+    await objects.create(store, service, Kind.DOCUMENT, ALICE)
     await receiver.wait_for(1)
     assert [r.status for r in receiver.requests] == [500, 200]
     a, b = receiver.requests
@@ -281,13 +281,13 @@ async def test_exhausted_retries_go_to_dead_letters_and_replay(
 ) -> None:
     receiver.fail_all = True
     service = await hooked(http, receiver.url)
-    doc = await objects.create(store, service, "document", ALICE)
-    await objects.update(store, service, "document", doc.sid, ALICE, data_json='{"n":1}')
+    doc = await objects.create(store, service, Kind.DOCUMENT, ALICE)
+    await objects.update(store, service, Kind.DOCUMENT, doc.sid, ALICE, data_json='{"n":1}')
     await drained(redis, service)
     # the first entry: one attempt and SYNC_WEBHOOK_MAX_RETRIES=3 retries; the receiver is known to be
     # failing by then, so the next entry gets a single attempt
     assert len(receiver.requests) == 5
-    assert [(d.event["t"], d.attempts) for d in await webhooks.failed(store, service)] == [
+    assert [(d.event.type, d.attempts) for d in await webhooks.failed(store, service)] == [
         ("document_created", 4),
         ("document_updated", 1),
     ]
@@ -309,10 +309,10 @@ async def test_a_slow_receiver_does_not_delay_another_service(http, store: Store
         slow = await hooked(http, receiver.url)
         fast = await hooked(http, other.url)
         for _ in range(10):
-            await objects.create(store, slow, "document", ALICE)
+            await objects.create(store, slow, Kind.DOCUMENT, ALICE)
         await receiver.wait_held(8)  # the slow Service has all its slots waiting on its receiver
         for n in range(20):
-            await objects.create(store, fast, "document", ALICE, unique_name=f"d{n}")
+            await objects.create(store, fast, Kind.DOCUMENT, ALICE, unique_name=f"d{n}")
         assert len(await other.wait_for(20)) == 20
         assert receiver.held == 8 and not receiver.requests  # still waiting: nothing answered there
     finally:
@@ -349,9 +349,9 @@ async def own_server(redis: RedisProcess, url: str, **env: str) -> AsyncIterator
 
 async def write_round_robin(store: Store, service: str, n_docs: int, updates: int) -> list[str]:
     """Create ``n_docs`` documents, then ``updates`` updates spread over them; their SIDs."""
-    docs = [(await objects.create(store, service, "document", ALICE)).sid for _ in range(n_docs)]
+    docs = [(await objects.create(store, service, Kind.DOCUMENT, ALICE)).sid for _ in range(n_docs)]
     for n in range(updates):
-        await objects.update(store, service, "document", docs[n % n_docs], ALICE, data_json=json.dumps({"n": n}))
+        await objects.update(store, service, Kind.DOCUMENT, docs[n % n_docs], ALICE, data_json=json.dumps({"n": n}))
     return docs
 
 
@@ -408,7 +408,7 @@ async def test_two_server_processes_deliver_one_service_in_order(own_redis, rece
 
 async def test_denied_destination_network_is_never_called(own_redis, receiver: Receiver) -> None:
     async with own_server(own_redis, receiver.url, SYNC_WEBHOOK_DENY_NETWORKS="127.0.0.0/8") as (_, store, service):
-        await objects.create(store, service, "document", ALICE)
+        await objects.create(store, service, Kind.DOCUMENT, ALICE)
         dead = await dead_letters(store, service)
         assert len(dead) == 1 and "not an allowed network" in dead[0].error and dead[0].attempts == 1
         assert receiver.requests == []
@@ -430,13 +430,13 @@ async def test_https_receiver_is_verified_against_the_servers_trust_store(
     try:
         # SSL_CERT_FILE: the server's default trust store holds this certificate only
         async with own_server(own_redis, receiver.url, SSL_CERT_FILE=str(cert)) as (_, own_store, service):
-            await objects.create(own_store, service, "document", ALICE, data_json='{"secure":true}')
+            await objects.create(own_store, service, Kind.DOCUMENT, ALICE, data_json='{"secure":true}')
             got = await receiver.wait_for(1)
             assert receiver.url.startswith("https://") and got[0].signature_valid
             assert json.loads(got[0].form["DocumentData"]) == {"secure": True}
         # the session server does not trust this certificate: nothing is delivered, it is dead-lettered
         untrusting = await hooked(http, receiver.url)
-        await objects.create(store, untrusting, "document", ALICE)
+        await objects.create(store, untrusting, Kind.DOCUMENT, ALICE)
         dead = await dead_letters(store, untrusting)
         assert len(dead) == 1 and "CERTIFICATE_VERIFY_FAILED" in dead[0].error, dead
         assert len(receiver.delivered) == 1
