@@ -12,7 +12,6 @@ from starlette.exceptions import HTTPException
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from realtime.egress import DEFAULT_DENY
 from realtime.gateway import Gateway, GatewayConfig
 from realtime.session import Limits
 from realtime.webhooks import WebhookOptions, WebhookWorker
@@ -20,7 +19,7 @@ from storage import Store, StoreConfig, StoreError, accounts, expiry, services
 
 from . import errors, routes
 from .auth import Authenticator
-from .settings import Settings, networks
+from .settings import Settings
 
 log = logging.getLogger("sync.app")
 
@@ -99,7 +98,6 @@ def gateway_config(settings: Settings) -> GatewayConfig:
 
 def webhook_options(settings: Settings) -> WebhookOptions:
     """The delivery worker's knobs from the SYNC_WEBHOOK_* settings."""
-    deny = settings.webhook_deny_networks
     return WebhookOptions(
         connect_timeout_s=settings.webhook_connect_timeout_s,
         read_timeout_s=settings.webhook_read_timeout_s,
@@ -111,8 +109,8 @@ def webhook_options(settings: Settings) -> WebhookOptions:
         lease_ms=settings.webhook_lease_ms,
         scan_interval_s=settings.webhook_scan_interval_s,
         dead_letter_max=settings.webhook_dead_letter_max,
-        allow_networks=networks(settings.webhook_allow_networks),
-        deny_networks=DEFAULT_DENY if deny is None else networks(deny),
+        allow_networks=settings.webhook_allow_networks,
+        deny_networks=settings.webhook_deny_networks,
     )
 
 
