@@ -81,6 +81,10 @@ async def _wsconnect(ws: WebSocket) -> None:
     await ws.app.state.gateway.endpoint(ws)
 
 
+# The realtime options classes have no defaults for what is a setting: they are built here, and
+# only here, from Settings, so each default is declared once (app/settings.py).
+
+
 def gateway_config(settings: Settings) -> GatewayConfig:
     """The realtime gateway's knobs from the SYNC_WS_* settings."""
     limits = Limits(
