@@ -9,54 +9,53 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 
 from realtime.tokens import mint
 from storage import NotFoundError, Store, accounts, services, webhooks
 from storage.embedded import EmbeddedRedis
 
+from .flags import overrides, settings_parent
 from .settings import Settings
 
 log = logging.getLogger("sync.cli")
 
-ENV_NAMES = {
-    "host": "SYNC_HOST",
-    "port": "SYNC_PORT",
-    "redis_url": "REDIS_URL",
-    "data_dir": "SYNC_DATA_DIR",
-    "public_url": "SYNC_PUBLIC_URL",
-    "log_level": "SYNC_LOG_LEVEL",
-    "workers": "SYNC_WORKERS",
-}
-
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sync-server", description="Twilio Sync compatible server")
-    p.add_argument("--host", help="address to listen on (SYNC_HOST, default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port to listen on (SYNC_PORT, default 8080)")
-    p.add_argument("--workers", type=int, help="worker processes (SYNC_WORKERS, default 1)")
-    p.add_argument("--redis-url", help="external Redis (REDIS_URL); unset = embedded Valkey")
-    p.add_argument("--data-dir", help="embedded Valkey data directory (SYNC_DATA_DIR, default ./data)")
-    p.add_argument("--public-url", help="base URL used in url/links/meta (SYNC_PUBLIC_URL)")
-    p.add_argument("--log-level", help="debug|info|warning|error (SYNC_LOG_LEVEL, default info)")
+    """Every setting's flag is accepted before the subcommand and after it (each parser has them all)."""
+    settings = settings_parent()
+    p = argparse.ArgumentParser(
+        prog="sync-server",
+        usage="%(prog)s [--SETTING VALUE ...] [--version] [COMMAND [--SETTING VALUE ...] ...]",
+        description="Twilio Sync compatible server",
+        parents=[settings],
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {version('sync-server')}")
+
+    def command(
+        parent: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
+    ) -> argparse.ArgumentParser:
+        return parent.add_parser(name, help=help, parents=[settings])
+
     sub = p.add_subparsers(dest="command")
-    sub.add_parser("serve", help="run the server (the default)")
-    sub.add_parser("account", help="print the account SID and auth token")
-    tok = sub.add_parser("token", help="print an access token for the twilio-sync SDK (development)")
+    command(sub, "serve", "run the server (the default)")
+    command(sub, "account", "print the account SID and auth token")
+    tok = command(sub, "token", "print an access token for the twilio-sync SDK (development)")
     tok.add_argument("--identity", required=True, help="the token's identity")
     tok.add_argument("--service", help="IS… (default: the account's oldest Service, created if none)")
     tok.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600, max 86400)")
-    keys = sub.add_parser("keys", help="manage API keys (SK…) used for Basic auth and access tokens")
+    keys = command(sub, "keys", "manage API keys (SK…) used for Basic auth and access tokens")
     ks = keys.add_subparsers(dest="keys_command", required=True)
-    create = ks.add_parser("create", help="create a key; its secret is shown once")
+    create = command(ks, "create", "create a key; its secret is shown once")
     create.add_argument("--name", default="", help="friendly name")
-    ks.add_parser("list", help="list keys")
-    delete = ks.add_parser("delete", help="delete a key")
+    command(ks, "list", "list keys")
+    delete = command(ks, "delete", "delete a key")
     delete.add_argument("sid")
-    hooks = sub.add_parser("webhooks", help="webhook deliveries that exhausted their retries (dead letters)")
+    hooks = command(sub, "webhooks", "webhook deliveries that exhausted their retries (dead letters)")
     hs = hooks.add_subparsers(dest="webhooks_command", required=True)
-    failed = hs.add_parser("failed", help="list dead letters, oldest first")
-    replay = hs.add_parser("replay", help="queue dead letters again (to the Service's current webhook URL)")
+    failed = command(hs, "failed", "list dead letters, oldest first")
+    replay = command(hs, "replay", "queue dead letters again (to the Service's current webhook URL)")
     for cmd in (failed, replay):
         cmd.add_argument("--service", help="only this Service (IS…)")
     replay.add_argument("ids", nargs="*", help="only these dead-letter ids (needs --service)")
@@ -65,9 +64,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    overrides = {name: getattr(args, name, None) for name in ENV_NAMES}
     try:
-        settings = Settings.from_env(**overrides)
+        settings = Settings.from_env(**overrides(args))
     except ValueError as exc:
         sys.exit(f"sync-server: {exc}")
     logging.basicConfig(
@@ -93,7 +91,7 @@ def redis_for(settings: Settings, keep_running: bool) -> Iterator[str]:
         if _reachable(url):
             yield url
             return
-    embedded = EmbeddedRedis(settings.data_dir, settings.redis_port, settings.appendfsync)
+    embedded = EmbeddedRedis(settings.data_dir, settings.redis_port, settings.redis_appendfsync)
     embedded.start()
     url_file.write_text(embedded.url)
     try:
@@ -207,10 +205,9 @@ def serve(settings: Settings) -> None:
         else:
             print(f"sync-server: account {account} (`sync-server account` prints its auth token)", file=sys.stderr)
         print(f"sync-server: listening on http://{settings.host}:{settings.port}", file=sys.stderr)
-        # Workers are separate processes that build the app from the environment.
-        env = {**{var: str(getattr(settings, name)) for name, var in ENV_NAMES.items() if getattr(settings, name)}}
-        env["REDIS_URL"] = url
-        os.environ.update(env)
+        # Workers are separate processes that build the app from the environment: every setting,
+        # flags included, goes there (and the Redis URL, which may be the embedded Valkey's).
+        os.environ.update({**settings.to_env(), "REDIS_URL": url})
         uvicorn.run(
             "app.main:create_app",
             factory=True,

@@ -12,7 +12,6 @@ from starlette.exceptions import HTTPException
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from realtime.egress import DEFAULT_DENY
 from realtime.gateway import Gateway, GatewayConfig
 from realtime.session import Limits
 from realtime.webhooks import WebhookOptions, WebhookWorker
@@ -21,7 +20,7 @@ from storage.wire.errors import TwilioError
 
 from . import errors, routes
 from .auth import Authenticator
-from .settings import Settings, networks
+from .settings import Settings
 
 log = logging.getLogger("sync.app")
 
@@ -83,6 +82,10 @@ async def _wsconnect(ws: WebSocket) -> None:
     await ws.app.state.gateway.endpoint(ws)
 
 
+# The realtime options classes have no defaults for what is a setting: they are built here, and
+# only here, from Settings, so each default is declared once (app/settings.py).
+
+
 def gateway_config(settings: Settings) -> GatewayConfig:
     """The realtime gateway's knobs from the SYNC_WS_* settings."""
     limits = Limits(
@@ -100,7 +103,6 @@ def gateway_config(settings: Settings) -> GatewayConfig:
 
 def webhook_options(settings: Settings) -> WebhookOptions:
     """The delivery worker's knobs from the SYNC_WEBHOOK_* settings."""
-    deny = settings.webhook_deny_networks
     return WebhookOptions(
         connect_timeout_s=settings.webhook_connect_timeout_s,
         read_timeout_s=settings.webhook_read_timeout_s,
@@ -112,8 +114,8 @@ def webhook_options(settings: Settings) -> WebhookOptions:
         lease_ms=settings.webhook_lease_ms,
         scan_interval_s=settings.webhook_scan_interval_s,
         dead_letter_max=settings.webhook_dead_letter_max,
-        allow_networks=networks(settings.webhook_allow_networks),
-        deny_networks=DEFAULT_DENY if deny is None else networks(deny),
+        allow_networks=settings.webhook_allow_networks,
+        deny_networks=settings.webhook_deny_networks,
     )
 
 

@@ -1,125 +1,192 @@
-"""Every knob of the server, read once from the environment (and CLI flags) into a frozen object.
+"""Every knob of the server, declared once: type, default, environment variable and one line of doc.
 
-Each one is documented in the README's Settings table; keep the two in step.
+Each field of ``Settings`` is the whole declaration of a setting. Its environment variable is
+``SYNC_<FIELD>`` unless the field names another (``validation_alias``: ``REDIS_*``, ``TWILIO_*``);
+its CLI flag is ``--<field-with-dashes>`` (app/flags.py); its description is the flag's help. The
+README's Settings table documents the same names and defaults, and tests/unit/test_settings.py fails
+when the two disagree. pydantic-settings reads the environment and validates; this module keeps the
+rules the server has always had on top of it: an empty variable counts as unset, booleans are
+1/0/true/false/yes/no, and every error is one line naming the variable (or flag) at fault.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
-@dataclass(frozen=True)
-class Settings:
-    host: str = "127.0.0.1"  # SYNC_HOST
-    port: int = 8080  # SYNC_PORT
-    redis_url: str | None = None  # REDIS_URL; unset = start the embedded Valkey
-    redis_cluster: bool = False  # REDIS_CLUSTER
-    data_dir: str = "./data"  # SYNC_DATA_DIR
-    public_url: str | None = None  # SYNC_PUBLIC_URL; unset = derived from each request
-    log_level: str = "info"  # SYNC_LOG_LEVEL
-    workers: int = 1  # SYNC_WORKERS
-    account_sid: str | None = None  # TWILIO_ACCOUNT_SID
-    auth_token: str | None = field(default=None, repr=False)  # TWILIO_AUTH_TOKEN
-    event_log_max: int = 1000  # SYNC_EVENT_LOG_MAX
-    event_log_keep_s: int = 86400  # SYNC_EVENT_LOG_KEEP_S
-    sweep_interval_s: float = 1.0  # SYNC_SWEEP_INTERVAL_S
-    appendfsync: str = "everysec"  # SYNC_REDIS_APPENDFSYNC (embedded Valkey only)
-    redis_port: int = 0  # SYNC_REDIS_PORT (embedded Valkey only; 0 = a free port)
-    auth_cache_s: float = 5.0  # SYNC_AUTH_CACHE_S
-    webhooks: bool = True  # SYNC_WEBHOOKS: run the webhook delivery worker in this process
-    webhook_connect_timeout_s: float = 5.0  # SYNC_WEBHOOK_CONNECT_TIMEOUT_S (Twilio's default)
-    webhook_read_timeout_s: float = 15.0  # SYNC_WEBHOOK_READ_TIMEOUT_S (Twilio's default)
-    webhook_max_retries: int = 5  # SYNC_WEBHOOK_MAX_RETRIES, after the first attempt
-    webhook_backoff_base_s: float = 1.0  # SYNC_WEBHOOK_BACKOFF_BASE_S, doubled per retry
-    webhook_backoff_max_s: float = 60.0  # SYNC_WEBHOOK_BACKOFF_MAX_S
-    webhook_concurrency: int = 200  # SYNC_WEBHOOK_CONCURRENCY, requests in flight per process
-    webhook_service_concurrency: int = 8  # SYNC_WEBHOOK_SERVICE_CONCURRENCY, per Service
-    webhook_lease_ms: int = 10000  # SYNC_WEBHOOK_LEASE_MS, a crashed worker's Services move after this
-    webhook_scan_interval_s: float = 2.0  # SYNC_WEBHOOK_SCAN_INTERVAL_S, safety net for missed wake-ups
-    webhook_dead_letter_max: int = 10000  # SYNC_WEBHOOK_DEAD_LETTER_MAX, per Service
-    webhook_allow_networks: str = ""  # SYNC_WEBHOOK_ALLOW_NETWORKS, CIDRs, comma-separated; empty = all
-    webhook_deny_networks: str | None = None  # SYNC_WEBHOOK_DENY_NETWORKS; unset = link-local etc.
-    ws_max_connections: int = 10000  # SYNC_WS_MAX_CONNECTIONS, WebSocket connections per process
-    ws_max_frame_bytes: int = 262144  # SYNC_WS_MAX_FRAME_BYTES, largest twilsock frame accepted
-    ws_queue_frames: int = 2000  # SYNC_WS_QUEUE_FRAMES, per-connection send queue (overflow: close 308)
-    ws_subscriptions: int = 2000  # SYNC_WS_SUBSCRIPTIONS, per connection (54419 beyond)
-    ws_token_warn_s: int = 180  # SYNC_WS_TOKEN_WARN_S, token_about_to_expire this long before expiry
-    ws_ping_s: float = 20.0  # SYNC_WS_PING_S, WebSocket ping interval (and pong timeout)
+def _yes_no(value: Any) -> Any:
+    """Booleans as the environment writes them: 1/0/true/false/yes/no, any case (nothing else)."""
+    if isinstance(value, str):
+        word = value.lower()
+        if word not in ("1", "0", "true", "false", "yes", "no"):
+            raise ValueError(f"{value!r} is not a valid bool")
+        return word in ("1", "true", "yes")
+    return value
+
+
+def _comma_list(value: Any) -> Any:
+    """A comma-separated list as a tuple (blank entries dropped), as variables and flags give it."""
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+YesNo = Annotated[bool, BeforeValidator(_yes_no)]
+# NoDecode: a list is "a,b", never JSON, in the environment.
+CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
+
+# Cloud metadata (169.254.169.254) and unroutable ranges: never a webhook's destination.
+DENY_NETWORKS = ("0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "::/128", "fe80::/10", "ff00::/8")
+
+
+class Settings(BaseSettings):
+    """Immutable; built by ``from_env`` (environment, then flags on top)."""
+
+    model_config = SettingsConfigDict(
+        alias_generator=lambda name: "SYNC_" + name.upper(),
+        case_sensitive=True,  # exactly the documented names, as os.environ always was read
+        env_ignore_empty=True,  # SYNC_X= means unset
+        frozen=True,
+        extra="forbid",
+    )
+
+    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 for all interfaces)")
+    port: int = Field(8080, description="port to listen on")
+    workers: int = Field(1, description="uvicorn worker processes; all share one Redis")
+    redis_url: str | None = Field(
+        None, validation_alias="REDIS_URL", description="redis://host:port/db of an external Redis/Valkey (7.0+)"
+    )
+    redis_cluster: YesNo = Field(
+        False, validation_alias="REDIS_CLUSTER", description="connect to REDIS_URL as a Redis Cluster"
+    )
+    data_dir: str = Field("./data", description="where the embedded Valkey keeps its data and AOF (<dir>/redis)")
+    redis_port: int = Field(0, description="port of the embedded Valkey on 127.0.0.1 (0: a free port)")
+    redis_appendfsync: Literal["always", "everysec", "no"] = Field(
+        "everysec", description="embedded Valkey's appendfsync (always also survives a power loss)"
+    )
+    public_url: str | None = Field(
+        None, description="base URL of every url, links and meta field (unset: each request's scheme and Host)"
+    )
+    log_level: str = Field("info", description="debug (adds access logs), info, warning, error")
+    account_sid: str | None = Field(
+        None, validation_alias="TWILIO_ACCOUNT_SID", description="the account to serve (with its auth token)"
+    )
+    auth_token: str | None = Field(
+        None, validation_alias="TWILIO_AUTH_TOKEN", repr=False, description="the account's auth token"
+    )
+    event_log_max: int = Field(1000, description="change events kept per object (realtime catch-up, webhooks)")
+    event_log_keep_s: int = Field(86400, description="how long a deleted object's event log is kept")
+    sweep_interval_s: float = Field(1.0, description="how often the expiry sweeper looks for expired data")
+    auth_cache_s: float = Field(5.0, description="how long a process trusts checked credentials")
+    webhooks: YesNo = Field(True, description="run the webhook delivery worker in this process")
+    webhook_connect_timeout_s: float = Field(5.0, description="DNS + TCP + TLS timeout per delivery")
+    webhook_read_timeout_s: float = Field(15.0, description="time for the receiver's whole response")
+    webhook_max_retries: int = Field(5, description="retries after the first attempt, then the dead letters")
+    webhook_backoff_base_s: float = Field(1.0, description="backoff before the first retry, doubled per retry")
+    webhook_backoff_max_s: float = Field(60.0, description="longest backoff between retries")
+    webhook_concurrency: int = Field(200, description="webhook requests in flight per process, all Services")
+    webhook_service_concurrency: int = Field(8, description="webhook requests in flight for one Service")
+    webhook_lease_ms: int = Field(10000, description="a crashed process's Services are taken over after this")
+    webhook_scan_interval_s: float = Field(2.0, description="how often queues nobody drains are looked for")
+    webhook_dead_letter_max: int = Field(10000, description="dead letters kept per Service (oldest dropped)")
+    webhook_allow_networks: CommaList = Field((), description="CIDRs webhooks may reach (empty: all not denied)")
+    webhook_deny_networks: CommaList = Field(
+        DENY_NETWORKS, description="CIDRs webhooks may never reach (wins over allow)"
+    )
+    ws_max_connections: int = Field(10000, description="WebSocket connections per process")
+    ws_max_frame_bytes: int = Field(262144, description="largest twilsock frame accepted (larger: close 406)")
+    ws_queue_frames: int = Field(2000, description="per-connection send queue (a slower connection: close 308)")
+    ws_subscriptions: int = Field(2000, description="subscriptions per connection (beyond: 54419)")
+    ws_token_warn_s: int = Field(180, description="token_about_to_expire is sent this long before expiry")
+    ws_ping_s: float = Field(20.0, description="WebSocket ping interval and pong timeout")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        env = os.environ if env is None else env
-        names = {
-            "host": "SYNC_HOST",
-            "port": "SYNC_PORT",
-            "redis_url": "REDIS_URL",
-            "redis_cluster": "REDIS_CLUSTER",
-            "data_dir": "SYNC_DATA_DIR",
-            "public_url": "SYNC_PUBLIC_URL",
-            "log_level": "SYNC_LOG_LEVEL",
-            "workers": "SYNC_WORKERS",
-            "account_sid": "TWILIO_ACCOUNT_SID",
-            "auth_token": "TWILIO_AUTH_TOKEN",
-            "event_log_max": "SYNC_EVENT_LOG_MAX",
-            "event_log_keep_s": "SYNC_EVENT_LOG_KEEP_S",
-            "sweep_interval_s": "SYNC_SWEEP_INTERVAL_S",
-            "appendfsync": "SYNC_REDIS_APPENDFSYNC",
-            "redis_port": "SYNC_REDIS_PORT",
-            "auth_cache_s": "SYNC_AUTH_CACHE_S",
-            "webhooks": "SYNC_WEBHOOKS",
-            **{name: "SYNC_" + name.upper() for name in _WEBHOOK_KNOBS},
-            **{f.name: "SYNC_" + f.name.upper() for f in fields(cls) if f.name.startswith("ws_")},
-        }
-        types = {f.name: f.type for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for name, var in names.items():
-            raw = env.get(var)
-            if raw is None or raw == "":
-                continue
-            values[name] = _convert(var, raw, str(types[name]))
-        settings = cls(**values)
-        overrides = {k: v for k, v in overrides.items() if v is not None}
-        settings = replace(settings, **overrides)
-        settings.validate()
-        return settings
+    def from_env(cls, **overrides: Any) -> Settings:
+        """The environment's settings with ``overrides`` (by field name; None or "" = not given) on top.
 
-    def validate(self) -> None:
+        An empty flag is unset, like an empty variable, so ``to_env`` round-trips what flags set.
+        Raises ValueError with a one-line message naming the variable, or the flag, at fault.
+        """
+        given = {name: value for name, value in overrides.items() if value is not None and value != ""}
+        try:
+            return cls(**{env_name(name): value for name, value in given.items()})
+        except ValidationError as exc:
+            raise ValueError(_one_line(exc, flags=set(given))) from None
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes ``from_env`` in another process (a uvicorn worker) equal this."""
+        env = {}
+        for name in type(self).model_fields:
+            text = render(getattr(self, name))
+            if text is not None:
+                env[env_name(name)] = text
+        return env
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} does not start with http:// or https://")
+        return url
+
+    @field_validator("webhook_allow_networks", "webhook_deny_networks")
+    @classmethod
+    def _cidrs(cls, nets: tuple[str, ...]) -> tuple[str, ...]:
+        for net in nets:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not a network (CIDR)") from None
+        return nets
+
+    @model_validator(mode="after")
+    def _account_pair(self) -> Settings:
         if bool(self.account_sid) != bool(self.auth_token):
             raise ValueError("set both TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN, or neither")
-        if self.appendfsync not in ("always", "everysec", "no"):
-            raise ValueError("SYNC_REDIS_APPENDFSYNC must be always, everysec or no")
-        if self.public_url and not self.public_url.startswith(("http://", "https://")):
-            raise ValueError("SYNC_PUBLIC_URL must start with http:// or https://")
-        for var, value in (("ALLOW", self.webhook_allow_networks), ("DENY", self.webhook_deny_networks or "")):
-            for net in networks(value):
-                try:
-                    ipaddress.ip_network(net, strict=False)
-                except ValueError:
-                    raise ValueError(f"SYNC_WEBHOOK_{var}_NETWORKS: {net!r} is not a network (CIDR)") from None
+        return self
 
 
-def networks(value: str) -> tuple[str, ...]:
-    """A comma-separated list of CIDRs as a tuple (empty entries dropped)."""
-    return tuple(n.strip() for n in value.split(",") if n.strip())
+def env_name(name: str) -> str:
+    """The environment variable of the setting ``name`` (a field of Settings)."""
+    field = Settings.model_fields[name]
+    alias = field.validation_alias or field.alias
+    assert isinstance(alias, str)
+    return alias
 
 
-_WEBHOOK_KNOBS = [f.name for f in fields(Settings) if f.name.startswith("webhook_")]
+def render(value: Any) -> str | None:
+    """A setting's value as the environment (and the README) writes it; None = unset."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
 
 
-def _convert(var: str, raw: str, typ: str) -> Any:
-    try:
-        if typ.startswith("int"):
-            return int(raw)
-        if typ.startswith("float"):
-            return float(raw)
-        if typ.startswith("bool"):
-            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError(raw)
-            return raw.lower() in ("1", "true", "yes")
-    except ValueError:
-        raise ValueError(f"{var}={raw!r} is not a valid {typ.split(' ')[0]}") from None
-    return raw
+def _one_line(exc: ValidationError, flags: set[str]) -> str:
+    by_env = {env_name(name): name for name in Settings.model_fields}
+    return "; ".join(_message(error, by_env, flags) for error in exc.errors())
+
+
+def _message(error: ErrorDetails, by_env: dict[str, str], flags: set[str]) -> str:
+    """``SYNC_PORT: 'x' is not a valid int``: the source first, then what is wrong with its value."""
+    ctx_error = (error.get("ctx") or {}).get("error")
+    if not error["loc"]:  # the whole object (a rule across settings)
+        return str(ctx_error or error["msg"])
+    var = str(error["loc"][0])
+    name = by_env.get(var, var)
+    source = "--" + name.replace("_", "-") if name in flags else var
+    kind = error["type"].split("_")[0]  # int_parsing, int_from_float, float_parsing, literal_error, ...
+    if kind in ("int", "float"):
+        return f"{source}: {error['input']!r} is not a valid {kind}"
+    if kind == "literal":
+        choices = [str(c) for c in get_args(Settings.model_fields[name].annotation)]
+        return f"{source}: {error['input']!r} is not {', '.join(choices[:-1])} or {choices[-1]}"
+    return f"{source}: {ctx_error or error['msg']}"

@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -37,22 +37,24 @@ log = logging.getLogger("sync.realtime")
 CloseWith = Callable[[int, str], None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GatewayConfig:
-    max_connections: int = 10000
-    max_frame_bytes: int = 256 * 1024
+    """Knobs without a default are settings (SYNC_WS_*, SYNC_PUBLIC_URL), whose defaults the app declares."""
+
+    max_connections: int
+    max_frame_bytes: int
     init_timeout_s: float = 10.0
     reconnect_backoff_ms: int = 1000
-    public_url: str | None = None
-    limits: Limits = field(default_factory=Limits)
+    public_url: str | None
+    limits: Limits
 
 
 class Gateway:
     """Owns the hub and the broker of this process, and every open session."""
 
-    def __init__(self, store: Store, redis_url: str | None, config: GatewayConfig | None = None) -> None:
+    def __init__(self, store: Store, redis_url: str | None, config: GatewayConfig) -> None:
         self.store = store
-        self.config = config or GatewayConfig()
+        self.config = config
         self.hub = Hub(store)
         self.broker = RedisBroker(redis_url, self.hub.on_wake, self.hub.on_reconnect) if redis_url else None
         self.hub.broker = self.broker

@@ -33,12 +33,14 @@ from .tokens import Grant
 log = logging.getLogger("sync.realtime.session")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Limits:
-    queue_frames: int = 2000
+    """Knobs without a default are settings (SYNC_WS_*), whose defaults the app declares."""
+
+    queue_frames: int
     queue_bytes: int = 8 * 1024 * 1024
-    subscriptions: int = 2000
-    token_warn_s: int = 180
+    subscriptions: int
+    token_warn_s: int
 
 
 class Subscription:

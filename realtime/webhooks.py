@@ -31,28 +31,28 @@ from storage import Store, accounts, reachability, webhooks
 from storage.keys import WEBHOOK_WAKE
 from storage.store import text
 
-from .egress import DEFAULT_DENY, DeliveryError, DestinationBlockedError, NetworkPolicy, WebhookClient
+from .egress import DeliveryError, DestinationBlockedError, NetworkPolicy, WebhookClient
 from .signing import signature
 from .webhook_params import form_params
 
 log = logging.getLogger("sync.webhooks")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # no defaults for settings (SYNC_WEBHOOK_*): the app declares them
 class WebhookOptions:
-    connect_timeout_s: float = 5.0  # Twilio's default connect timeout
-    read_timeout_s: float = 15.0  # Twilio's default read timeout
-    max_retries: int = 5  # after the first attempt (Twilio allows up to 5 retries per URL)
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 60.0
-    concurrency: int = 200  # requests in flight, all Services of this process
-    service_concurrency: int = 8  # requests in flight for one Service
+    connect_timeout_s: float  # per delivery: DNS + TCP + TLS
+    read_timeout_s: float  # the receiver's whole response
+    max_retries: int  # after the first attempt (Twilio allows up to 5 retries per URL)
+    backoff_base_s: float
+    backoff_max_s: float
+    concurrency: int  # requests in flight, all Services of this process
+    service_concurrency: int  # requests in flight for one Service
     batch: int = 200  # entries of one Service read ahead (in memory) at most
-    lease_ms: int = 10_000  # a crashed worker's Services are taken over after this
-    scan_interval_s: float = 2.0  # safety net for missed wake-ups and crashed workers
-    dead_letter_max: int = 10_000  # dead letters kept per Service
-    allow_networks: tuple[str, ...] = ()
-    deny_networks: tuple[str, ...] = DEFAULT_DENY
+    lease_ms: int  # a crashed worker's Services are taken over after this
+    scan_interval_s: float  # safety net for missed wake-ups and crashed workers
+    dead_letter_max: int  # dead letters kept per Service
+    allow_networks: tuple[str, ...]
+    deny_networks: tuple[str, ...]
 
 
 @dataclass
@@ -79,7 +79,7 @@ class WebhookWorker:
     """Start with ``await start()``; ``await close()`` stops it (unacknowledged entries stay queued)."""
 
     store: Store
-    options: WebhookOptions = field(default_factory=WebhookOptions)
+    options: WebhookOptions
 
     def __post_init__(self) -> None:
         self.owner = uuid.uuid4().hex  # lease owner and consumer name of this process
