@@ -1,11 +1,15 @@
-"""Fan-out on one process: object -> the subscriptions held here, fed from the object's event log.
+"""Fan-out on one process: object -> the subscribers held here, fed from the object's event log.
 
 One ``Feed`` per subscribed object reads the log once per wake-up (one XRANGE for any number of
-subscribers), encodes each event once per URL base and offers it to every active subscription,
-which skips ids at or below its own cursor. A new subscription first replays from its own cursor
-(or receives the current state when the log was trimmed past it), then ``activate`` joins it to
-the feed only once its cursor has reached what the feed has read, in one synchronous step: no event
-can fall between replay and live delivery, and none is delivered twice.
+subscribers), encodes each event once per URL base and offers it to every active subscriber, which
+skips ids at or below its own cursor. A new subscriber first catches up from its own cursor
+(replay.py: the missed events, or the current state when the log was trimmed past it), then
+``activate`` joins it to the feed only once its cursor has reached what the feed has read, in one
+synchronous step: no event can fall between replay and live delivery, and none is delivered twice.
+
+The hub knows subscribers only through the ``Subscriber`` interface below, so a twilsock session's
+subscription (session.py), a console live view or a metrics tap can each receive events without the
+hub knowing what they are, and the hub imports nothing that imports it.
 
 Service wake-up channels are subscribed while at least one object of the Service is watched here.
 """
@@ -16,20 +20,49 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
-from storage import ChangeEvent, Kind, Store, events, items, keys, objects
-from storage.paging import Cursor
+from storage import ChangeEvent, Store, events, keys
 
 from . import twilsock
 from .broker import Broker
-from .events import document_state, item_state, to_sdk
-
-if TYPE_CHECKING:
-    from .session import Subscription
+from .events import to_sdk
 
 log = logging.getLogger("sync.realtime.hub")
 BATCH = 500
+
+
+def frame(ev: ChangeEvent, base: str) -> bytes | None:
+    """``ev`` as the twilsock notification for subscribers whose URLs start with ``base``; None if the
+    SDK has no use for it (the subscriber still advances its cursor past it)."""
+    payload = to_sdk(ev, base)
+    return twilsock.notification(payload) if payload is not None else None
+
+
+class Subscriber(Protocol):
+    """One receiver of one object's events on this process.
+
+    The hub sets ``active`` (``activate`` / ``leave``) and reads ``cursor``; ``offer`` is handed each
+    event once, as a frame rendered for ``base`` (None when the SDK has no use for it). ``offer`` must
+    advance ``cursor`` to the event it takes and ignore ids at or below it (replay and live delivery
+    may both offer one event; the cursor is what makes that harmless), and a ``removal`` ends the
+    subscription: the subscriber then leaves the hub itself.
+    """
+
+    cursor: int  # the last event id delivered (or skipped)
+    active: bool  # joined to live delivery
+
+    @property
+    def service_sid(self) -> str: ...
+
+    @property
+    def sid(self) -> str: ...
+
+    @property
+    def base(self) -> str: ...
+
+    def offer(self, eid: int, frame: bytes | None, origin: str | None, removal: bool, replay: bool = False) -> None:
+        """Take event ``eid`` (``replay`` = sent while catching up, before ``active``)."""
 
 
 class Feed:
@@ -39,7 +72,7 @@ class Feed:
         self.hub = hub
         self.service_sid = service_sid
         self.sid = sid
-        self.subs: set[Subscription] = set()
+        self.subs: set[Subscriber] = set()
         self.last_read: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._again = False
@@ -73,15 +106,14 @@ class Feed:
             return
         self.last_read = eid
         frames: dict[str, bytes | None] = {}
-        removal = ev.is_removal
+        removal, origin = ev.is_removal, ev.endpoint
         for sub in list(self.subs):
             if not sub.active or eid <= sub.cursor:
                 continue
-            base = sub.session.base
+            base = sub.base
             if base not in frames:
-                payload = to_sdk(ev, base)
-                frames[base] = twilsock.notification(payload) if payload is not None else None
-            sub.offer(eid, frames[base], ev.endpoint, removal)
+                frames[base] = frame(ev, base)
+            sub.offer(eid, frames[base], origin, removal)
 
 
 class Hub:
@@ -108,7 +140,7 @@ class Hub:
         for feed in self.feeds.values():
             feed.kick()
 
-    async def join(self, sub: Subscription) -> None:
+    async def join(self, sub: Subscriber) -> None:
         """Register ``sub`` (inactive) and make sure its Service's wake-ups reach this process."""
         async with self._lock:
             feed = self.feeds.get(sub.sid)
@@ -124,7 +156,7 @@ class Hub:
             feed.subs.add(sub)
             self._watching[sub.service_sid] += 1
 
-    async def leave(self, sub: Subscription) -> None:
+    async def leave(self, sub: Subscriber) -> None:
         sub.active = False
         async with self._lock:
             feed = self.feeds.get(sub.sid)
@@ -140,7 +172,7 @@ class Hub:
                     with contextlib.suppress(Exception):
                         await self.broker.unsubscribe(keys.wake_channel(sub.service_sid))
 
-    def activate(self, sub: Subscription) -> bool:
+    def activate(self, sub: Subscriber) -> bool:
         """Join live delivery if ``sub`` has caught up with its feed; False = replay further first.
         Synchronous on purpose: nothing can be dispatched between the check and the switch."""
         feed = self.feeds.get(sub.sid)
@@ -153,42 +185,3 @@ class Hub:
         sub.active = True
         feed.kick()  # a wake-up that came while nobody was active must not be lost
         return True
-
-    async def replay(self, sub: Subscription, kind: Kind) -> bool:
-        """Send ``sub`` everything after its cursor, then activate it. False if the object was removed
-        (the removal was delivered and the subscription ended)."""
-        store, svc = self.store, sub.service_sid
-        while True:
-            batch = await events.read_since(store, svc, sub.sid, sub.cursor, BATCH)
-            if batch and batch[0].id > sub.cursor + 1:
-                await self._send_state(sub, kind)  # the log no longer reaches back: current state
-                continue
-            if kind.has_data and len(batch) > 1:
-                batch = batch[-1:]  # for a document the latest state is all a client needs
-            for ev in batch:
-                payload = to_sdk(ev, sub.session.base)
-                frame = twilsock.notification(payload) if payload is not None else None
-                sub.offer(ev.id, frame, ev.endpoint, ev.is_removal, replay=True)
-                if ev.is_removal:
-                    return False
-            if len(batch) < BATCH and self.activate(sub):
-                return True
-
-    async def _send_state(self, sub: Subscription, kind: Kind) -> None:
-        o = await objects.get(self.store, sub.service_sid, kind, sub.sid)
-        if kind.has_data:
-            sub.offer(o.last_event_id, twilsock.notification(document_state(o)), None, False, replay=True)
-            return
-        if kind.has_items:
-            newer: list[Any] = []
-            cursor: Cursor | None = None
-            while True:
-                page = await items.page(self.store, sub.service_sid, kind, sub.sid, 1000, cursor=cursor)
-                newer += [i for i in page.items if i.last_event_id > sub.cursor]
-                if page.next is None:
-                    break
-                cursor = Cursor(page.next, True)
-            for item in sorted(newer, key=lambda i: i.last_event_id):
-                frame = twilsock.notification(item_state(item, sub.session.base, o.revision))
-                sub.offer(item.last_event_id, frame, None, False, replay=True)
-        sub.cursor = max(sub.cursor, o.last_event_id)

@@ -25,7 +25,7 @@ from storage import Kind, NotFoundError, StoreError, objects
 from storage.wire import errors
 from storage.wire.errors import TwilioError
 
-from . import cds, twilsock
+from . import cds, replay, twilsock
 from .cds import Caller
 from .hub import Hub
 from .tokens import Grant
@@ -44,13 +44,15 @@ class Limits:
 
 
 class Subscription:
-    """One object watched by one session; ``cursor`` = the last event id delivered (or skipped)."""
+    """One object watched by one session (the hub's ``Subscriber``); ``cursor`` = the last event id
+    delivered (or skipped). Frames go to the session's send queue, except the session's own events."""
 
-    __slots__ = ("active", "cursor", "kind", "service_sid", "session", "sid")
+    __slots__ = ("active", "base", "cursor", "kind", "service_sid", "session", "sid")
 
     def __init__(self, session: Session, kind: Kind, sid: str, cursor: int) -> None:
         self.session = session
         self.service_sid = session.caller.service_sid
+        self.base = session.base
         self.kind = kind
         self.sid = sid
         self.cursor = cursor
@@ -218,7 +220,7 @@ class Session:
         sub = Subscription(self, kind, obj.sid, cursor)
         self.subs[obj.sid] = sub
         await self.hub.join(sub)
-        if not await self.hub.replay(sub, kind):
+        if not await replay.catch_up(self.hub, sub, kind):
             return  # removed while the client was away: the removal event was its answer
         if self.subs.get(obj.sid) is sub:
             self._notify(

@@ -1,0 +1,65 @@
+"""Catching a new subscriber up before it joins live delivery: replay, or the current state.
+
+A subscriber arrives with a cursor (the last event id its client saw). ``catch_up`` offers it every
+event after that cursor from the object's event log, in order, and then asks the hub to
+``activate`` it; activation succeeds only once the cursor has reached what the object's feed has
+read on this process, and happens in one synchronous step, so no event falls between replay and
+live delivery and none is delivered twice (events the feed reads meanwhile are replayed here first).
+
+For a Document only the latest event of a batch is sent: its state is all a client needs. When the
+log (the last ``SYNC_EVENT_LOG_MAX`` events) no longer reaches back to the cursor, the subscriber
+gets the current state instead: the document, or every list/map item changed since its cursor in
+the order of their last events (items removed during such a long gap are not reported, as the log
+that recorded their removal is gone). Replaying a removal ends the subscription: the removal is the
+client's answer.
+"""
+
+from __future__ import annotations
+
+from storage import Item, Kind, Store, events, items, objects
+from storage.paging import Cursor
+
+from . import twilsock
+from .events import document_state, item_state
+from .hub import BATCH, Hub, Subscriber, frame
+
+ITEM_PAGE = 1000
+
+
+async def catch_up(hub: Hub, sub: Subscriber, kind: Kind) -> bool:
+    """Send ``sub`` everything after its cursor, then activate it. False if the object was removed
+    (the removal was delivered and the subscription ended)."""
+    while True:
+        batch = await events.read_since(hub.store, sub.service_sid, sub.sid, sub.cursor, BATCH)
+        if batch and batch[0].id > sub.cursor + 1:
+            await _send_state(hub.store, sub, kind)  # the log no longer reaches back: current state
+            continue
+        if kind.has_data and len(batch) > 1:
+            batch = batch[-1:]  # for a document the latest state is all a client needs
+        for ev in batch:
+            sub.offer(ev.id, frame(ev, sub.base), ev.endpoint, ev.is_removal, replay=True)
+            if ev.is_removal:
+                return False
+        if len(batch) < BATCH and hub.activate(sub):
+            return True
+
+
+async def _send_state(store: Store, sub: Subscriber, kind: Kind) -> None:
+    """The current state in place of a trimmed log; moves the cursor to the object's last event."""
+    o = await objects.get(store, sub.service_sid, kind, sub.sid)
+    if kind.has_data:
+        sub.offer(o.last_event_id, twilsock.notification(document_state(o)), None, False, replay=True)
+        return
+    if kind.has_items:
+        newer: list[Item] = []
+        cursor: Cursor | None = None
+        while True:
+            page = await items.page(store, sub.service_sid, kind, sub.sid, ITEM_PAGE, cursor=cursor)
+            newer += [i for i in page.items if i.last_event_id > sub.cursor]
+            if page.next is None:
+                break
+            cursor = Cursor(page.next, True)
+        for item in sorted(newer, key=lambda i: i.last_event_id):
+            state = twilsock.notification(item_state(item, sub.base, o.revision))
+            sub.offer(item.last_event_id, state, None, False, replay=True)
+    sub.cursor = max(sub.cursor, o.last_event_id)
