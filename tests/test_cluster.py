@@ -1,13 +1,12 @@
-"""The REST contract on a real 3-master Valkey Cluster (REDIS_CLUSTER=true).
+"""What only a real 3-master Valkey Cluster (REDIS_CLUSTER=true) can show.
 
-The tests below are mostly the standalone suite's own, run again here: this module's ``server`` and
-``store`` fixtures point them (and conftest's ``http``, ``service``, ``twilio``, ``api_key``) at the
-Cluster, and each test gets a fresh Service, so the Services (hash tags) spread over the masters.
+The REST, realtime and webhook contract itself runs on the Cluster through the ``backend`` fixture
+(tests/conftest.py): the modules marked ``backends("standalone", "cluster")`` run once on each. Here:
+how Services spread over the masters, and wake-ups crossing them.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -16,53 +15,10 @@ from redis import asyncio as aioredis
 
 from realtime.client import SyncClient
 from storage import Store, keys
-from tests import (
-    test_collections,
-    test_documents,
-    test_expiry,
-    test_lists,
-    test_maps,
-    test_permissions,
-    test_realtime,
-    test_services,
-    test_streams,
-    test_webhooks,
-)
 from tests.helpers import ClusterProcess, ServerProcess
 from tests.sdk import token
-from tests.sync_items import KINDS
-from tests.test_webhooks import receiver  # noqa: F401  (a fixture of the reused webhook test)
 
-
-@pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[ClusterProcess]:
-    with ClusterProcess() as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="session")
-def server(redis_cluster: ClusterProcess) -> Iterator[ServerProcess]:
-    """``sync-server`` with REDIS_CLUSTER=true, given one node's URL (here and in conftest's fixtures)."""
-    with ServerProcess(redis_url=redis_cluster.url, env={"REDIS_CLUSTER": "true"}) as s:
-        yield s
-
-
-@pytest.fixture
-async def store(redis_cluster: ClusterProcess) -> AsyncIterator[Store]:
-    s = await Store.connect(redis_cluster.url, cluster=True)
-    yield s
-    await s.close()
-
-
-@pytest.fixture(params=KINDS)
-def kind(request: pytest.FixtureRequest) -> Any:
-    return request.param
-
-
-@pytest.mark.parametrize("kind", ["document", "list", "map"])
-async def test_permission_write_and_object_delete(http: httpx.AsyncClient, service: str, kind: str) -> None:
-    await test_permissions.test_update_then_fetch_returns_the_permission(http, service, kind)
-    await test_permissions.test_deleting_the_object_removes_its_permissions(http, service, kind)
+pytestmark = pytest.mark.backends("cluster")
 
 
 async def test_services_are_spread_over_the_masters(http: httpx.AsyncClient, redis_cluster: ClusterProcess) -> None:
@@ -104,25 +60,10 @@ async def test_realtime_wake_up_from_another_master(
             break
     else:
         raise AssertionError("every Service landed on the first master")
-    ws = test_realtime.ws_url(server)
-    async with await SyncClient.connect(ws, token(api_key.sid, api_key.secret, service, "alice")) as client:
-        await test_realtime.test_rest_write_reaches_subscriber_with_payload(client, twilio, service)
-
-
-test_document_create_fetch = test_documents.test_create_fetch_by_sid_and_unique_name
-test_document_if_match = test_documents.test_revision_is_lowercase_hex_and_if_match_guards_updates
-test_document_events = test_documents.test_every_write_appends_one_event_with_increasing_ids
-test_document_delete = test_documents.test_delete_then_fetch_is_404_20404
-test_document_ttl_swept = test_documents.test_expired_document_is_gone_at_once_and_swept_with_an_event
-test_list_append = test_lists.test_appended_items_get_indexes_from_zero_in_order
-test_map_key_order = test_maps.test_items_are_ordered_by_the_utf8_bytes_of_their_keys
-test_item_crud = test_collections.test_item_create_fetch_update_delete
-test_item_stale_if_match = test_collections.test_item_update_with_stale_if_match_is_412_and_changes_nothing
-test_item_paging = test_collections.test_item_query_pages_in_order_from_a_bound_following_next_and_previous_urls
-test_item_ttl_swept = test_collections.test_expired_item_is_gone_at_once_and_swept_with_a_removal_event
-test_stream_publish = test_streams.test_each_message_is_recorded_as_stream_message_published
-test_service_update = test_services.test_update_service_changes_only_given_fields
-test_service_paging = test_services.test_list_services_pages_with_absolute_urls
-test_service_delete = test_services.test_delete_service_removes_it_and_its_documents
-test_service_purge = test_expiry.test_deleting_a_service_purges_its_objects_with_removal_events
-test_webhook_delivery = test_webhooks.test_document_events_from_an_sdk_client
+    async with await SyncClient.connect(server.ws_url, token(api_key.sid, api_key.secret, service, "alice")) as client:
+        doc = await client.open("document", "away")
+        await client.subscribe(doc["sid"], "document", doc["last_event_id"])
+        twilio.sync.v1.services(service).documents(doc["sid"]).update(data={"n": 1})
+        ev = await client.next_event()
+        assert ev["event_type"] == "document_updated"
+        assert ev["event"]["document_sid"] == doc["sid"] and ev["event"]["document_data"] == {"n": 1}

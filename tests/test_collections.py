@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from storage import Store, events
+from tests.helpers import ON_EVERY_BACKEND
 from tests.sync_items import (
     KINDS,
     MISMATCH,
@@ -96,6 +97,7 @@ async def test_collections_are_read_in_pages_following_next_page_url(
     assert meta["key"] == key and meta["page"] == 2 and meta["next_page_url"] is None
 
 
+@ON_EVERY_BACKEND
 async def test_item_create_fetch_update_delete(http: httpx.AsyncClient, service: str, kind: str) -> None:
     c = await create(http, service, kind, UniqueName="box")
     item = await c.added("first", {"a": 1})
@@ -118,6 +120,7 @@ async def test_item_create_fetch_update_delete(http: httpx.AsyncClient, service:
     assert gone.status_code == 404 and gone.json()["code"] == NOT_FOUND[kind]
 
 
+@ON_EVERY_BACKEND
 async def test_item_update_with_stale_if_match_is_412_and_changes_nothing(
     http: httpx.AsyncClient, service: str, kind: str
 ) -> None:
@@ -240,6 +243,7 @@ async def test_collection_ttl_on_an_item_write_resets_the_parents_expiry(
     assert (await http.get(c.path)).json()["date_expires"] is None
 
 
+@ON_EVERY_BACKEND
 async def test_expired_item_is_gone_at_once_and_swept_with_a_removal_event(
     http: httpx.AsyncClient, service: str, kind: str, store: Store
 ) -> None:
@@ -308,6 +312,7 @@ async def test_deleting_a_collection_deletes_its_items(http: httpx.AsyncClient, 
 @pytest.mark.parametrize("order", ["asc", "desc"])
 @pytest.mark.parametrize("bounds", ["inclusive", "exclusive"])
 @pytest.mark.parametrize("start", ["present", "removed", "none"])
+@ON_EVERY_BACKEND
 async def test_item_query_pages_in_order_from_a_bound_following_next_and_previous_urls(
     http: httpx.AsyncClient, service: str, kind: str, order: str, bounds: str, start: str
 ) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 
 from storage import events
-from tests.helpers import ServerProcess
+from tests.helpers import ON_EVERY_BACKEND, Backend
 
 
 async def _wait_removed(store, service: str, sids: list[str], kind: str) -> dict[str, list[str]]:
@@ -20,8 +20,8 @@ async def _wait_removed(store, service: str, sids: list[str], kind: str) -> dict
     return logs
 
 
-async def test_two_sweeping_processes_record_each_removal_exactly_once(server, redis_server, http, service, store):
-    second = ServerProcess(redis_url=redis_server.url).start()
+async def test_two_sweeping_processes_record_each_removal_exactly_once(backend: Backend, http, service, store):
+    second = backend.server_process().start()
     try:
         sids = []
         for n in range(60):
@@ -55,6 +55,7 @@ async def test_nothing_scheduled_means_no_due_entry(http: httpx.AsyncClient, ser
     assert await store.redis.zscore("sync:due", service) is not None
 
 
+@ON_EVERY_BACKEND
 async def test_deleting_a_service_purges_its_objects_with_removal_events(http, service, store) -> None:
     sids = [(await http.post(f"/v1/Services/{service}/Documents")).json()["sid"] for _ in range(3)]
     lst = (await http.post(f"/v1/Services/{service}/Lists")).json()["sid"]

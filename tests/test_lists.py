@@ -8,9 +8,11 @@ import asyncio
 import httpx
 
 from storage import Store, events
+from tests.helpers import ON_EVERY_BACKEND
 from tests.sync_items import create
 
 
+@ON_EVERY_BACKEND
 async def test_appended_items_get_indexes_from_zero_in_order(http: httpx.AsyncClient, service: str) -> None:
     lst = await create(http, service, "list")
     assert await lst.fill(3) == ["0", "1", "2"]

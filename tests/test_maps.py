@@ -12,6 +12,7 @@ import msgpack
 import pytest
 
 from storage import Store, events
+from tests.helpers import ON_EVERY_BACKEND
 from tests.sync_items import create, walk
 
 ODD_KEYS = [
@@ -76,6 +77,7 @@ async def test_key_of_320_characters_is_accepted_and_longer_or_empty_is_400_5420
     assert await m.items() == ["é" * 320]
 
 
+@ON_EVERY_BACKEND
 async def test_items_are_ordered_by_the_utf8_bytes_of_their_keys(http: httpx.AsyncClient, service: str) -> None:
     m = await create(http, service, "map")
     keys = ["b", "B", "a", "é", "z", "日本", "Z9", "~", "a b", "ab"]

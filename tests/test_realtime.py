@@ -4,6 +4,7 @@ subscriptions, replay and limits, driven by realtime.client (the Python client) 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 
@@ -15,12 +16,12 @@ from realtime import twilsock
 from realtime.client import SyncClient, SyncClientError
 from realtime.tokens import mint
 from storage import keys
-from tests.helpers import ACCOUNT_SID, ServerProcess
+from tests.helpers import ACCOUNT_SID, ON_EVERY_BACKEND, Backend, ServerProcess
 from tests.sdk import token
 
 
 def ws_url(server: ServerProcess) -> str:
-    return f"ws://127.0.0.1:{server.port}/v3/wsconnect"
+    return server.ws_url
 
 
 @pytest.fixture
@@ -208,6 +209,7 @@ async def test_stream_publish(client: SyncClient, server: ServerProcess, api_key
 # -- subscriptions, live events and replay ----------------------------------------------------------
 
 
+@ON_EVERY_BACKEND
 async def test_rest_write_reaches_subscriber_with_payload(client: SyncClient, twilio: Any, service: str) -> None:
     doc = await client.open("document", "live")
     est = await client.subscribe(doc["sid"], "document", doc["last_event_id"])
@@ -278,9 +280,9 @@ async def test_subscription_to_missing_object_fails_with_404(client: SyncClient)
 
 
 async def test_subscriptions_per_connection_are_limited(
-    redis_server: Any, api_key: Any, service: str, twilio: Any
+    backend: Backend, api_key: Any, service: str, twilio: Any
 ) -> None:
-    srv = ServerProcess(redis_url=redis_server.url, env={"SYNC_WS_SUBSCRIPTIONS": "2"}).start()
+    srv = backend.server_process(SYNC_WS_SUBSCRIPTIONS="2").start()
     try:
         sids = [twilio.sync.v1.services(service).documents.create().sid for _ in range(3)]
         async with await SyncClient.connect(ws_url(srv), token(api_key.sid, api_key.secret, service, "a")) as c:
@@ -335,9 +337,8 @@ async def test_sdk_writes_carry_identity_and_endpoint_in_events(client: SyncClie
     assert log[1].endpoint
 
 
-async def test_connections_and_frame_size_are_limited(redis_server: Any, api_key: Any, service: str) -> None:
-    env = {"SYNC_WS_MAX_CONNECTIONS": "1", "SYNC_WS_MAX_FRAME_BYTES": "2048"}
-    srv = ServerProcess(redis_url=redis_server.url, env=env).start()
+async def test_connections_and_frame_size_are_limited(backend: Backend, api_key: Any, service: str) -> None:
+    srv = backend.server_process(SYNC_WS_MAX_CONNECTIONS="1", SYNC_WS_MAX_FRAME_BYTES="2048").start()
     try:
         tok = token(api_key.sid, api_key.secret, service, "alice")
         async with await SyncClient.connect(ws_url(srv), tok) as first:
@@ -352,18 +353,16 @@ async def test_connections_and_frame_size_are_limited(redis_server: Any, api_key
         srv.stop()
 
 
-async def test_cli_token_connects_with_the_given_identity_and_service(server: ServerProcess, service: str) -> None:
+async def test_cli_token_connects_with_the_given_identity_and_service(backend: Backend, service: str) -> None:
     from tests.test_cli import _cli
 
-    assert server.redis_url is not None
-    out = await asyncio.to_thread(
-        _cli, server.redis_url, "token", "--identity", "dev", "--service", service, "--ttl", "600"
-    )
+    cli = functools.partial(_cli, backend.redis_url, env=backend.env)
+    out = await asyncio.to_thread(cli, "token", "--identity", "dev", "--service", service, "--ttl", "600")
     assert out.returncode == 0, out.stderr
-    async with await SyncClient.connect(ws_url(server), out.stdout.strip()) as c:
+    async with await SyncClient.connect(backend.server.ws_url, out.stdout.strip()) as c:
         doc = await c.open("document", "from-cli-token")
         assert doc["created_by"] == "dev"
-    refused = await asyncio.to_thread(_cli, server.redis_url, "token", "--identity", "dev", "--ttl", "90000")
+    refused = await asyncio.to_thread(cli, "token", "--identity", "dev", "--ttl", "90000")
     assert refused.returncode != 0
 
 

@@ -6,7 +6,7 @@ import re
 
 import httpx
 
-from tests.helpers import ACCOUNT_SID
+from tests.helpers import ACCOUNT_SID, ON_EVERY_BACKEND, Backend
 
 DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
@@ -28,6 +28,7 @@ async def test_create_service_has_twilio_defaults_and_links(http: httpx.AsyncCli
     assert s["links"]["documents"] == s["url"] + "/Documents"
 
 
+@ON_EVERY_BACKEND
 async def test_update_service_changes_only_given_fields(http: httpx.AsyncClient, service: str) -> None:
     r = await http.post(
         f"/v1/Services/{service}",
@@ -55,6 +56,7 @@ async def test_invalid_service_parameters_are_rejected_with_twilio_codes(http: h
     assert (await http.get(f"/v1/Services/{service}")).json()["webhook_url"] is None
 
 
+@ON_EVERY_BACKEND
 async def test_delete_service_removes_it_and_its_documents(http: httpx.AsyncClient, service: str) -> None:
     d = await http.post(f"/v1/Services/{service}/Documents", data={"UniqueName": "doc"})
     assert d.status_code == 201
@@ -66,6 +68,7 @@ async def test_delete_service_removes_it_and_its_documents(http: httpx.AsyncClie
     assert r.status_code == 404
 
 
+@ON_EVERY_BACKEND
 async def test_list_services_pages_with_absolute_urls(http: httpx.AsyncClient) -> None:
     created = {(await http.post("/v1/Services", data={"FriendlyName": f"p{i}"})).json()["sid"] for i in range(5)}
     seen: list[str] = []
@@ -100,14 +103,14 @@ async def test_unknown_route_and_wrong_method_get_twilio_json(http: httpx.AsyncC
     assert r.status_code == 405 and r.json()["status"] == 405
 
 
-async def test_api_key_credentials_work_and_scope_to_their_account(server, http: httpx.AsyncClient) -> None:
+async def test_api_key_credentials_work_and_scope_to_their_account(backend: Backend, http: httpx.AsyncClient) -> None:
     import asyncio
     import sys
 
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", "from app.cli import main; main()", "keys", "create", "--name", "ci",
-        env={**__import__("os").environ, "REDIS_URL": server.redis_url, "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-             "TWILIO_AUTH_TOKEN": "test-auth-token-0123456789abcdef"},
+        env={**__import__("os").environ, "REDIS_URL": backend.redis_url, **backend.env,
+             "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": "test-auth-token-0123456789abcdef"},
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, _ = await proc.communicate()
@@ -115,7 +118,7 @@ async def test_api_key_credentials_work_and_scope_to_their_account(server, http:
     lines = dict(line.split(":", 1) for line in out.decode().splitlines() if line.startswith(("sid", "secret")))
     sid, secret = lines["sid"].strip(), lines["secret"].strip()
     assert sid.startswith("SK") and len(sid) == 34
-    async with httpx.AsyncClient(base_url=server.base_url, auth=(sid, secret)) as c:
+    async with httpx.AsyncClient(base_url=backend.server.base_url, auth=(sid, secret)) as c:
         r = await c.post("/v1/Services", data={"FriendlyName": "via key"})
         assert r.status_code == 201 and r.json()["account_sid"] == ACCOUNT_SID
         assert (await c.get("/v1/Services", auth=(sid, "bad"))).status_code == 401

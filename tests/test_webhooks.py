@@ -26,7 +26,7 @@ from realtime.egress import NetworkPolicy
 from realtime.signing import signature
 from storage import Actor, Kind, Store, items, keys, objects, streams, webhooks
 from storage.reachability import record_endpoint
-from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, SCALE, RedisProcess, ServerProcess
+from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ON_EVERY_BACKEND, SCALE, Backend, RedisProcess, ServerProcess
 from tests.webhook_receiver import Receiver
 
 ALICE = Actor(identity="alice", origin="sdk", endpoint="ep1")
@@ -94,6 +94,7 @@ def test_network_policy_denies_link_local_and_honours_lists() -> None:
     assert strict.permits("203.0.113.5") and not strict.permits("203.0.113.7") and not strict.permits("127.0.0.1")
 
 
+@ON_EVERY_BACKEND
 async def test_document_events_from_an_sdk_client(http, store: Store, receiver: Receiver) -> None:
     service = await hooked(http, receiver.url)
     doc = await objects.create(store, service, Kind.DOCUMENT, ALICE, unique_name="d", data_json='{"a":1}')
@@ -266,8 +267,9 @@ async def test_500_then_200_is_retried_and_delivered_once_more(http, store: Stor
     assert a.headers["i-twilio-idempotency-token"] == b.headers["i-twilio-idempotency-token"]
 
 
-async def _cli(redis_url: str, *args: str) -> str:
-    env = {**os.environ, "REDIS_URL": redis_url, "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN}
+async def _cli(backend: Backend, *args: str) -> str:
+    env = {**os.environ, "REDIS_URL": backend.redis_url, **backend.env, "TWILIO_ACCOUNT_SID": ACCOUNT_SID}
+    env["TWILIO_AUTH_TOKEN"] = AUTH_TOKEN
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", "from app.cli import main; main()", *args, env=env, stdout=asyncio.subprocess.PIPE
     )
@@ -277,7 +279,7 @@ async def _cli(redis_url: str, *args: str) -> str:
 
 
 async def test_exhausted_retries_go_to_dead_letters_and_replay(
-    http, server: ServerProcess, store: Store, redis, receiver: Receiver
+    http, backend: Backend, store: Store, redis, receiver: Receiver
 ) -> None:
     receiver.fail_all = True
     service = await hooked(http, receiver.url)
@@ -291,15 +293,15 @@ async def test_exhausted_retries_go_to_dead_letters_and_replay(
         ("document_created", 4),
         ("document_updated", 1),
     ]
-    listing = await _cli(str(server.redis_url), "webhooks", "failed", "--service", service)
+    listing = await _cli(backend, "webhooks", "failed", "--service", service)
     assert "document_created" in listing and doc.sid in listing and "HTTP 500" in listing
     receiver.fail_all = False
-    out = await _cli(str(server.redis_url), "webhooks", "replay", "--service", service)
+    out = await _cli(backend, "webhooks", "replay", "--service", service)
     assert "queued 2" in out
     got = await receiver.wait_for(2)
     assert [r.form["EventType"] for r in got] == ["document_created", "document_updated"]
     assert all(r.signature_valid for r in got)
-    assert await _cli(str(server.redis_url), "webhooks", "failed", "--service", service) == ""
+    assert await _cli(backend, "webhooks", "failed", "--service", service) == ""
 
 
 async def test_a_slow_receiver_does_not_delay_another_service(http, store: Store, receiver: Receiver) -> None:
