@@ -30,38 +30,6 @@ async def client(server: ServerProcess, api_key: Any, service: str) -> Any:
         yield c
 
 
-# -- framing ----------------------------------------------------------------------------------------
-
-
-def test_frame_round_trip_counts_bytes_not_characters() -> None:
-    frame = twilsock.encode({"method": "message", "id": "TM1"}, {"data": {"name": "Zoë ✓"}})
-    decoded = twilsock.decode(frame)
-    assert decoded.method == "message" and decoded.id == "TM1"
-    assert decoded.header["payload_size"] == len('{"data":{"name":"Zoë ✓"}}'.encode()) == 28
-    assert decoded.body() == {"data": {"name": "Zoë ✓"}}
-
-
-def test_frame_payload_that_is_not_json_reads_as_absent() -> None:
-    """twilio-sync 4.0.1 sends ``data_sync`` as the payload of a DELETE while declaring JSON."""
-    decoded = twilsock.decode(twilsock.encode({"method": "message", "payload_type": "application/json"}, b"data_sync"))
-    assert decoded.body() is None
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        b"HELLO",
-        b"TWILSOCK V3.0 x\r\n{}",
-        b"TWILSOCK V3.0 50\r\n{}",
-        b"TWILSOCK V3.0 2\r\n{}\r\n",
-        b"TWILSOCK V3.0 3\r\n[1]\r\n",
-    ],
-)
-def test_malformed_frames_are_protocol_errors(data: bytes) -> None:
-    with pytest.raises(twilsock.ProtocolError):
-        twilsock.decode(data)
-
-
 # -- tokens -----------------------------------------------------------------------------------------
 
 

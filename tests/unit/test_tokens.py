@@ -1,0 +1,66 @@
+"""realtime/tokens.py where it is pure: ``mint`` makes what Twilio's helper libraries make.
+
+Verification looks the signing key and the Service up in Redis, so it is tested end to end
+(tests/test_realtime.py, tests/test_realtime_sdk.py).
+"""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+from twilio.jwt.access_token import AccessToken
+from twilio.jwt.access_token.grants import SyncGrant
+
+from realtime import tokens
+
+ACCOUNT = "AC" + "0" * 32
+KEY = "SK" + "1" * 32
+SECRET = "a-secret-long-enough-for-hs256-signing"
+SERVICE = "IS" + "2" * 32
+
+
+def _decode(token: str) -> dict:
+    return jwt.decode(token, SECRET, algorithms=["HS256"])
+
+
+def test_minted_token_has_twilios_header_and_claims() -> None:
+    before = int(time.time())
+    token = tokens.mint(ACCOUNT, KEY, SECRET, "alice", SERVICE, ttl_s=600)
+    assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": "JWT", "cty": tokens.CTY}
+    claims = _decode(token)
+    assert claims["iss"] == KEY and claims["sub"] == ACCOUNT and claims["jti"].startswith(f"{KEY}-")
+    assert claims["grants"] == {"identity": "alice", "data_sync": {"service_sid": SERVICE}}
+    assert before <= claims["nbf"] <= int(time.time()) and claims["exp"] == claims["nbf"] + 600
+
+
+def test_no_service_means_a_grant_without_one() -> None:
+    assert _decode(tokens.mint(ACCOUNT, KEY, SECRET, "bob", None))["grants"]["data_sync"] == {}
+
+
+def test_minted_token_matches_the_twilio_helpers_token() -> None:
+    """Same header and claims (apart from the clock) as ``AccessToken`` + ``SyncGrant``."""
+    ours = tokens.mint(ACCOUNT, KEY, SECRET, "alice", SERVICE, ttl_s=3600)
+    helper = AccessToken(ACCOUNT, KEY, SECRET, identity="alice", ttl=3600)
+    helper.add_grant(SyncGrant(service_sid=SERVICE))
+    theirs = str(helper.to_jwt())
+    assert jwt.get_unverified_header(ours) == jwt.get_unverified_header(theirs)
+    mine, twilio = _decode(ours), _decode(theirs)
+    assert mine["grants"] == twilio["grants"]
+    assert {k: v for k, v in mine.items() if k not in ("jti", "nbf", "exp")} == {
+        k: v for k, v in twilio.items() if k not in ("jti", "nbf", "exp")
+    }
+    assert mine["exp"] - mine["nbf"] == 3600 and abs(twilio["exp"] - mine["exp"]) <= 2
+
+
+def test_a_token_signed_with_another_secret_does_not_verify() -> None:
+    token = tokens.mint(ACCOUNT, KEY, SECRET, "alice", SERVICE)
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(token, "another-secret-long-enough-for-hs256", algorithms=["HS256"])
+
+
+def test_a_refusal_is_invalid_access_token_with_the_reason() -> None:
+    err = tokens.invalid("no Sync grant", 403)
+    assert (err.status, err.code, err.message) == (403, 20101, "Invalid Access Token: no Sync grant")
+    assert tokens.invalid("unknown API key").status == 401
