@@ -18,7 +18,7 @@ def _decode(kind: Kind, sid: str, service_sid: str, identity: str, bits: str) ->
     return Permission(kind, sid, service_sid, identity, "r" in bits, "w" in bits, "m" in bits)
 
 
-async def set(
+async def put(
     store: Store, service_sid: str, kind: Kind, ident: str, identity: str, read: bool, write: bool, manage: bool
 ) -> Permission:
     bits = _bits(read, write, manage)
