@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import msgpack
 
 from . import ids, keys
-from .store import Store, now_ms, text
+from .clock import now_ms
+from .redis_client import text
+from .store import Store
 
 
 @dataclass(frozen=True)

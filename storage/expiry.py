@@ -12,9 +12,11 @@ import asyncio
 import logging
 
 from . import keys
+from .clock import now_ms
 from .errors import NotFoundError
 from .records import SWEEPER
-from .store import Store, now_ms, text
+from .redis_client import text
+from .store import Store
 
 log = logging.getLogger("sync.expiry")
 

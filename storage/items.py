@@ -9,11 +9,13 @@ from typing import Any
 import msgpack
 
 from . import keys, objects
+from .clock import now_ms
 from .errors import NotFoundError
 from .kinds import Kind
 from .paging import Cursor
 from .records import Actor, Item, Page
-from .store import Store, now_ms, text
+from .redis_client import text
+from .store import Store
 
 
 def _decode(kind: Kind, collection_sid: str, service_sid: str, key: str, raw: bytes) -> Item:

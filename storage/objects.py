@@ -11,11 +11,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from . import ids, keys
+from .clock import now_ms
 from .errors import NotFoundError
 from .kinds import Kind
 from .paging import Cursor
 from .records import Actor, Page, SyncObject
-from .store import Store, now_ms, text
+from .redis_client import text
+from .store import Store
 
 T = TypeVar("T")
 

@@ -7,7 +7,8 @@ from .errors import NotFoundError
 from .kinds import Kind
 from .paging import Cursor
 from .records import SYSTEM, Page, Permission
-from .store import Store, text
+from .redis_client import text
+from .store import Store
 
 
 def _bits(read: bool, write: bool, manage: bool) -> str:

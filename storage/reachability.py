@@ -19,9 +19,11 @@ twice.
 from __future__ import annotations
 
 from . import keys
+from .clock import now_ms
 from .expiry import reschedule
 from .records import Actor
-from .store import Store, now_ms, text
+from .redis_client import text
+from .store import Store
 
 SYSTEM_ACTOR = Actor(identity="system", origin="system")
 

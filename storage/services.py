@@ -11,11 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from . import ids, keys, objects, webhooks
+from .clock import now_ms
 from .errors import NotFoundError
 from .kinds import Kind
 from .paging import Cursor
 from .records import SWEEPER, Page, Service
-from .store import Store, now_ms, text
+from .redis_client import text
+from .store import Store
 
 DEFAULTS: dict[str, Any] = {
     "friendly_name": None,

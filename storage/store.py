@@ -16,6 +16,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 
 from . import keys
+from .clock import now_ms
 from .errors import (
     AlreadyExistsError,
     InvalidInputError,
@@ -25,6 +26,7 @@ from .errors import (
     StoreUnavailableError,
 )
 from .records import Actor
+from .redis_client import text
 
 SCRIPTS = (
     "object_create",
@@ -73,19 +75,8 @@ POOL_SIZE = 200  # Redis connections per process
 POOL_WAIT_S = 10.0  # how long a request waits for one before failing (StoreUnavailableError)
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def _load(name: str) -> str:
     return resources.files("storage").joinpath("scripts", f"{name}.lua").read_text()
-
-
-def text(value: Any) -> str:
-    """Decode a Redis bytes reply (or pass a str through)."""
-    if isinstance(value, bytes):
-        return value.decode()
-    return str(value)
 
 
 _ERRORS: dict[str, type[StoreError]] = {

@@ -34,7 +34,8 @@ from redis.exceptions import ResponseError
 
 from . import events, keys
 from .events import ChangeEvent
-from .store import Store, _load, text
+from .redis_client import text
+from .store import Store, _load
 
 GROUP = "wh"
 _SCRIPTS: weakref.WeakKeyDictionary[Store, dict[str, Any]] = weakref.WeakKeyDictionary()
