@@ -40,9 +40,9 @@ async def default_account(store: Store) -> tuple[str, str, bool]:
     existing = await r.get(keys.DEFAULT_ACCOUNT)
     if existing:
         sid = text(existing)
-        token = await r.hget(keys.account(sid), "auth_token")
-        if token:
-            return sid, text(token), False
+        stored = await r.hget(keys.account(sid), "auth_token")
+        if stored:
+            return sid, text(stored), False
     sid, token = ids.new_sid(ids.ACCOUNT), secrets.token_hex(16)
     if await r.set(keys.DEFAULT_ACCOUNT, sid, nx=True):
         await ensure_account(store, sid, token)

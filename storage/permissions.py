@@ -31,7 +31,8 @@ async def _write(store: Store, service_sid: str, kind: Kind, ident: str, identit
     """Set (or with bits "-" delete) one permission; the script checks the object is live."""
 
     async def run(sid: str) -> str:
-        await store.run("permission_write", service_sid, keys.obj(service_sid, sid), SYSTEM, sid, identity, bits, kind)
+        okey = keys.obj(service_sid, sid)
+        await store.run("permission_write", service_sid, okey, SYSTEM, sid=sid, identity=identity, bits=bits, kind=kind)
         return sid
 
     return await objects.with_object(store, service_sid, kind, ident, run)
