@@ -33,7 +33,7 @@ def handlers(kind: Kind) -> dict[str, Handler]:
         missing = [name for name, v in flags.items() if v is None]
         if missing:
             raise errors.INVALID_PARAMETER(f"Missing required parameter {missing[0]} in the post body")
-        p = await permissions.set(
+        p = await permissions.put(
             c.store, c.service, kind, obj, identity, bool(flags["Read"]), bool(flags["Write"]), bool(flags["Manage"])
         )
         return render.json_response(render.permission(c.base, c.account, p))

@@ -31,8 +31,8 @@ from storage import (
     permissions,
     streams,
 )
+from storage.clock import now_ms
 from storage.paging import Cursor
-from storage.store import now_ms
 from storage.wire import errors
 from storage.wire.dates import iso_millis
 from storage.wire.errors import TwilioError

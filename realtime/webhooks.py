@@ -29,7 +29,7 @@ from urllib.parse import urlencode
 
 from storage import Store, accounts, reachability, webhooks
 from storage.keys import WEBHOOK_WAKE
-from storage.store import text
+from storage.redis_client import text
 
 from .egress import DeliveryError, DestinationBlockedError, NetworkPolicy, WebhookClient
 from .signing import signature

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import msgpack
 
 from . import ids, keys
-from .store import Store, now_ms, text
+from .clock import now_ms
+from .redis_client import text
+from .store import Store
 
 
 @dataclass(frozen=True)
@@ -38,9 +40,9 @@ async def default_account(store: Store) -> tuple[str, str, bool]:
     existing = await r.get(keys.DEFAULT_ACCOUNT)
     if existing:
         sid = text(existing)
-        token = await r.hget(keys.account(sid), "auth_token")
-        if token:
-            return sid, text(token), False
+        stored = await r.hget(keys.account(sid), "auth_token")
+        if stored:
+            return sid, text(stored), False
     sid, token = ids.new_sid(ids.ACCOUNT), secrets.token_hex(16)
     if await r.set(keys.DEFAULT_ACCOUNT, sid, nx=True):
         await ensure_account(store, sid, token)

@@ -12,9 +12,11 @@ import asyncio
 import logging
 
 from . import keys
+from .clock import now_ms
 from .errors import NotFoundError
 from .records import SWEEPER
-from .store import Store, now_ms, text
+from .redis_client import text
+from .store import Store
 
 log = logging.getLogger("sync.expiry")
 
@@ -34,9 +36,20 @@ async def sweep_service(store: Store, service_sid: str, batch: int = 500) -> int
                 if kind is None:
                     await r.zrem(keys.expiry(service_sid), member)
                     continue
-                await store.run("item_delete", service_sid, okey, SWEEPER, text(kind), sid, item, "", "1")
+                await store.run(
+                    "item_delete",
+                    service_sid,
+                    okey,
+                    SWEEPER,
+                    kind=text(kind),
+                    sid=sid,
+                    key=item,
+                    if_match="",
+                    sweeping="1",
+                )
             else:
-                await store.run("object_delete", service_sid, okey, SWEEPER, sid, "1", store.config.event_log_keep_s)
+                keep = store.config.event_log_keep_s
+                await store.run("object_delete", service_sid, okey, SWEEPER, sid=sid, sweeping="1", keep_log=keep)
             removed += 1
         except NotFoundError as exc:
             if str(exc) != "not expired":  # gone already: forget the schedule entry

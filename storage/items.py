@@ -4,16 +4,18 @@ by number); Maps by a user key (ordered by UTF-8 bytes). Writes go through scrip
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import msgpack
 
 from . import keys, objects
+from .clock import now_ms
 from .errors import NotFoundError
 from .kinds import Kind
+from .lua import ScriptReply
 from .paging import Cursor
 from .records import Actor, Item, Page
-from .store import Store, now_ms, text
+from .redis_client import text
+from .store import Store
 
 
 def _decode(kind: Kind, collection_sid: str, service_sid: str, key: str, raw: bytes) -> Item:
@@ -57,12 +59,24 @@ async def write(
 
     The script checks that the collection is live, so there is no pre-read (see objects.with_object)."""
 
-    async def run(sid: str) -> tuple[str, list[Any]]:
-        args = (kind, sid, mode, key, data_json or "", _ttl(item_ttl), _ttl(collection_ttl), if_match or "")
-        return sid, await store.run("item_write", service_sid, keys.obj(service_sid, sid), actor, *args)
+    async def run(sid: str) -> tuple[str, ScriptReply]:
+        return sid, await store.run(
+            "item_write",
+            service_sid,
+            keys.obj(service_sid, sid),
+            actor,
+            kind=kind,
+            sid=sid,
+            mode=mode,
+            key=key,
+            data=data_json or "",
+            item_ttl=_ttl(item_ttl),
+            collection_ttl=_ttl(collection_ttl),
+            if_match=if_match or "",
+        )
 
     sid, reply = await objects.with_object(store, service_sid, kind, collection, run)
-    added, ikey, packed, _rev, item_x, coll_x = reply[1], text(reply[2]), reply[3], reply[4], reply[5], reply[6]
+    added, ikey, packed, item_x, coll_x = reply.number(1), reply.text(2), reply.raw(3), reply.raw(5), reply.raw(6)
     await store.schedule_expiry(
         service_sid, item_x if item_ttl is not None else None, coll_x if collection_ttl is not None else None
     )
@@ -93,12 +107,21 @@ async def delete(
 ) -> int:
     """Remove one item; returns the id of its removal event (the SDK keeps it as a tombstone)."""
 
-    async def run(sid: str) -> list[Any]:
-        args = (kind, sid, key, if_match or "", "")
-        return await store.run("item_delete", service_sid, keys.obj(service_sid, sid), actor, *args)
+    async def run(sid: str) -> ScriptReply:
+        return await store.run(
+            "item_delete",
+            service_sid,
+            keys.obj(service_sid, sid),
+            actor,
+            kind=kind,
+            sid=sid,
+            key=key,
+            if_match=if_match or "",
+            sweeping="",
+        )
 
     reply = await objects.with_object(store, service_sid, kind, collection, run)
-    return int(text(reply[1]), 16)
+    return int(reply.text(1), 16)
 
 
 async def page(
@@ -129,7 +152,7 @@ async def page(
         members.reverse()
     nxt = members[-1] if members and (more or not forward) else None
     prev = members[0] if members and (more if not forward else cursor is not None) else None
-    raws: list[Any] = await store.redis.hmget(keys.items(service_sid, sid), members) if members else []
+    raws = await store.redis.hmget(keys.items(service_sid, sid), members) if members else []
     now = now_ms()
     found = [_decode(kind, sid, service_sid, m, raw) for m, raw in zip(members, raws, strict=True) if raw is not None]
     return Page([i for i in found if _live(i, now)], nxt, prev)

@@ -7,15 +7,18 @@ and listing indexes, the expiry schedule and the object's event log together.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
 
 from . import ids, keys
+from .clock import now_ms
 from .errors import NotFoundError
 from .kinds import Kind
+from .lua import ScriptReply
 from .paging import Cursor
 from .records import Actor, Page, SyncObject
-from .store import Store, now_ms, text
+from .redis_client import text
+from .store import Store
 
 T = TypeVar("T")
 
@@ -44,9 +47,10 @@ def decode(service_sid: str, raw: dict[bytes, bytes] | list[bytes]) -> SyncObjec
     )
 
 
-def is_live(raw: dict[bytes, Any], kind: Kind, now: int) -> bool:
+def is_live(raw: Mapping[bytes, bytes | None], kind: Kind, now: int) -> bool:
     """A stored object hash (or its t/x fields) is a live object of ``kind``."""
-    if not raw or raw.get(b"t") is None or text(raw[b"t"]) != kind:
+    t = raw.get(b"t")
+    if t is None or text(t) != kind:
         return False
     x = raw.get(b"x", b"")
     return not x or int(x) > now
@@ -117,14 +121,14 @@ async def create(
         service_sid,
         keys.obj(service_sid, sid),
         actor,
-        kind,
-        sid,
-        unique_name or "",
-        data_json or "",
-        _ttl(ttl),
+        kind=kind,
+        sid=sid,
+        unique_name=unique_name or "",
+        data=data_json or "",
+        ttl=_ttl(ttl),
     )
-    await store.schedule_expiry(service_sid, reply[2])
-    return decode(service_sid, reply[1])
+    await store.schedule_expiry(service_sid, reply.raw(2))
+    return decode(service_sid, reply.strings(1))
 
 
 async def update(
@@ -138,38 +142,46 @@ async def update(
     if_match: str | None = None,
 ) -> SyncObject:
 
-    async def write(sid: str) -> list[Any]:
-        args = (kind, sid, data_json or "", _ttl(ttl), if_match or "")
-        return await store.run("object_update", service_sid, keys.obj(service_sid, sid), actor, *args)
+    async def write(sid: str) -> ScriptReply:
+        return await store.run(
+            "object_update",
+            service_sid,
+            keys.obj(service_sid, sid),
+            actor,
+            kind=kind,
+            sid=sid,
+            data=data_json or "",
+            ttl=_ttl(ttl),
+            if_match=if_match or "",
+        )
 
     reply = await with_object(store, service_sid, kind, ident, write)
     if ttl is not None:
-        await store.schedule_expiry(service_sid, reply[2])
-    return decode(service_sid, reply[1])
+        await store.schedule_expiry(service_sid, reply.raw(2))
+    return decode(service_sid, reply.strings(1))
 
 
 async def delete(store: Store, service_sid: str, kind: Kind, ident: str, actor: Actor) -> None:
 
-    async def remove(sid: str) -> list[Any]:
+    async def remove(sid: str) -> ScriptReply:
         keep = store.config.event_log_keep_s
-        return await store.run("object_delete", service_sid, keys.obj(service_sid, sid), actor, sid, "", keep)
+        return await store.run(
+            "object_delete", service_sid, keys.obj(service_sid, sid), actor, sid=sid, sweeping="", keep_log=keep
+        )
 
     await with_object(store, service_sid, kind, ident, remove)
 
 
 async def remove_for_purge(store: Store, service_sid: str, sid: str, actor: Actor) -> int:
     """Delete one object of a deleted Service, whatever its state. 1 if it was removed here."""
+    okey, keep = keys.obj(service_sid, sid), store.config.event_log_keep_s
     try:
-        await store.run(
-            "object_delete", service_sid, keys.obj(service_sid, sid), actor, sid, "", store.config.event_log_keep_s
-        )
+        await store.run("object_delete", service_sid, okey, actor, sid=sid, sweeping="", keep_log=keep)
         return 1
     except NotFoundError:
         pass
     try:  # expired but not swept yet
-        await store.run(
-            "object_delete", service_sid, keys.obj(service_sid, sid), actor, sid, "1", store.config.event_log_keep_s
-        )
+        await store.run("object_delete", service_sid, okey, actor, sid=sid, sweeping="1", keep_log=keep)
         return 1
     except NotFoundError:
         # gone already (or a dangling index entry): make sure the index forgets it
@@ -206,6 +218,6 @@ async def page(store: Store, service_sid: str, kind: Kind, size: int, cursor: Cu
     async with store.redis.pipeline(transaction=False) as p:
         for sid in sids:
             p.hgetall(keys.obj(service_sid, sid))
-        rows: list[Any] = await p.execute()
+        rows: list[dict[bytes, bytes]] = await p.execute()
     now = now_ms()
     return Page([decode(service_sid, raw) for raw in rows if is_live(raw, kind, now)], nxt, prev)

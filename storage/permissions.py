@@ -7,7 +7,8 @@ from .errors import NotFoundError
 from .kinds import Kind
 from .paging import Cursor
 from .records import SYSTEM, Page, Permission
-from .store import Store, text
+from .redis_client import text
+from .store import Store
 
 
 def _bits(read: bool, write: bool, manage: bool) -> str:
@@ -18,7 +19,7 @@ def _decode(kind: Kind, sid: str, service_sid: str, identity: str, bits: str) ->
     return Permission(kind, sid, service_sid, identity, "r" in bits, "w" in bits, "m" in bits)
 
 
-async def set(
+async def put(
     store: Store, service_sid: str, kind: Kind, ident: str, identity: str, read: bool, write: bool, manage: bool
 ) -> Permission:
     bits = _bits(read, write, manage)
@@ -30,7 +31,8 @@ async def _write(store: Store, service_sid: str, kind: Kind, ident: str, identit
     """Set (or with bits "-" delete) one permission; the script checks the object is live."""
 
     async def run(sid: str) -> str:
-        await store.run("permission_write", service_sid, keys.obj(service_sid, sid), SYSTEM, sid, identity, bits, kind)
+        okey = keys.obj(service_sid, sid)
+        await store.run("permission_write", service_sid, okey, SYSTEM, sid=sid, identity=identity, bits=bits, kind=kind)
         return sid
 
     return await objects.with_object(store, service_sid, kind, ident, run)

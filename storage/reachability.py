@@ -19,9 +19,11 @@ twice.
 from __future__ import annotations
 
 from . import keys
+from .clock import now_ms
 from .expiry import reschedule
 from .records import Actor
-from .store import Store, now_ms, text
+from .redis_client import text
+from .store import Store
 
 SYSTEM_ACTOR = Actor(identity="system", origin="system")
 
@@ -30,9 +32,10 @@ async def record_endpoint(store: Store, service_sid: str, identity: str, endpoin
     """Record that ``endpoint_id`` of ``identity`` connected (True) or disconnected (False)."""
     actor = Actor(identity=identity, origin="sdk", endpoint=endpoint_id)
     mode = "connect" if connected else "disconnect"
-    reply = await store.run("reachability", service_sid, keys.webhook_config(service_sid), actor, mode)
-    if reply[1]:
-        await store.redis.zadd(keys.REACH_DUE, {service_sid: int(reply[1])}, lt=True)
+    reply = await store.run("reachability", service_sid, keys.webhook_config(service_sid), actor, mode=mode)
+    due = reply.text(1)
+    if due:
+        await store.redis.zadd(keys.REACH_DUE, {service_sid: int(due)}, lt=True)
 
 
 async def fire_due(store: Store, batch: int = 100) -> None:
@@ -40,5 +43,5 @@ async def fire_due(store: Store, batch: int = 100) -> None:
     due = await store.redis.zrangebyscore(keys.REACH_DUE, "-inf", now_ms(), start=0, num=batch)
     for raw in due:
         sid = text(raw)
-        await store.run("reachability", sid, keys.webhook_config(sid), SYSTEM_ACTOR, "due")
+        await store.run("reachability", sid, keys.webhook_config(sid), SYSTEM_ACTOR, mode="due")
         await reschedule(store, sid, keys.reach_pending(sid), keys.REACH_DUE)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import ids, keys, objects, webhooks
+from . import ids, keys, lua, objects, webhooks
+from .clock import now_ms
 from .errors import NotFoundError
 from .kinds import Kind
 from .paging import Cursor
 from .records import SWEEPER, Page, Service
-from .store import Store, now_ms, text
+from .redis_client import text
+from .store import Store
 
 DEFAULTS: dict[str, Any] = {
     "friendly_name": None,
@@ -100,15 +102,8 @@ async def update(store: Store, account_sid: str, sid: str, fields: dict[str, Any
     key = keys.service(account_sid, sid)
     await get(store, account_sid, sid)
     fields = {**fields, "date_updated": now_ms()}
-    # HSET only if the record still exists (a concurrent delete must not resurrect it); v versions the
-    # webhook config copy (storage/webhooks.py), so racing updates cannot leave an older copy behind
-    updated = await store.redis.eval(
-        "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], unpack(ARGV)) "
-        "redis.call('HINCRBY', KEYS[1], 'v', 1) return 1 end return 0",
-        1,
-        key,
-        *[x for kv in _encode(fields).items() for x in kv],
-    )
+    # only if the record still exists, bumping the version of the webhook config copy (the script says why)
+    updated = await store.call("service_update", [key], fields=lua.field_pairs(_encode(fields)))
     if not updated:
         raise NotFoundError("service", sid)
     await webhooks.sync_config(store, account_sid, sid)

@@ -2,20 +2,22 @@
 
 Every mutation goes through ``Store.run``: one script, one slot, one atomic step that writes the
 data and appends the change event. Script answers ``{"E", reason, what, detail}`` become domain
-errors here, so callers never see Redis replies.
+errors here, so callers never see Redis replies. Scripts and their calling convention (arguments
+by name): storage/lua.py.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from redis import asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 
-from . import keys
+from . import keys, lua
+from .clock import now_ms
 from .errors import (
     AlreadyExistsError,
     InvalidInputError,
@@ -25,17 +27,7 @@ from .errors import (
     StoreUnavailableError,
 )
 from .records import Actor
-
-SCRIPTS = (
-    "object_create",
-    "object_update",
-    "object_delete",
-    "item_write",
-    "item_delete",
-    "stream_publish",
-    "permission_write",
-    "reachability",
-)
+from .redis_client import LuaReply, RedisClient
 
 
 @dataclass(frozen=True)
@@ -73,21 +65,6 @@ POOL_SIZE = 200  # Redis connections per process
 POOL_WAIT_S = 10.0  # how long a request waits for one before failing (StoreUnavailableError)
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _load(name: str) -> str:
-    return resources.files("storage").joinpath("scripts", f"{name}.lua").read_text()
-
-
-def text(value: Any) -> str:
-    """Decode a Redis bytes reply (or pass a str through)."""
-    if isinstance(value, bytes):
-        return value.decode()
-    return str(value)
-
-
 _ERRORS: dict[str, type[StoreError]] = {
     "notfound": NotFoundError,
     "exists": AlreadyExistsError,
@@ -99,24 +76,27 @@ _ERRORS: dict[str, type[StoreError]] = {
 class Store:
     """Owns the Redis client and the registered scripts. Create with ``await Store.connect(url)``."""
 
-    def __init__(self, redis: Any, config: StoreConfig | None = None) -> None:
+    def __init__(self, redis: RedisClient, config: StoreConfig | None = None) -> None:
         self.redis = redis
         self.config = config or StoreConfig()
         self.cache = TtlCache(self.config.cache_s)
-        lib = _load("lib")
-        self._scripts = {name: redis.register_script(lib + "\n" + _load(name)) for name in SCRIPTS}
+        self.scripts = lua.Scripts(redis)
 
     @classmethod
     async def connect(cls, url: str, config: StoreConfig | None = None, cluster: bool = False) -> Store:
+        client: aioredis.Redis | aioredis.RedisCluster
         if cluster:
-            client: Any = aioredis.RedisCluster.from_url(url, decode_responses=False)
+            client = aioredis.RedisCluster.from_url(url, decode_responses=False)
         else:
             # a burst of concurrent requests waits for a free connection instead of failing
             pool = aioredis.BlockingConnectionPool.from_url(
                 url, max_connections=POOL_SIZE, timeout=POOL_WAIT_S, decode_responses=False, health_check_interval=30
             )
             client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
-        store = cls(client, config)
+        # The one cast at the seam: redis-py annotates each command for sync and async clients at
+        # once (``Awaitable[T] | T``, often ``Any``), so its types check nothing. Both clients answer
+        # the commands of RedisClient as declared there (bytes: decode_responses=False).
+        store = cls(cast(RedisClient, client), config)
         await store.ping()
         return store
 
@@ -129,27 +109,39 @@ class Store:
     async def close(self) -> None:
         await self.redis.aclose()
 
-    async def run(self, script: str, service_sid: str, key: str, actor: Actor, *args: Any) -> list[Any]:
-        """Run one write script in the Service's slot; raise the domain error it answers."""
-        argv = [
-            keys.service_prefix(service_sid),
-            now_ms(),
-            actor.identity,
-            actor.origin,
-            actor.endpoint,
-            self.config.event_log_max,
-            *args,
-        ]
+    async def run(
+        self, script: lua.WriteScript, service_sid: str, key: str, actor: Actor, /, **args: lua.LuaArg
+    ) -> lua.ScriptReply:
+        """Run one write script in the Service's slot (``key`` routes it); raise the domain error it
+        answers. ``args`` are the script's own named arguments (see its header); the common context
+        the prelude reads (lib.lua) is added here."""
+        context: dict[str, lua.LuaArg] = {
+            "prefix": keys.service_prefix(service_sid),
+            "now": now_ms(),
+            "actor": actor.identity,
+            "origin": actor.origin,
+            "endpoint": actor.endpoint,
+            "log_cap": self.config.event_log_max,
+        }
+        if not context.keys().isdisjoint(args):
+            raise ValueError(f"{script}: argument names {sorted(context.keys() & args.keys())} are the prelude's")
         try:
-            reply: list[Any] = await self._scripts[script](keys=[key], args=argv)
+            reply = await self.scripts.write(script)(keys=[key], args=[lua.pack({**context, **args})])
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise StoreUnavailableError("redis", message=f"Redis is not reachable: {exc}") from exc
+        if not isinstance(reply, list):
+            raise TypeError(f"{script} answered {reply!r}, not an array")
+        answer = lua.ScriptReply(reply)
         if reply[0] == b"E":
-            reason, what, detail = text(reply[1]), text(reply[2]), text(reply[3])
+            reason, what, detail = answer.text(1), answer.text(2), answer.text(3)
             if reason == "live":  # only the sweeper asks for this; it is not an error for it
                 raise NotFoundError(what, detail, "not expired")
             raise _ERRORS[reason](what, detail)
-        return reply
+        return answer
+
+    async def call(self, script: lua.PlainScript, key_names: Sequence[str], /, **args: lua.LuaArg) -> LuaReply:
+        """Run one plain script (no prelude) on ``key_names`` (one slot) with its named arguments."""
+        return await self.scripts.plain(script)(keys=key_names, args=[lua.pack(args)])
 
     async def schedule_expiry(self, service_sid: str, *expires_ms: str | bytes | int | None) -> None:
         """Tell the sweeper this Service has something expiring (lower its due time to the earliest).

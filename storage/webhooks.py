@@ -26,26 +26,16 @@ Design (keys in keys.py):
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
-from typing import Any
 
 from redis.exceptions import ResponseError
 
-from . import events, keys
+from . import events, keys, lua
 from .events import ChangeEvent
-from .store import Store, _load, text
+from .redis_client import text
+from .store import Store
 
 GROUP = "wh"
-_SCRIPTS: weakref.WeakKeyDictionary[Store, dict[str, Any]] = weakref.WeakKeyDictionary()
-
-
-def _script(store: Store, name: str) -> Any:
-    """A standalone (no lib prelude) script registered once per Store."""
-    per_store = _SCRIPTS.setdefault(store, {})
-    if name not in per_store:
-        per_store[name] = store.redis.register_script(_load(name))
-    return per_store[name]
 
 
 @dataclass(frozen=True)
@@ -99,9 +89,8 @@ async def sync_config(store: Store, account_sid: str, service_sid: str) -> None:
     if url not in ("\x00", ""):
         copy["url"] = url
         await store.redis.sadd(keys.WEBHOOK_SERVICES, service_sid)
-    args = [raw.get("v", "0"), *[x for kv in copy.items() for x in kv]]
     where = [keys.webhook_config(service_sid), keys.tombstone(service_sid)]
-    await _script(store, "webhook_config")(keys=where, args=args)
+    await store.call("webhook_config", where, version=raw.get("v", "0"), fields=lua.field_pairs(copy))
 
 
 async def drop(store: Store, service_sid: str) -> None:
@@ -154,12 +143,12 @@ async def services_with_work(store: Store) -> list[str]:
 
 async def take_lease(store: Store, service_sid: str, owner: str, ms: int) -> bool:
     """Acquire or renew the Service's delivery lease; False if another worker holds it."""
-    got = await _script(store, "webhook_lease")(keys=[keys.webhook_lease(service_sid)], args=["take", owner, ms])
+    got = await store.call("webhook_lease", [keys.webhook_lease(service_sid)], op="take", owner=owner, ms=ms)
     return bool(got)
 
 
 async def release_lease(store: Store, service_sid: str, owner: str) -> None:
-    await _script(store, "webhook_lease")(keys=[keys.webhook_lease(service_sid)], args=["release", owner, 0])
+    await store.call("webhook_lease", [keys.webhook_lease(service_sid)], op="release", owner=owner)
 
 
 # --- reading and acknowledging -----------------------------------------------------------------
@@ -220,10 +209,15 @@ async def ack(store: Store, service_sid: str, entry_ids: list[str]) -> None:
 async def dead_letter(store: Store, d: Delivery, error: str, attempts: int, cap: int) -> None:
     """Move one delivery that exhausted its retries to the Service's dead letters (capped)."""
     sid = d.service_sid
-    fields = {"e": events.encode(d.event), "u": d.url, "a": d.account_sid, "err": error[:500], "n": attempts}
+    fields: dict[str, lua.LuaArg] = {
+        "e": events.encode(d.event),
+        "u": d.url,
+        "a": d.account_sid,
+        "err": error[:500],
+        "n": attempts,
+    }
     where = [keys.webhook_queue(sid), keys.webhook_dead(sid), keys.tombstone(sid)]
-    args = [d.id, cap, *[x for kv in fields.items() for x in kv]]
-    if await _script(store, "webhook_dead")(keys=where, args=args):
+    if await store.call("webhook_dead", where, id=d.id, cap=cap, fields=lua.field_pairs(fields)):
         await store.redis.sadd(keys.WEBHOOK_FAILED, sid)
 
 
@@ -245,8 +239,8 @@ async def replay(store: Store, service_sid: str, entry_ids: list[str] | None = N
     dead = keys.webhook_dead(service_sid)
     url = await store.redis.hget(keys.webhook_config(service_sid), "url")
     rows = await store.redis.xrange(dead) if entry_ids is None else []
-    for entry_id in entry_ids or []:
-        rows += await store.redis.xrange(dead, entry_id, entry_id)
+    for wanted in entry_ids or []:
+        rows += await store.redis.xrange(dead, wanted, wanted)
     for entry_id, raw in rows:
         fields = {"e": raw[b"e"], "u": url if url is not None else raw[b"u"], "a": raw[b"a"]}
         async with store.redis.pipeline(transaction=True) as p:

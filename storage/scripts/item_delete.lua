@@ -1,7 +1,10 @@
 -- Remove one List or Map item, recording its removal event.
--- ARGV[7] collection type, [8] collection sid, [9] item key, [10] If-Match or "",
--- [11] "1" when called by the expiry sweeper (only delete if really expired)
-local kind, sid, ikey, if_match, sweeping = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11] == '1'
+-- A.kind      collection type (list|map)
+-- A.sid       collection sid
+-- A.key       item key (list index or map key)
+-- A.if_match  If-Match item revision, or "" for none
+-- A.sweeping  "1" when called by the expiry sweeper (only delete if really expired), else ""
+local kind, sid, ikey, if_match, sweeping = A.kind, A.sid, A.key, A.if_match, A.sweeping == '1'
 local member = sid .. '\0' .. ikey
 if not sweeping and service_gone() then return err('notfound', 'service') end
 local o = load_object(sid)

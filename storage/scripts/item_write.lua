@@ -1,9 +1,15 @@
 -- Add, create, update or upsert one List or Map item, bumping the collection's event id.
--- ARGV[7] collection type (list|map), [8] collection sid, [9] mode (append|create|update|upsert),
--- [10] item key ("" for append; list index or map key), [11] data JSON or "" (keep),
--- [12] item ttl, [13] collection ttl, [14] If-Match item revision or ""
+-- A.kind            collection type (list|map)
+-- A.sid             collection sid
+-- A.mode            append|create|update|upsert
+-- A.key             item key ("" for append; list index or map key)
+-- A.data            data JSON, or "" (keep)
+-- A.item_ttl        item ttl (expiry_from in lib.lua: "" keep, "0" never, N seconds)
+-- A.collection_ttl  collection ttl (same)
+-- A.if_match        If-Match item revision, or "" for none ("-1": only if absent)
+-- Answers {"OK", 1 if added else 0, item key, packed item, revision, item expiry or "", collection expiry or ""}.
 local kind, sid, mode, ikey, data, ittl, cttl, if_match =
-  ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]
+  A.kind, A.sid, A.mode, A.key, A.data, A.item_ttl, A.collection_ttl, A.if_match
 if service_gone() then return err('notfound', 'service') end
 local o = load_object(sid)
 if not o or o.t ~= kind then return err('notfound', kind, sid) end

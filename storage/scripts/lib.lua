@@ -1,12 +1,19 @@
--- Shared prelude, prepended to every script (see storage/scripts.py).
+-- Shared prelude, prepended to every write script (the registry is storage/lua.py).
 --
--- Calling convention for every script:
+-- Calling convention for every write script (Store.run):
 --   KEYS[1]  the object hash "sync:{IS}:o:SID" (routes the call to the Service's slot)
---   ARGV[1]  P, the Service key prefix "sync:{IS}:"; every other key is P .. suffix, same slot
---   ARGV[2]  now, milliseconds since the epoch (the caller's clock)
---   ARGV[3]  actor identity ("system" for REST), ARGV[4] origin ("rest"|"sdk"|"system"),
---   ARGV[5]  endpoint id ("" for none), ARGV[6] event log cap (entries kept per object)
---   ARGV[7…] the script's own arguments
+--   ARGV[1]  every argument, by name: ONE msgpack map, unpacked here into the table A.
+--            Common context, filled in by Store.run:
+--              A.prefix    the Service key prefix "sync:{IS}:"; every other key is prefix .. suffix, same slot
+--              A.now       milliseconds since the epoch (the caller's clock)
+--              A.actor     actor identity ("system" for REST)
+--              A.origin    "rest" | "sdk" | "system"
+--              A.endpoint  endpoint id ("" for none)
+--              A.log_cap   event log cap (entries kept per object)
+--            then the script's own arguments, listed in each script's header (A.kind, A.sid, A.ttl…).
+--   A str argument arrives as a string ("" stays "": the scripts give it meanings such as "keep the
+--   TTL"), an int as a number, a list as an array; an argument not passed (or None) is nil. Adding
+--   an argument renumbers nothing: name it in the script's header and pass it from Python by name.
 -- Scripts answer {"OK", …} or {"E", reason, what, detail?}; they check before they write,
 -- so an error answer means nothing was changed.
 --
@@ -14,12 +21,13 @@
 -- x (expiry ms or ""), b (created_by), e (last event id), d (document data JSON), ni (next list index).
 -- Item value (msgpack): d (data JSON), r (event id of last write = revision), c, u, x (ms or absent), b.
 
-local P = ARGV[1]
-local NOW = tonumber(ARGV[2])
-local ACTOR = ARGV[3]
-local ORIGIN = ARGV[4]
-local ENDPOINT = ARGV[5]
-local LOG_CAP = tonumber(ARGV[6])
+local A = cmsgpack.unpack(ARGV[1])
+local P = A.prefix
+local NOW = tonumber(A.now)
+local ACTOR = A.actor
+local ORIGIN = A.origin
+local ENDPOINT = A.endpoint
+local LOG_CAP = tonumber(A.log_cap)
 
 local function hex(n)
   return string.format('%x', n)

@@ -1,6 +1,11 @@
 -- Create a Document, List, Map or Stream, with its unique name, listing entry, expiry and event.
--- ARGV[7] type, [8] sid, [9] unique name or "", [10] data JSON (documents) or "", [11] ttl
-local kind, sid, uname, data, ttl = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+-- A.kind         object type (document|list|map|stream)
+-- A.sid          the new object's sid
+-- A.unique_name  unique name, or ""
+-- A.data         data JSON (documents), or ""
+-- A.ttl          ttl (expiry_from in lib.lua: "" or "0" never expires, N seconds)
+-- Answers {"OK", the object hash (HGETALL), expiry or ""}.
+local kind, sid, uname, data, ttl = A.kind, A.sid, A.unique_name, A.data, A.ttl
 if service_gone() then return err('notfound', 'service') end
 if uname ~= '' then
   local holder = redis.call('HGET', P .. 'n:' .. kind, uname)

@@ -1,7 +1,9 @@
 -- Delete an object with everything it owns, recording its removal event.
--- ARGV[7] sid, [8] "1" when called by the expiry sweeper (only delete if really expired),
--- [9] seconds to keep the event log after removal (so reconnecting clients see the removal)
-local sid, sweeping, keep_log = ARGV[7], ARGV[8] == '1', tonumber(ARGV[9])
+-- A.sid       object sid
+-- A.sweeping  "1" when called by the expiry sweeper (only delete if really expired), else ""
+-- A.keep_log  seconds to keep the event log after removal (so reconnecting clients see the removal)
+-- Answers {"OK", type, unique name}.
+local sid, sweeping, keep_log = A.sid, A.sweeping == '1', tonumber(A.keep_log)
 local key = KEYS[1]
 local flat = redis.call('HGETALL', key)
 if #flat == 0 then return err('notfound', 'object', sid) end

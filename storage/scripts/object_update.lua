@@ -1,6 +1,11 @@
 -- Update a Document's data and/or TTL, or the TTL of a List, Map or Stream.
--- ARGV[7] type, [8] sid, [9] data JSON or "" (keep), [10] ttl, [11] If-Match revision or ""
-local kind, sid, data, ttl, if_match = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+-- A.kind      object type
+-- A.sid       object sid
+-- A.data      data JSON, or "" (keep)
+-- A.ttl       ttl (expiry_from in lib.lua: "" keep, "0" never expires, N seconds)
+-- A.if_match  If-Match revision, or "" for none
+-- Answers {"OK", the object hash (HGETALL), expiry or ""}.
+local kind, sid, data, ttl, if_match = A.kind, A.sid, A.data, A.ttl, A.if_match
 if service_gone() then return err('notfound', 'service') end
 local o = load_object(sid)
 if not o or o.t ~= kind then return err('notfound', kind, sid) end

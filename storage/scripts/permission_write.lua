@@ -1,6 +1,10 @@
 -- Set or clear one identity's permissions on an object (no event: permissions are not data).
--- ARGV[7] object sid, [8] identity, [9] bits ("rwm" subset) or "-" to delete, [10] object type
-local sid, identity, bits, kind = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+-- A.sid       object sid
+-- A.identity  whose permissions
+-- A.bits      "rwm" subset, or "-" to delete
+-- A.kind      object type
+-- Answers {"OK", object type}.
+local sid, identity, bits, kind = A.sid, A.identity, A.bits, A.kind
 if service_gone() then return err('notfound', 'service') end
 local o = load_object(sid)
 if not o or o.t ~= kind then return err('notfound', kind, sid) end

@@ -1,9 +1,9 @@
 -- Reachability of SDK endpoints and the endpoint_connected / endpoint_disconnected webhooks.
 -- KEYS[1] the Service's webhook config copy "sync:{IS}:wh" (routes to the Service's slot).
 -- ACTOR is the identity and ENDPOINT the endpoint id (lib.lua calling convention).
--- ARGV[7] mode: "connect" | "disconnect" | "due" (fire debounced disconnects due by now)
+-- A.mode  "connect" | "disconnect" | "due" (fire debounced disconnects due by now)
 -- Answers {"OK", due ms of a newly deferred disconnect or ""}.
-local mode = ARGV[7]
+local mode = A.mode
 local cfg = redis.call('HMGET', KEYS[1], 're', 'db', 'dw')
 local enabled = cfg[1] == '1'
 local pending, last_ep = P .. 'rd', P .. 'rde'

@@ -1,6 +1,9 @@
 -- Publish one Stream message: it lives only in the stream's event log (not readable over REST).
--- ARGV[7] stream sid, [8] message sid, [9] data JSON
-local sid, msid, data = ARGV[7], ARGV[8], ARGV[9]
+-- A.sid          stream sid
+-- A.message_sid  the message's TZ… sid
+-- A.data         data JSON
+-- Answers {"OK", event id}.
+local sid, msid, data = A.sid, A.message_sid, A.data
 if service_gone() then return err('notfound', 'service') end
 local o = load_object(sid)
 if not o or o.t ~= 'stream' then return err('notfound', 'stream', sid) end

@@ -1,0 +1,115 @@
+"""The Lua scripts: one registry for all of them, and their calling convention by name.
+
+Every script is a file in storage/scripts/ (none lives in a Python string), of one of two sorts:
+
+* **write scripts** (``WriteScript``) get the shared prelude scripts/lib.lua prepended and are run
+  with ``Store.run``, which adds the common context (Service key prefix, clock, actor, log cap);
+* **plain scripts** (``PlainScript``) have no prelude and are run with ``Store.call``.
+
+Arguments go by name: all of a call's arguments travel as ONE msgpack map in ``ARGV[1]``, which the
+script unpacks into the table ``A`` (``A.ttl``, ``A.if_match``…). Adding an argument (an idempotency
+key, a durability level) touches the scripts that read it and their callers, never the numbering of
+the others. Values keep their Lua meaning: a str arrives as a string ("" stays "", which the scripts
+give meanings such as "keep the TTL"), an int as a number, a list as an array, None as nil (absent).
+``KEYS`` still carries the keys, so each call is routed to its slot (Redis Cluster).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from typing import Literal, get_args
+
+import msgpack
+
+from .redis_client import LuaReply, RedisClient, RedisScript, text
+
+WriteScript = Literal[
+    "object_create",
+    "object_update",
+    "object_delete",
+    "item_write",
+    "item_delete",
+    "stream_publish",
+    "permission_write",
+    "reachability",
+]
+PlainScript = Literal["service_update", "webhook_config", "webhook_dead", "webhook_lease"]
+PRELUDE = "lib"
+
+# what a named argument may be (msgpack turns it into the Lua value described above)
+LuaArg = str | bytes | int | float | None | Sequence["LuaArg"] | Mapping[str, "LuaArg"]
+
+
+def source(name: str) -> str:
+    """The text of storage/scripts/<name>.lua (package data, so it ships with the wheel)."""
+    return resources.files("storage").joinpath("scripts", f"{name}.lua").read_text()
+
+
+def pack(args: Mapping[str, LuaArg]) -> bytes:
+    """The one structured argument (``ARGV[1]``) a script unpacks with ``cmsgpack.unpack``.
+
+    ``use_bin_type=False``: Redis's cmsgpack predates msgpack's bin types and refuses them, so bytes
+    go as msgpack raw strings, which it reads as Lua strings like any str."""
+    packed: bytes = msgpack.packb(args, use_bin_type=False)
+    return packed
+
+
+def field_pairs(fields: Mapping[str, LuaArg]) -> list[LuaArg]:
+    """A mapping as the flat ``field, value, …`` array HSET and XADD take (``unpack(A.fields)``);
+    an array, not a map, so the order is kept."""
+    return [x for kv in fields.items() for x in kv]
+
+
+class Scripts:
+    """Every script registered once on one client. Calls are EVALSHA; redis-py loads the script
+    again when a server answers NOSCRIPT (after a restart, or on a Cluster node new to it)."""
+
+    def __init__(self, redis: RedisClient) -> None:
+        prelude = source(PRELUDE)
+        self._write = {name: redis.register_script(prelude + "\n" + source(name)) for name in get_args(WriteScript)}
+        self._plain = {name: redis.register_script(source(name)) for name in get_args(PlainScript)}
+
+    def write(self, name: WriteScript) -> RedisScript:
+        return self._write[name]
+
+    def plain(self, name: PlainScript) -> RedisScript:
+        return self._plain[name]
+
+
+class ScriptReply:
+    """A write script's ``{"OK", …}`` answer (error answers become exceptions before this), read by
+    position (0 is "OK") with the type each script's header documents; a wrong type raises
+    TypeError, so a script and its caller cannot silently disagree."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: list[LuaReply]) -> None:
+        self._values = values
+
+    def raw(self, i: int) -> bytes:
+        """A Lua string, as bytes (e.g. a packed item)."""
+        value = self._values[i]
+        if not isinstance(value, bytes):
+            raise TypeError(f"script reply [{i}] is {type(value).__name__}, not a string")
+        return value
+
+    def text(self, i: int) -> str:
+        """A Lua string, decoded."""
+        return text(self.raw(i))
+
+    def number(self, i: int) -> int:
+        """A Lua number (Redis truncates it to an integer)."""
+        value = self._values[i]
+        if not isinstance(value, int):
+            raise TypeError(f"script reply [{i}] is {type(value).__name__}, not a number")
+        return value
+
+    def strings(self, i: int) -> list[bytes]:
+        """An array of Lua strings (e.g. a hash as HGETALL answers it: field, value, …)."""
+        value = self._values[i]
+        if isinstance(value, list):
+            strings = [x for x in value if isinstance(x, bytes)]
+            if len(strings) == len(value):
+                return strings
+        raise TypeError(f"script reply [{i}] is not an array of strings")

@@ -1,0 +1,249 @@
+"""The typed seam between the product and redis-py: the Redis commands the product uses, with the
+argument and reply types they have here.
+
+redis-py's own annotations answer ``Awaitable[T] | T`` unions (or ``Any``) because one class serves
+sync and async clients, so through them strict mypy checks no call. ``Store.connect`` casts its
+client (asyncio ``Redis`` or ``RedisCluster``) to ``RedisClient`` once; from there every call in
+storage/ and in the webhook worker is checked. Replies are ``bytes``: the client is always created
+with ``decode_responses=False`` (values are msgpack and JSON, decoded where they are read).
+
+A command the product starts to use is added here first, with the types redis-py answers for it
+(tests/unit/test_redis_client.py checks that both clients and their pipelines have every member,
+with the parameter names used here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Literal, Protocol, Self, TypedDict, overload
+
+Members = set[bytes]  # SMEMBERS (named here: RedisClient.set shadows the builtin in the class body)
+
+Value = str | bytes | int | float  # what a command accepts as a value (redis-py encodes it)
+StreamEntry = tuple[bytes, dict[bytes, bytes]]  # (entry id, fields)
+# A Lua script's reply as redis-py hands it over: Lua strings are bytes, numbers are truncated to
+# int, tables are lists, nil and false are None.
+LuaReply = bytes | int | None | list["LuaReply"]
+
+
+def text(value: bytes | str | int) -> str:
+    """Decode a Redis bytes reply (or pass a str or number through as a str)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)
+
+
+class PubSubMessage(TypedDict):
+    """One message from ``RedisPubSub.listen``: ``data`` is the payload (bytes) for type "message",
+    the subscription count (int) for "subscribe"."""
+
+    type: str
+    pattern: bytes | None
+    channel: bytes
+    data: bytes | int
+
+
+class RedisScript(Protocol):
+    """A registered script (redis-py's ``AsyncScript``): EVALSHA, loading it again after a
+    SCRIPT FLUSH or on a Cluster node that has not seen it."""
+
+    def __call__(self, keys: Sequence[str] = ..., args: Sequence[Value] = ...) -> Awaitable[LuaReply]: ...
+
+
+class RedisPubSub(Protocol):
+    async def subscribe(self, *channels: str) -> None: ...
+
+    def listen(self) -> AsyncIterator[PubSubMessage]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class RedisPipeline(Protocol):
+    """Commands queued by a pipeline answer the pipeline itself (nothing is sent before ``execute``).
+
+    ``execute`` answers one reply per queued command, each typed as the command's reply below; the
+    list is heterogeneous, so call sites unpack it into the types of what they queued."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc_value: BaseException | None, traceback: TracebackType | None
+    ) -> None: ...
+
+    async def execute(self) -> list[Any]: ...
+
+    def delete(self, *names: str) -> Self: ...
+
+    def hget(self, name: str, key: str) -> Self: ...
+
+    def hgetall(self, name: str) -> Self: ...
+
+    def hmget(self, name: str, keys: str | Sequence[str], *args: str) -> Self: ...
+
+    def hset(
+        self, name: str, key: str | None = None, value: Value | None = None, mapping: Mapping[str, Value] | None = None
+    ) -> Self: ...
+
+    def rpush(self, name: str, *values: Value) -> Self: ...
+
+    def srem(self, name: str, *values: Value) -> Self: ...
+
+    def xack(self, name: str, groupname: str, *ids: str) -> Self: ...
+
+    def xadd(self, name: str, fields: Mapping[str, Value]) -> Self: ...
+
+    def xdel(self, name: str, *ids: str | bytes) -> Self: ...
+
+    def xlen(self, name: str) -> Self: ...
+
+    def zadd(self, name: str, mapping: Mapping[str, float], lt: bool = False) -> Self: ...
+
+    def zrem(self, name: str, *values: str) -> Self: ...
+
+
+class RedisClient(Protocol):
+    """The product's view of a Redis client, standalone or Cluster (same commands, same replies)."""
+
+    def register_script(self, script: str) -> RedisScript: ...
+
+    def pipeline(self, transaction: bool = True) -> RedisPipeline: ...
+
+    def pubsub(self) -> RedisPubSub: ...
+
+    async def ping(self) -> bool: ...
+
+    async def aclose(self) -> None: ...
+
+    # strings and keys
+    async def get(self, name: str) -> bytes | None: ...
+
+    async def set(self, name: str, value: Value, ex: int | None = None, nx: bool = False) -> bool | None: ...
+
+    async def delete(self, *names: str) -> int: ...
+
+    async def exists(self, *names: str) -> int: ...
+
+    async def incr(self, name: str) -> int: ...
+
+    async def publish(self, channel: str, message: Value) -> int: ...
+
+    # hashes
+    async def hget(self, name: str, key: str) -> bytes | None: ...
+
+    async def hgetall(self, name: str) -> dict[bytes, bytes]: ...
+
+    async def hmget(self, name: str, keys: str | Sequence[str], *args: str) -> list[bytes | None]: ...
+
+    async def hset(
+        self, name: str, key: str | None = None, value: Value | None = None, mapping: Mapping[str, Value] | None = None
+    ) -> int: ...
+
+    async def hdel(self, name: str, *keys: str) -> int: ...
+
+    # lists and sets
+    async def lrange(self, name: str, start: int, end: int) -> list[bytes]: ...
+
+    async def lrem(self, name: str, count: int, value: Value) -> int: ...
+
+    async def sadd(self, name: str, *values: Value) -> int: ...
+
+    async def srem(self, name: str, *values: Value) -> int: ...
+
+    async def smembers(self, name: str) -> Members: ...
+
+    # sorted sets
+    async def zadd(self, name: str, mapping: Mapping[str, float], lt: bool = False) -> int: ...
+
+    async def zrem(self, name: str, *values: str) -> int: ...
+
+    @overload
+    async def zrange(self, name: str, start: int, end: int, withscores: Literal[False] = False) -> list[bytes]: ...
+
+    @overload
+    async def zrange(
+        self, name: str, start: int, end: int, *, withscores: Literal[True]
+    ) -> list[tuple[bytes, float]]: ...
+
+    @overload
+    async def zrangebyscore(
+        self,
+        name: str,
+        min: float | str,
+        max: float | str,
+        start: int | None = None,
+        num: int | None = None,
+        withscores: Literal[False] = False,
+    ) -> list[bytes]: ...
+
+    @overload
+    async def zrangebyscore(
+        self,
+        name: str,
+        min: float | str,
+        max: float | str,
+        start: int | None = None,
+        num: int | None = None,
+        *,
+        withscores: Literal[True],
+    ) -> list[tuple[bytes, float]]: ...
+
+    @overload
+    async def zrevrangebyscore(
+        self,
+        name: str,
+        max: float | str,
+        min: float | str,
+        start: int | None = None,
+        num: int | None = None,
+        withscores: Literal[False] = False,
+    ) -> list[bytes]: ...
+
+    @overload
+    async def zrevrangebyscore(
+        self,
+        name: str,
+        max: float | str,
+        min: float | str,
+        start: int | None = None,
+        num: int | None = None,
+        *,
+        withscores: Literal[True],
+    ) -> list[tuple[bytes, float]]: ...
+
+    async def zrangebylex(
+        self, name: str, min: str, max: str, start: int | None = None, num: int | None = None
+    ) -> list[bytes]: ...
+
+    async def zrevrangebylex(
+        self, name: str, max: str, min: str, start: int | None = None, num: int | None = None
+    ) -> list[bytes]: ...
+
+    # streams
+    async def xadd(self, name: str, fields: Mapping[str, Value]) -> bytes: ...
+
+    async def xlen(self, name: str) -> int: ...
+
+    async def xrange(
+        self, name: str, min: str = "-", max: str = "+", count: int | None = None
+    ) -> list[StreamEntry]: ...
+
+    async def xgroup_create(self, name: str, groupname: str, id: str = "$") -> bool: ...
+
+    async def xautoclaim(
+        self,
+        name: str,
+        groupname: str,
+        consumername: str,
+        min_idle_time: int,
+        start_id: str = "0-0",
+        count: int | None = None,
+    ) -> tuple[bytes, list[StreamEntry], list[bytes]]:
+        """(next cursor, claimed entries, ids of entries deleted meanwhile); a list at run time."""
+        ...
+
+    async def xreadgroup(
+        self, groupname: str, consumername: str, streams: Mapping[str, str], count: int | None = None
+    ) -> list[tuple[bytes, list[StreamEntry]]]:
+        """One (stream name, entries) pair per stream (lists at run time); [] when nothing is new."""
+        ...
