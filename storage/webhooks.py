@@ -1,4 +1,4 @@
-"""The durable webhook queue: config copy, queue, lease, dead letters. Delivery is realtime/webhooks.py.
+"""The durable webhook queue: config copy, queue, lease, dead letters. Delivery is realtime/webhooks/worker.py.
 
 Design (keys in keys.py):
 
@@ -20,7 +20,7 @@ Design (keys in keys.py):
 * **Dead letters.** Entries that exhausted their retries move to ``sync:{IS}:whdl`` (capped) and the
   Service joins ``sync:webhooks:failed``; ``replay`` queues them again (to the current URL).
 * The queue is never trimmed (that would lose webhooks): a dead receiver's backlog drains to the
-  dead letters instead (see realtime/webhooks.py for retries).
+  dead letters instead (see realtime/webhooks/worker.py for retries).
 * Deleting a Service drops its copy, queue, lease and dead letters (``drop``).
 """
 

@@ -126,3 +126,18 @@ def test_graph_reads_relative_and_type_checking_imports(tmp_path: Path) -> None:
     graph = import_graph(tmp_path, ("p",))
     assert graph == {"p": {"p.a"}, "p.a": {"p.b"}, "p.b": {"p.a"}, "p.sub": set(), "p.sub.c": {"p.b", "p.a", "p.sub"}}
     assert import_cycles(graph) == [["p.a", "p.b", "p.a"]]
+
+
+def test_webhooks_and_the_gateway_do_not_import_each_other() -> None:
+    """realtime/webhooks/ (delivery, its HTTP client) never touches the WebSocket gateway's modules, and
+    the gateway never reaches into webhooks: only app/ wires the two."""
+    room = "realtime.webhooks"
+    problems = []
+    for module, targets in sorted(import_graph().items()):
+        if not module.startswith("realtime"):
+            continue
+        inside = module == room or module.startswith(room + ".")
+        for target in sorted(t for t in targets if t.startswith("realtime")):
+            if inside != (target == room or target.startswith(room + ".")):
+                problems.append(f"{module} imports {target}")
+    assert problems == []

@@ -22,8 +22,9 @@ import httpx
 import pytest
 from redis import asyncio as aioredis
 
-from realtime.egress import NetworkPolicy
-from realtime.signing import signature
+from app.settings import DENY_NETWORKS
+from realtime.webhooks.policy import NetworkPolicy
+from realtime.webhooks.signing import signature
 from storage import Actor, Kind, Store, items, keys, objects, streams, webhooks
 from storage.reachability import record_endpoint
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ON_EVERY_BACKEND, SCALE, Backend, RedisProcess, ServerProcess
@@ -86,7 +87,7 @@ def test_signature_matches_twilios_own_computation() -> None:
 
 
 def test_network_policy_denies_link_local_and_honours_lists() -> None:
-    default = NetworkPolicy()
+    default = NetworkPolicy(allow=(), deny=DENY_NETWORKS)
     assert default.permits("127.0.0.1") and default.permits("10.1.2.3") and default.permits("::1")
     assert not default.permits("169.254.169.254") and not default.permits("::ffff:169.254.169.254")
     assert not default.permits("0.0.0.0") and not default.permits("fe80::1")

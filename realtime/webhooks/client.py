@@ -6,56 +6,27 @@ while h11 on plain streams does several thousand. It does exactly what webhooks 
 the status, the body drained and ignored, the connection kept for the next request.
 
 Guards: only ``http``/``https`` URLs; every address a host name resolves to is checked against the
-allow/deny lists *at connect time*, and the client connects to the checked address itself, so DNS
-rebinding cannot slip past the check. No redirects, no proxies. Deny wins over allow; an empty
-allow list allows every network. Timeouts: ``connect_s`` for DNS + TCP + TLS, ``read_s`` for the
-whole response.
-
-Defaults (SYNC_WEBHOOK_ALLOW_NETWORKS / SYNC_WEBHOOK_DENY_NETWORKS): allow all; deny link-local
-(169.254.0.0/16, fe80::/10: cloud metadata endpoints), "this network" 0.0.0.0/8, unspecified,
-multicast and reserved ranges. Loopback and private networks stay allowed so that a development
-receiver on localhost works; in production add e.g. 127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,
-192.168.0.0/16,fc00::/7 to the deny list.
+network policy (policy.py) *at connect time*, and the client connects to the checked address itself,
+so DNS rebinding cannot slip past the check. No redirects, no proxies. Timeouts: ``connect_s`` for
+DNS + TCP + TLS, ``read_s`` for the whole response.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Sequence
 from urllib.parse import unquote, urlsplit
 
 import h11
 
-DEFAULT_DENY = ("0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "::/128", "fe80::/10", "ff00::/8")
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from .policy import DestinationBlockedError, NetworkPolicy
 
 
 class DeliveryError(Exception):
     """The request did not get a response: connect/TLS/protocol error or timeout."""
-
-
-class DestinationBlockedError(DeliveryError):
-    """The webhook URL is not http(s), or its host resolves only to networks the server may not call."""
-
-
-class NetworkPolicy:
-    def __init__(self, allow: Sequence[str] = (), deny: Sequence[str] = DEFAULT_DENY) -> None:
-        self.allow: list[Network] = [ipaddress.ip_network(n, strict=False) for n in allow]
-        self.deny: list[Network] = [ipaddress.ip_network(n, strict=False) for n in deny]
-
-    def permits(self, address: str) -> bool:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if any(ip in n for n in self.deny if n.version == ip.version):
-            return False
-        return not self.allow or any(ip in n for n in self.allow if n.version == ip.version)
 
 
 class _NoResponseError(DeliveryError):
@@ -129,10 +100,7 @@ class WebhookClient:
         try:
             async with asyncio.timeout(self.connect_s):
                 infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-                addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-                permitted = [a for a in addresses if self.policy.permits(a)]
-                if not permitted:
-                    raise DestinationBlockedError(f"{host} resolves to {', '.join(addresses)}: not an allowed network")
+                permitted = self.policy.permitted(host, (str(info[4][0]) for info in infos))
                 error: Exception = DeliveryError(f"cannot connect to {host}")
                 for address in permitted:  # connect to the checked address itself
                     try:

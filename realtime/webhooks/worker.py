@@ -31,9 +31,10 @@ from storage import Store, accounts, reachability, webhooks
 from storage.keys import WEBHOOK_WAKE
 from storage.redis_client import text
 
-from .egress import DeliveryError, DestinationBlockedError, NetworkPolicy, WebhookClient
+from .client import DeliveryError, WebhookClient
+from .params import form_params
+from .policy import DestinationBlockedError, NetworkPolicy
 from .signing import signature
-from .webhook_params import form_params
 
 log = logging.getLogger("sync.webhooks")
 
