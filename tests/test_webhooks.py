@@ -417,6 +417,29 @@ async def test_denied_destination_network_is_never_called(own_redis, receiver: R
         assert receiver.requests == []
 
 
+async def test_a_host_name_resolving_to_a_denied_network_is_dead_lettered_without_retries(
+    own_redis, receiver: Receiver
+) -> None:
+    """The check is on the resolved address, not the URL's text: localhost is refused as 127.0.0.1."""
+    url = receiver.url.replace("127.0.0.1", "localhost")
+    deny = {"SYNC_WEBHOOK_DENY_NETWORKS": "127.0.0.0/8,::1/128"}
+    async with own_server(own_redis, url, **deny) as (_, store, service):
+        await objects.create(store, service, Kind.DOCUMENT, ALICE)
+        dead = await dead_letters(store, service)
+        assert len(dead) == 1 and dead[0].attempts == 1, dead
+        assert "localhost resolves to" in dead[0].error and "not an allowed network" in dead[0].error
+        assert receiver.requests == []
+
+
+async def test_a_receiver_slower_than_the_read_timeout_fails_the_attempt(own_redis, receiver: Receiver) -> None:
+    receiver.hold = asyncio.Event()
+    quick = {"SYNC_WEBHOOK_READ_TIMEOUT_S": "0.3", "SYNC_WEBHOOK_MAX_RETRIES": "0"}
+    async with own_server(own_redis, receiver.url, **quick) as (_, store, service):
+        await objects.create(store, service, Kind.DOCUMENT, ALICE)
+        dead = await dead_letters(store, service)
+        assert len(dead) == 1 and dead[0].error == "read timeout (0.3 s)" and dead[0].attempts == 1, dead
+
+
 async def test_https_receiver_is_verified_against_the_servers_trust_store(
     own_redis, tmp_path, http, store: Store
 ) -> None:

@@ -97,7 +97,8 @@ class WebhookWorker:
     async def start(self) -> None:
         policy = NetworkPolicy(self.options.allow_networks, self.options.deny_networks)
         o = self.options
-        self._http = WebhookClient(policy, o.connect_timeout_s, o.read_timeout_s)
+        self._http = WebhookClient(policy, o.connect_timeout_s, o.read_timeout_s, max_connections=o.concurrency)
+        await self._http.start()
         self._loops = [asyncio.create_task(self._listen()), asyncio.create_task(self._scan())]
 
     async def close(self) -> None:
