@@ -23,7 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from storage import Actor, Store, accounts, objects, services  # noqa: E402
+from storage import Actor, Kind, Store, accounts, objects, services  # noqa: E402
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, RedisProcess, ServerProcess  # noqa: E402
 
 ACTOR = Actor(identity="bench", origin="sdk", endpoint="ep-bench")
@@ -56,13 +56,13 @@ async def _write(store: Store, sids: list[str], per_object: int, per_service: in
     docs = []
     for sid in sids:
         for _ in range(per_service):
-            docs.append((sid, (await objects.create(store, sid, "document", ACTOR, data_json=DATA)).sid))
+            docs.append((sid, (await objects.create(store, sid, Kind.DOCUMENT, ACTOR, data_json=DATA)).sid))
     sem = asyncio.Semaphore(64)
 
     async def update(sid: str, doc: str) -> None:
         for _ in range(per_object - 1):
             async with sem:
-                await objects.update(store, sid, "document", doc, ACTOR, data_json=DATA)
+                await objects.update(store, sid, Kind.DOCUMENT, doc, ACTOR, data_json=DATA)
 
     await asyncio.gather(*(update(sid, doc) for sid, doc in docs))
 
