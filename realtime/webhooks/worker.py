@@ -64,7 +64,8 @@ class _Run:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     queues: dict[str, deque[webhooks.Delivery]] = field(default_factory=dict)  # order key -> waiting
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    inflight: int = 0  # entries read and not yet acknowledged or dead-lettered
+    inflight: int = 0  # entries read and not yet delivered or dead-lettered
+    delivered: list[str] = field(default_factory=list)  # delivered, acknowledged at the next flush
     failing: bool = False  # an entry was dead-lettered and nothing succeeded since
 
 
@@ -226,6 +227,7 @@ class WebhookWorker:
         try:
             while not self._stop.is_set():
                 run.wake.clear()  # before looking: what happens from here on wakes the wait below
+                await self._flush_acks(sid, run)
                 room = self.options.batch - run.inflight
                 if room > 0:
                     self._dirty.discard(sid)
@@ -245,6 +247,15 @@ class WebhookWorker:
             for t in run.tasks:
                 t.cancel()
             await asyncio.gather(*run.tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):  # not acknowledged: delivered again (at least once)
+                await self._flush_acks(sid, run)
+
+    async def _flush_acks(self, sid: str, run: _Run) -> None:
+        """Acknowledge every delivery done since the last flush in one round trip. Chains finish
+        entries while this loop awaits Redis, so under load one XACK + XDEL covers many entries."""
+        if run.delivered:
+            ids, run.delivered = run.delivered, []
+            await webhooks.ack(self.store, sid, ids)
 
     def _dispatch(self, run: _Run, d: webhooks.Delivery) -> None:
         queue = run.queues.get(d.order_key)
@@ -276,7 +287,7 @@ class WebhookWorker:
                 outcome = await self._post(d)
             if outcome.ok:
                 run.failing = False
-                await webhooks.ack(self.store, d.service_sid, [d.id])
+                run.delivered.append(d.id)  # the queue loop acknowledges it (it is woken next)
                 return
             last = attempts > o.max_retries or run.failing or not outcome.retry
             log.info("webhook %s of %s attempt %d failed: %s", d.id, d.service_sid, attempts, outcome.error)

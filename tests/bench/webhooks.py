@@ -3,7 +3,8 @@
 Usage:  python tests/bench/webhooks.py [--events 5000] [--services 1,10] [--objects 100]
 Starts its own Valkey and `sync-server`; the receiver (tests/webhook_receiver.py, answering 200 at
 once) runs in a child process so it does not share an event loop with the writer.
-Two measurements per shape:
+Two measurements per shape (and the server process's CPU time per delivery, which a shared, noisy
+machine disturbs far less than wall time):
   backlog  events queued while no server runs, then one server starts: first to last delivery;
   live     events written (SDK origin, through the storage layer) while the server delivers:
            first write to last delivery.
@@ -15,6 +16,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import os
 import sys
 import time
 from pathlib import Path
@@ -67,12 +69,25 @@ async def _write(store: Store, sids: list[str], per_object: int, per_service: in
     await asyncio.gather(*(update(sid, doc) for sid, doc in docs))
 
 
-def _wait(count: Any, target: int, timeout: float = 300) -> None:
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait(count: Any, target: int, pid: int, timeout: float = 300) -> float:
+    """Wait for ``target`` deliveries; the server's CPU µs per delivery from the first one on."""
     deadline = time.monotonic() + timeout
+    while count.value == 0:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no webhook of {target} arrived")
+        time.sleep(0.001)
+    at, cpu = count.value, _cpu_s(pid)
     while count.value < target:
         if time.monotonic() > deadline:
             raise SystemExit(f"only {count.value} of {target} webhooks arrived")
         time.sleep(0.01)
+    return (_cpu_s(pid) - cpu) * 1e6 / max(1, target - at)
 
 
 async def run(events: int, n_services: int, per_service: int) -> None:
@@ -93,17 +108,18 @@ async def run(events: int, n_services: int, per_service: int) -> None:
             if mode == "backlog":
                 await _write(store, sids, per_object, per_service)
                 server = await asyncio.to_thread(ServerProcess(redis_url=redis.url).start)
-                await asyncio.to_thread(_wait, count, total)
+                cpu = await asyncio.to_thread(_wait, count, total, _pid(server))
                 elapsed = last.value - first.value
             else:
                 server = await asyncio.to_thread(ServerProcess(redis_url=redis.url).start)
                 start = time.monotonic()
+                waiting = asyncio.create_task(asyncio.to_thread(_wait, count, total, _pid(server)))
                 await _write(store, sids, per_object, per_service)
-                await asyncio.to_thread(_wait, count, total)
+                cpu = await waiting
                 elapsed = last.value - start
             print(
                 f"{mode:8} services={n_services:<3} objects/service={per_service:<4} webhooks={total:<6} "
-                f"{elapsed:6.2f} s  {total / elapsed:8.0f} deliveries/s",
+                f"{elapsed:6.2f} s  {total / elapsed:8.0f} deliveries/s  server CPU {cpu:5.0f} µs/delivery",
                 flush=True,
             )
         finally:
@@ -112,6 +128,11 @@ async def run(events: int, n_services: int, per_service: int) -> None:
                 await asyncio.to_thread(server.stop)
             rec.kill()
             redis.stop()
+
+
+def _pid(server: ServerProcess) -> int:
+    assert server.proc is not None
+    return server.proc.pid
 
 
 def main() -> None:
