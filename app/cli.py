@@ -222,4 +222,7 @@ def serve(settings: Settings) -> None:
             ws_ping_interval=settings.ws_ping_s,
             ws_ping_timeout=settings.ws_ping_s,
             ws_max_size=settings.ws_max_frame_bytes * 2,
+            # off by default: every client (Node's ws under the SDK, browsers) offers it, and its zlib
+            # state more than doubles an idle connection's memory for frames of a few hundred bytes
+            ws_per_message_deflate=settings.ws_compression,
         )

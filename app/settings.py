@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     ws_subscriptions: int = Field(2000, description="subscriptions per connection (beyond: 54419)")
     ws_token_warn_s: int = Field(180, description="token_about_to_expire is sent this long before expiry")
     ws_ping_s: float = Field(20.0, description="WebSocket ping interval and pong timeout")
+    ws_compression: YesNo = Field(
+        False, description="negotiate permessage-deflate (compressed frames; about 45 KB more per connection)"
+    )
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:

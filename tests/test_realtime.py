@@ -321,6 +321,20 @@ async def test_connections_and_frame_size_are_limited(backend: Backend, api_key:
         srv.stop()
 
 
+@pytest.mark.parametrize("enabled", [False, True])
+async def test_compression_is_negotiated_only_when_enabled(backend: Backend, enabled: bool) -> None:
+    """Clients offer permessage-deflate (websockets, Node's ws, browsers); by default it is declined."""
+    srv = backend.server_process(SYNC_WS_COMPRESSION=str(enabled).lower()).start()
+    try:
+        async with connect(ws_url(srv), compression="deflate") as ws:
+            assert ws.request is not None and "permessage-deflate" in ws.request.headers["Sec-WebSocket-Extensions"]
+            assert ws.response is not None
+            agreed = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+            assert ("permessage-deflate" in agreed) is enabled
+    finally:
+        srv.stop()
+
+
 async def test_cli_token_connects_with_the_given_identity_and_service(backend: Backend, service: str) -> None:
     from tests.test_cli import _cli
 

@@ -32,6 +32,8 @@ from realtime import twilsock  # noqa: E402
 from realtime.tokens import mint  # noqa: E402
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, RedisProcess, ServerProcess  # noqa: E402
 
+COMPRESSION: str | None = None  # "deflate" offers permessage-deflate, as the SDK's ws and browsers do
+
 
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -66,7 +68,7 @@ async def _subscribe(
 ) -> None:
     """One subscriber. Only ``sample`` connections parse payloads for latency; the others count
     frames, so that the load generator's CPU (shared with the server on this machine) stays low."""
-    async with connect(url, compression=None, max_size=2**22, open_timeout=60, ping_interval=None) as ws:
+    async with connect(url, compression=COMPRESSION, max_size=2**22, open_timeout=60, ping_interval=None) as ws:
         await ws.send(twilsock.encode({"method": "init", "id": twilsock.new_id(), "token": tok}))
         reply = twilsock.decode(await ws.recv())
         if reply.header["status"]["code"] != 200:
@@ -172,6 +174,8 @@ def collect(outs: list[Any], cmds: list[Any], settle_s: float) -> tuple[int, lis
 def scenario(redis: RedisProcess, key: Any, service: str, kind: str, n: int, args: argparse.Namespace) -> None:
     """One server process per scenario, so its memory growth is this scenario's alone."""
     env = {"SYNC_WS_MAX_CONNECTIONS": "20000", "SYNC_WS_QUEUE_FRAMES": "10000", "SYNC_LOG_LEVEL": "warning"}
+    if args.server_compression:
+        env["SYNC_WS_COMPRESSION"] = "true"
     server = ServerProcess(redis_url=redis.url, env=env).start()
     try:
         _scenario(server, key, service, kind, n, args)
@@ -234,7 +238,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rate", type=float, default=20.0, help="writes/s of the paced phase")
     ap.add_argument("--writers", type=int, default=4, help="concurrent writes in the saturated phase")
+    ap.add_argument(
+        "--compression", action="store_true", help="subscribers offer permessage-deflate (as real SDK clients do)"
+    )
+    ap.add_argument("--server-compression", action="store_true", help="the server accepts it (SYNC_WS_COMPRESSION)")
     args = ap.parse_args()
+    global COMPRESSION
+    COMPRESSION = "deflate" if args.compression else None  # forked subscriber processes inherit it
     redis = RedisProcess()
     server = ServerProcess(redis_url=redis.url).start()  # for the set-up only
     try:
