@@ -1,0 +1,49 @@
+"""What the tunnelled CDS API answers where Twilio's answer is specific: an unknown unique name
+(54300, not the kind's not-found code) and a write by an identity that may not read (no ``data``).
+Driven by realtime.client (the Python client) over a real socket, as in test_realtime.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from realtime.client import SyncClient
+from tests.helpers import ServerProcess
+from tests.sdk import token
+
+PLURAL = {"document": "Documents", "list": "Lists", "map": "Maps", "stream": "Streams"}
+GONE = {"document": 54100, "list": 54150, "map": 54200, "stream": 54250}
+
+
+@pytest.mark.parametrize("kind", list(PLURAL))
+async def test_unknown_unique_name_is_54300_but_a_removed_sid_keeps_the_kinds_code(
+    server: ServerProcess, api_key: Any, service: str, http: httpx.AsyncClient, kind: str
+) -> None:
+    coll = f"/v3/{PLURAL[kind]}"
+    async with await SyncClient.connect(server.ws_url, token(api_key.sid, api_key.secret, service, "alice")) as c:
+        status, body = await c.request("GET", f"{coll}/no-such-name")
+        assert (status, body["code"], body["message"]) == (404, 54300, "Unique name not found")
+        # a write or an item addressed through the unknown name: the same answer
+        status, body = await c.request("POST", f"{coll}/no-such-name", {"ttl": 10})
+        assert (status, body["code"]) == (404, 54300)
+        if kind in ("list", "map"):
+            status, body = await c.request("GET", f"{coll}/no-such-name/Items")
+            assert (status, body["code"]) == (404, 54300)
+        if kind == "stream":
+            status, body = await c.request("POST", f"{coll}/no-such-name/Messages", {"data": {}})
+            assert (status, body["code"]) == (404, 54300)
+        # opened (so the name is cached), then removed: the name is unknown again, the SID is gone
+        obj = await c.open(kind, "short-lived")
+        assert (await c.request("DELETE", obj["url"]))[0] == 200
+        status, body = await c.request("GET", f"{coll}/short-lived")
+        assert (status, body["code"]) == (404, 54300)
+        status, body = await c.request("GET", obj["url"])
+        assert (status, body["code"]) == (404, GONE[kind])
+        failed = await c.subscribe(obj["sid"], kind, 0)
+        assert failed["event_type"] == "subscription_failed" and failed["error"]["code"] == GONE[kind]
+    # REST keeps Twilio's generic 404 for an unknown name
+    path = f"/Services/{service}/{PLURAL[kind]}/no-such-name"
+    r = await http.get(f"/v1{path}")
+    assert (r.status_code, r.json()["code"]) == (404, 20404) and path in r.json()["message"]
