@@ -47,3 +47,38 @@ async def test_unknown_unique_name_is_54300_but_a_removed_sid_keeps_the_kinds_co
     path = f"/Services/{service}/{PLURAL[kind]}/no-such-name"
     r = await http.get(f"/v1{path}")
     assert (r.status_code, r.json()["code"]) == (404, 20404) and path in r.json()["message"]
+
+
+async def test_a_write_only_identity_gets_answers_without_data(
+    server: ServerProcess, api_key: Any, service: str, twilio: Any
+) -> None:
+    svc = twilio.sync.v1.services(service)
+    svc.update(acl_enabled=True)
+    doc = svc.documents.create(unique_name="secret-doc", data={"secret": 1})
+    lst = svc.sync_lists.create(unique_name="secret-list")
+    svc.sync_lists(lst.sid).sync_list_items.create(data={"secret": 2})
+    mp = svc.sync_maps.create(unique_name="secret-map")
+    svc.sync_maps(mp.sid).sync_map_items.create(key="k", data={"secret": 3})
+    for identity, read in (("writer", False), ("editor", True)):
+        svc.documents(doc.sid).document_permissions(identity).update(read=read, write=True, manage=False)
+        svc.sync_lists(lst.sid).sync_list_permissions(identity).update(read=read, write=True, manage=False)
+        svc.sync_maps(mp.sid).sync_map_permissions(identity).update(read=read, write=True, manage=False)
+    url = server.ws_url
+    async with (
+        await SyncClient.connect(url, token(api_key.sid, api_key.secret, service, "writer")) as writer,
+        await SyncClient.connect(url, token(api_key.sid, api_key.secret, service, "editor")) as editor,
+    ):
+        targets = (f"/v3/Documents/{doc.sid}", f"/v3/Lists/{lst.sid}/Items/0", f"/v3/Maps/{mp.sid}/Items/k")
+        for target in targets:
+            status, body = await writer.request("GET", target.split("/Items")[0])
+            assert (status, body["code"]) == (403, 54007)  # it may not read...
+            for change in ({"ttl": 3600}, {"data": {"v": "written"}}):
+                status, body = await writer.request("POST", target, change)
+                assert status == 200 and "data" not in body, body  # ...so no write answers with data
+                assert body["revision"] and body["url"]
+            answer = await editor.call("POST", target, {"ttl": 3600})
+            assert answer["data"] == {"v": "written"}  # an identity that may read still gets it
+        status, body = await writer.request("PUT", f"/v3/Maps/{mp.sid}/Items/new", {"data": {"v": 4}})
+        assert status == 201 and "data" not in body
+        status, body = await writer.request("POST", f"/v3/Lists/{lst.sid}/Items", {"data": {"v": 5}})
+        assert status == 201 and "data" not in body
