@@ -11,7 +11,7 @@ import pytest
 
 from realtime.client import SyncClient
 from tests.helpers import ServerProcess
-from tests.sdk import token
+from tests.sdk import Sdk, SdkError, token
 
 PLURAL = {"document": "Documents", "list": "Lists", "map": "Maps", "stream": "Streams"}
 GONE = {"document": 54100, "list": 54150, "map": 54200, "stream": 54250}
@@ -47,6 +47,15 @@ async def test_unknown_unique_name_is_54300_but_a_removed_sid_keeps_the_kinds_co
     path = f"/Services/{service}/{PLURAL[kind]}/no-such-name"
     r = await http.get(f"/v1{path}")
     assert (r.status_code, r.json()["code"]) == (404, 20404) and path in r.json()["message"]
+
+
+async def test_twilios_sdk_opening_an_unknown_name_gets_54300(sdk: Sdk, api_key: Any, service: str) -> None:
+    """As Twilio's own SDK test suite expects of real Twilio: ``open_existing`` of an unknown name."""
+    await sdk.client("a", token(api_key.sid, api_key.secret, service, "alice"))
+    for kind in PLURAL:
+        with pytest.raises(SdkError) as err:
+            await sdk.open("a", kind, {"id": "never-created", "mode": "open_existing"}, kind)
+        assert (err.value.status, err.value.code) == (404, 54300)
 
 
 async def test_a_write_only_identity_gets_answers_without_data(
