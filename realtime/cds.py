@@ -11,7 +11,9 @@ everything.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote
 
@@ -83,20 +85,41 @@ class Caller:
         return Actor(identity=self.identity, origin="sdk", endpoint=self.endpoint)
 
 
-async def may(caller: Caller, kind: Kind, sid: str, right: str) -> bool:
-    """ACL: may this identity ``read``/``write``/``manage`` the object? Always true without ACL."""
+_ALL_RIGHTS: Mapping[str, bool] = MappingProxyType({"read": True, "write": True, "manage": True})
+_NO_RIGHTS: Mapping[str, bool] = MappingProxyType({"read": False, "write": False, "manage": False})
+
+
+async def rights(caller: Caller, kind: Kind, sid: str) -> Mapping[str, bool]:
+    """ACL: what this identity may do to the object (``read``/``write``/``manage``), in one lookup.
+    Everything without ACL; nothing without a Permission."""
     if not caller.acl or not kind.has_permissions:  # Streams have no Permissions resource
-        return True
+        return _ALL_RIGHTS
     try:
         perm = await permissions.get(caller.store, caller.service_sid, kind, sid, caller.identity)
     except NotFoundError:
-        return False
-    return bool(getattr(perm, right))
+        return _NO_RIGHTS
+    return {"read": perm.read, "write": perm.write, "manage": perm.manage}
 
 
-async def require(caller: Caller, kind: Kind, sid: str, right: str, what: str) -> None:
-    if not await may(caller, kind, sid, right):
+async def may(caller: Caller, kind: Kind, sid: str, right: str) -> bool:
+    """ACL: may this identity ``read``/``write``/``manage`` the object? Always true without ACL."""
+    return (await rights(caller, kind, sid))[right]
+
+
+async def require(caller: Caller, kind: Kind, sid: str, right: str, what: str) -> bool:
+    """Refuse unless the identity may ``right`` the object; returns whether it may also read it.
+    A write's answer carries the data only then: a write-only identity must not read through it."""
+    granted = await rights(caller, kind, sid)
+    if not granted[right]:
         raise denied(what)
+    return granted["read"]
+
+
+def _readable(body: dict[str, Any], readable: bool) -> dict[str, Any]:
+    """An answer as the identity may see it: without ``data`` when it may not read."""
+    if not readable:
+        body.pop("data", None)
+    return body
 
 
 async def handle(caller: Caller, req: Request) -> tuple[int, Any]:
@@ -248,7 +271,7 @@ async def update(caller: Caller, kind: Kind, ident: str, body: dict[str, Any], i
     if data is None and ttl is None:
         raise errors.NOTHING_TO_UPDATE("data or ttl")
     o = await objects.get(caller.store, caller.service_sid, kind, ident)
-    await require(caller, kind, o.sid, "write", "write")
+    readable = await require(caller, kind, o.sid, "write", "write")
     o = await objects.update(
         caller.store,
         caller.service_sid,
@@ -259,7 +282,7 @@ async def update(caller: Caller, kind: Kind, ident: str, body: dict[str, Any], i
         ttl=ttl,
         if_match=if_match if kind.has_data else None,
     )
-    return render_object(caller.base, o)
+    return _readable(render_object(caller.base, o), readable)
 
 
 async def remove(caller: Caller, kind: Kind, ident: str) -> dict[str, Any]:
@@ -289,7 +312,7 @@ async def _write_item(
     if data is None and item_ttl is None:
         raise errors.NOTHING_TO_UPDATE("data or ttl")
     sid = await objects.resolve(caller.store, caller.service_sid, kind, ident)
-    await require(caller, kind, sid, "write", "write")
+    readable = await require(caller, kind, sid, "write", "write")
     item, added = await items.write(
         caller.store,
         caller.service_sid,
@@ -302,7 +325,7 @@ async def _write_item(
         item_ttl=item_ttl,
         if_match=if_match,
     )
-    return render_item(caller.base, item), added
+    return _readable(render_item(caller.base, item), readable), added
 
 
 async def write_item(

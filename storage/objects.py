@@ -57,9 +57,13 @@ def is_live(raw: Mapping[bytes, bytes | None], kind: Kind, now: int) -> bool:
 
 
 async def _sid(store: Store, service_sid: str, kind: Kind, ident: str, fresh: bool = False) -> str:
-    """SID for a SID or unique name, unverified: the caller's script or read checks existence."""
+    """SID for a SID or unique name, unverified: the caller's script or read checks existence.
+    An unknown name raises NotFoundError("unique_name"), which the SDK's API answers apart from a
+    missing object (Twilio's 54300, not the kind's not-found code)."""
     if ids.is_sid(ident, kind.sid_prefix):
         return ident
+    if ids.is_sid(ident):  # another kind's SID can never be a name: the object is simply not there
+        raise NotFoundError(kind, ident)
     key = ("name", service_sid, kind, ident)
     cached = None if fresh else store.cache.get(key)
     if cached is not None:
@@ -67,7 +71,7 @@ async def _sid(store: Store, service_sid: str, kind: Kind, ident: str, fresh: bo
     found = await store.redis.hget(keys.names(service_sid, kind), ident)
     if found is None:
         store.cache.drop(key)
-        raise NotFoundError(kind, ident)
+        raise NotFoundError("unique_name", ident)
     sid = text(found)
     store.cache.put(key, sid)
     return sid
@@ -84,8 +88,8 @@ async def with_object(store: Store, service_sid: str, kind: Kind, ident: str, op
         if exc.kind not in (kind, "object") or ids.is_sid(ident, kind.sid_prefix):
             raise
         fresh = await _sid(store, service_sid, kind, ident, fresh=True)
-        if fresh == sid:
-            raise NotFoundError(kind, ident) from None
+        if fresh == sid:  # the name still points at an object that is no longer live
+            raise NotFoundError("unique_name", ident) from None
         return await op(fresh)
 
 

@@ -9,7 +9,7 @@ This module is the only place in the product where a Twilio error code is writte
 Storage raises domain errors (storage/errors.py) that know nothing of HTTP; ``from_store_error``
 maps each (error class, subject) to its answer on each edge. The edges differ only where Twilio's
 do: a missing top-level object is the generic 404/20404 on REST but 54100/54150/54200/54250/54050
-in the CDS API, which the SDK reads.
+in the CDS API, which the SDK reads, and an unknown unique name 54300 there.
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ MAP_ITEM_EXISTS = ErrorSpec(409, 54208, "Map Item with the specified key already
 INVALID_MAP_KEY = ErrorSpec(400, 54209, f"Invalid Map Item key: must be 1 to {MAX_NAME} characters")
 STREAM_NOT_FOUND = ErrorSpec(404, 54250, "Stream not found")
 STREAM_MESSAGE_DATA_MISSING = ErrorSpec(400, 54251, "Data is required")
+UNIQUE_NAME_NOT_FOUND = ErrorSpec(404, 54300, "Unique name not found")
 UNIQUE_NAME_EXISTS = ErrorSpec(409, 54301, "Unique name already exists: {ident}")
 INVALID_UNIQUE_NAME = ErrorSpec(
     400, 54302, f"Invalid unique name: must be 1 to {MAX_NAME} characters and not look like a SID"
@@ -143,6 +144,7 @@ STORE_ERRORS: dict[tuple[type[StoreError], str], _BOTH] = {
     (NotFoundError, "map"): (NOT_FOUND, MAP_NOT_FOUND),
     (NotFoundError, "stream"): (NOT_FOUND, STREAM_NOT_FOUND),
     (NotFoundError, "service"): (NOT_FOUND, SERVICE_NOT_FOUND),
+    (NotFoundError, "unique_name"): (NOT_FOUND, UNIQUE_NAME_NOT_FOUND),
     (NotFoundError, "list_item"): (LIST_ITEM_NOT_FOUND, LIST_ITEM_NOT_FOUND),
     (NotFoundError, "map_item"): (MAP_ITEM_NOT_FOUND, MAP_ITEM_NOT_FOUND),
     (NotFoundError, "permission"): (PERMISSION_NOT_FOUND, PERMISSION_NOT_FOUND),

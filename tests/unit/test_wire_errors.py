@@ -54,6 +54,7 @@ def test_no_twilio_error_code_literal_outside_its_home() -> None:
         (NotFoundError(Kind.MAP, "m"), (404, 20404), (404, 54200)),
         (NotFoundError(Kind.STREAM, "s"), (404, 20404), (404, 54250)),
         (NotFoundError("service", "IS1"), (404, 20404), (404, 54050)),
+        (NotFoundError("unique_name", "nosuch"), (404, 20404), (404, 54300)),
         (NotFoundError("list_item", "3"), (404, 54151), (404, 54151)),
         (NotFoundError("map_item", "k"), (404, 54201), (404, 54201)),
         (NotFoundError("permission", "alice"), (404, 54354), (404, 54354)),
