@@ -63,7 +63,7 @@ def data(values: Mapping[str, Any], target: Kind, required: bool, limit: int = M
         return None
     try:
         parsed = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # RecursionError: nested too deep to parse
         raise InvalidInputError("data", message="Data must be a valid JSON string") from None
     return limits.compact_data(parsed, limit)
 
@@ -93,9 +93,7 @@ def key(raw: Any) -> str:
 
 
 def index(raw: str) -> str:
-    if not _digits(raw):
-        raise errors.INVALID_LIST_INDEX()
-    return str(int(raw))
+    return limits.check_index(raw)
 
 
 def if_match(request: Request) -> str | None:

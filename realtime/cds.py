@@ -214,9 +214,7 @@ def _unique_name(body: dict[str, Any]) -> str | None:
 
 def _item_key(kind: Kind, raw: str) -> str:
     if kind.indexed:
-        if not raw.isdigit():
-            raise errors.INVALID_LIST_INDEX()
-        return str(int(raw))
+        return limits.check_index(raw)
     return limits.check_key(raw)
 
 

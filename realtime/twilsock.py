@@ -8,12 +8,15 @@ client and the tests share one implementation. Wire facts: shared/spec/realtime-
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 MAGIC = b"TWILSOCK V3.0 "
 JSON_TYPE = "application/json"
+MAX_BODY_DEPTH = 200  # deeper payload JSON is pruned (Sync data may nest 100 deep, limits.MAX_DEPTH)
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)  # JSON strings and brackets
 
 
 class ProtocolError(ValueError):
@@ -50,6 +53,34 @@ class Frame:
             return json.loads(self.payload)
         except ValueError:
             return None
+        except RecursionError:  # nested too deep to parse: keep the rest, so the answer can say why
+            try:
+                return json.loads(prune(self.payload, MAX_BODY_DEPTH))
+            except (ValueError, RecursionError):
+                return None
+
+
+def prune(text: bytes, limit: int) -> bytes:
+    """``text`` with each array or object nested deeper than ``limit`` replaced by ``[]``, found
+    without recursing: JSON that is too deep for json.loads stays too deep to be valid Sync data."""
+    out: list[bytes] = []
+    depth, last, skipping = 0, 0, False
+    for m in _TOKENS.finditer(text):
+        token = m.group()
+        if token.startswith(b'"'):
+            continue  # a string is copied (or skipped) with the text around it
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth == limit + 1 and not skipping:
+                out += [text[last : m.start()], b"[]"]
+                skipping = True
+            continue
+        if skipping and depth == limit + 1:
+            skipping, last = False, m.end()
+        depth -= 1
+    if not skipping:
+        out.append(text[last:])
+    return b"".join(out)
 
 
 def new_id() -> str:
@@ -92,7 +123,7 @@ def decode(data: bytes) -> Frame:
         raise ProtocolError("truncated header")
     try:
         header = json.loads(raw_header)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         raise ProtocolError("header is not JSON") from None
     if not isinstance(header, dict) or not isinstance(header.get("method"), str):
         raise ProtocolError("header has no method")

@@ -17,18 +17,45 @@ MAX_MESSAGE = 4 * 1024  # Stream message data
 MAX_NAME = 320  # unique names and Map item keys
 MAX_TTL = 31_536_000  # one year, in seconds; 0 = never expires
 MAX_PAGE = 1000  # page size
+MAX_DEPTH = 100  # nesting of objects and arrays in data: far below Python's recursion limit
+MAX_INDEX = 2**63 - 1  # a List item index is a Valkey integer
 
 
 def compact_data(value: Any, limit: int = MAX_DATA) -> str:
     """Sync data is a JSON object of at most ``limit`` bytes: returns its compact JSON text."""
     if not isinstance(value, dict):
         raise InvalidInputError("data", message="Data must be a JSON object")
+    if depth(value) > MAX_DEPTH:  # deeper data would fail to parse or render at some stack depth
+        raise InvalidInputError("data", message=f"Data is nested more than {MAX_DEPTH} deep")
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except ValueError:  # NaN or Infinity: not JSON
+        size = len(text.encode())
+    except ValueError:  # NaN or Infinity, or a lone surrogate (UnicodeEncodeError): not JSON text
         raise InvalidInputError("data", message="Data must be valid JSON") from None
-    if len(text.encode()) > limit:
+    if size > limit:
         raise TooLargeError("data", str(limit), f"Data exceeds {limit // 1024} KiB")
+    return text
+
+
+def depth(value: Any) -> int:
+    """How deep objects and arrays nest in ``value`` (0 for a scalar), without recursing."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def check_index(raw: str) -> str:
+    """A List item index: ASCII digits naming at most MAX_INDEX, as its canonical decimal text
+    (checked before int(), which refuses more than 4,300 digits)."""
+    text = raw.lstrip("0") or "0"
+    if not (raw.isascii() and raw.isdigit()) or len(text) > len(str(MAX_INDEX)) or int(text) > MAX_INDEX:
+        raise InvalidInputError("list_index", raw)
     return text
 
 

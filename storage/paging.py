@@ -30,6 +30,6 @@ def decode(token: str) -> Cursor:
         value, forward = json.loads(raw)
         if not isinstance(value, str) or forward not in (0, 1):
             raise ValueError(token)
-    except (ValueError, binascii.Error, TypeError) as exc:
+    except (ValueError, binascii.Error, TypeError, RecursionError) as exc:  # RecursionError: nested deep
         raise InvalidInputError("page_token", token) from exc
     return Cursor(value, bool(forward))

@@ -162,6 +162,7 @@ STORE_ERRORS: dict[tuple[type[StoreError], str], _BOTH] = {
     (InvalidInputError, "unique_name"): (INVALID_UNIQUE_NAME, INVALID_UNIQUE_NAME),
     (InvalidInputError, "map_key"): (INVALID_MAP_KEY, INVALID_MAP_KEY),
     (InvalidInputError, "page_size"): (INVALID_PAGE_SIZE, INVALID_PAGE_SIZE),
+    (InvalidInputError, "list_index"): (INVALID_LIST_INDEX, INVALID_LIST_INDEX),
     (InvalidInputError, "*"): (INVALID_PARAMETER, INVALID_PARAMETER),
     (TooLargeError, "*"): (TOO_LARGE, TOO_LARGE),
     (StoreUnavailableError, "*"): (UNAVAILABLE, UNAVAILABLE),

@@ -90,3 +90,31 @@ def test_page_size_is_1_to_1000() -> None:
         with pytest.raises(InvalidInputError) as err:
             limits.check_page_size(bad)
         assert err.value.kind == "page_size"
+
+
+def test_data_nests_at_most_max_depth_deep() -> None:
+    assert limits.depth(1) == 0 and limits.depth({}) == 1 and limits.depth({"a": [1, {"b": []}]}) == 4
+    ok: dict[str, Any] = {"a": [[]] * 3}
+    for _ in range(limits.MAX_DEPTH - 3):
+        ok = {"a": ok}
+    assert limits.depth(ok) == limits.MAX_DEPTH and limits.compact_data(ok)
+    with pytest.raises(InvalidInputError) as err:
+        limits.compact_data({"a": ok})
+    assert err.value.kind == "data"
+    deep: Any = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert limits.depth(deep) == 100_001  # measured without recursing, however deep
+
+
+def test_data_with_a_lone_surrogate_is_invalid() -> None:
+    with pytest.raises(InvalidInputError) as err:
+        limits.compact_data({"a": "\ud800"})
+    assert err.value.kind == "data"
+
+
+@pytest.mark.parametrize("raw", ["1" * 5000, str(limits.MAX_INDEX + 1), "", "-1", "²"])
+def test_list_index_beyond_max_index_or_not_digits_is_invalid(raw: str) -> None:
+    with pytest.raises(InvalidInputError) as err:
+        limits.check_index(raw)
+    assert err.value.kind == "list_index"

@@ -47,7 +47,6 @@ def test_a_token_is_a_json_pair_of_value_and_direction() -> None:
     assert paging.decode(_token(["k", 1])) == paging.Cursor("k", forward=True)
 
 
-@pytest.mark.xfail(raises=RecursionError, strict=True, reason="json.loads raises RecursionError, not ValueError")
 def test_deeply_nested_token_is_an_invalid_page_token() -> None:
     with pytest.raises(InvalidInputError):
         paging.decode(base64.urlsafe_b64encode(b"[" * 100_000).decode())

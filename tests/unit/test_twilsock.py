@@ -135,10 +135,28 @@ def test_malformed_frames_are_protocol_errors(data: bytes) -> None:
         twilsock.decode(data)
 
 
-@pytest.mark.xfail(raises=RecursionError, strict=True, reason="json.loads raises RecursionError, not ValueError")
 def test_deeply_nested_header_is_a_protocol_error() -> None:
     with pytest.raises(twilsock.ProtocolError):
         twilsock.decode(_frame(b"[" * 100_000))
+
+
+def test_deeply_nested_payload_is_pruned_so_the_rest_still_reads() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    body = twilsock.Frame({"method": "message"}, b'{"ttl":5,"data":{"a":' + deep + b'},"s":"[{\\"]"}').body()
+    assert body["ttl"] == 5 and body["s"] == '[{"]'
+    value, levels = body["data"], 1
+    while value:
+        value, levels = value["a"] if isinstance(value, dict) else value[0], levels + 1
+    assert levels == twilsock.MAX_BODY_DEPTH  # still too deep to be Sync data (limits.MAX_DEPTH)
+    assert twilsock.Frame({"method": "message"}, b"[" * 100_000).body() is None  # deep and not JSON
+
+
+@pytest.mark.parametrize(
+    ("text", "pruned"),
+    [(b'{"a":[[1]],"b":"[[["}', b'{"a":[[]],"b":"[[["}'), (b"[[],[[2]]]", b"[[],[[]]]"), (b"[1]", b"[1]")],
+)
+def test_prune_replaces_what_nests_deeper_than_the_limit(text: bytes, pruned: bytes) -> None:
+    assert twilsock.prune(text, 2) == pruned
 
 
 # -- the server's messages --------------------------------------------------------------------------
