@@ -22,10 +22,7 @@ MAX_BODY = 256 * 1024  # form bodies: 16 KiB of Data percent-encoded is at most 
 _REVISION = re.compile(r"^[0-9a-f]{1,16}$")
 
 
-def _digits(raw: Any) -> bool:
-    """ASCII digits only: str.isdigit() also accepts "²", which int() then refuses."""
-    text = str(raw)
-    return text.isascii() and text.isdigit()
+_digits = limits.is_count
 
 
 async def form(request: Request) -> FormData:

@@ -361,7 +361,7 @@ async def query_items(caller: Caller, kind: Kind, ident: str, params: dict[str, 
     if order not in ("asc", "desc"):
         raise errors.INVALID_ORDER()
     raw_size = params.get("PageSize", "50")
-    if not raw_size.isascii() or not raw_size.isdigit():
+    if not limits.is_count(raw_size):
         raise InvalidInputError("page_size", raw_size)
     size = limits.check_page_size(int(raw_size))
     token = params.get("PageToken")

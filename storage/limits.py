@@ -50,6 +50,14 @@ def depth(value: Any) -> int:
     return deepest
 
 
+def is_count(raw: object) -> bool:
+    """Text that int() reads as a non-negative count of sane size: ASCII digits only (str.isdigit()
+    also accepts "²", which int() refuses) and at most 18 of them (int() refuses more than 4,300
+    digits with a ValueError, and no count Sync knows is near 10^18)."""
+    text = str(raw)
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 def check_index(raw: str) -> str:
     """A List item index: ASCII digits naming at most MAX_INDEX, as its canonical decimal text
     (checked before int(), which refuses more than 4,300 digits)."""

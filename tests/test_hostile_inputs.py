@@ -62,6 +62,22 @@ async def test_huge_list_index_and_deep_page_token_over_rest(http: httpx.AsyncCl
     assert (await http.get(f"{base}/l/Items/{'0' * 5000}")).json()["index"] == 0  # leading zeros still name it
 
 
+async def test_huge_numbers_in_other_parameters_are_their_400s(http: httpx.AsyncClient, service: str) -> None:
+    base = f"/v1/Services/{service}"
+    answer = await http.post(f"{base}/Documents", data={"Ttl": HUGE_INDEX})
+    assert await refused(http, answer) == (400, 54011)
+    answer = await http.post(base, data={"ReachabilityDebouncingWindow": HUGE_INDEX})
+    assert await refused(http, answer) == (400, 54052)
+    assert await refused(http, await http.get(f"{base}/Documents", params={"PageSize": HUGE_INDEX})) == (400, 54454)
+    assert await refused(http, await http.get(f"{base}/Documents", params={"Page": HUGE_INDEX})) == (400, 20001)
+
+
+async def test_huge_page_size_over_the_sdk_tunnel_is_400_54454(client: SyncClient) -> None:
+    lst = await client.open("list", "sized")
+    status, answer = await client.request("GET", lst["links"]["items"], params={"PageSize": HUGE_INDEX})
+    assert (status, answer["code"]) == (400, 54454)
+
+
 async def test_hostile_data_over_the_sdk_tunnel_is_400_54008(client: SyncClient) -> None:
     for raw in (DEEP_DATA, SURROGATE_DATA):
         body = ('{"unique_name":"d","data":' + raw + "}").encode()
