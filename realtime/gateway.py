@@ -4,7 +4,9 @@ I/O only: framing is in twilsock.py, the tunnelled API in cds.py, per-connection
 session.py, fan-out in hub.py. Limits: connections per process (an ``init`` beyond it is answered
 429 with a ``backoff_policy``, so the SDK retries later), frame size (a larger twilsock frame ends
 the connection with ``close`` 406; data over 16 KiB is a TOO_LARGE answer from cds.py), and
-subscriptions per connection (TOO_MANY_SUBSCRIPTIONS, session.py). Heartbeats are WebSocket pings (uvicorn's
+subscriptions per connection (TOO_MANY_SUBSCRIPTIONS, session.py), and tunnelled requests in flight
+per connection (SYNC_WS_MAX_INFLIGHT: at the limit the read loop stops reading, so TCP pushes back
+on the client; nothing is refused, see session.py). Heartbeats are WebSocket pings (uvicorn's
 ``ws_ping_interval``/``ws_ping_timeout``, set from SYNC_WS_PING_S by the server command).
 """
 
@@ -15,7 +17,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -193,7 +195,8 @@ class Gateway:
                 return
             method = frame.method
             if method == "message":
-                session.spawn(self._message(session, frame))
+                session.spawn_request(self._message(session, frame))
+                await session.wait_for_room()  # back-pressure: read no more while at the limit
             elif method == "update":
                 await self._update(session, frame)
             elif method == "close":
@@ -208,15 +211,18 @@ class Gateway:
         headers = {str(k): str(v) for k, v in (request.get("headers") or {}).items()}
         method = str(request.get("method") or "GET").upper()
         body = frame.body() if method in ("POST", "PUT") else None
+        then: Callable[[], Awaitable[None]] | None = None
         try:
             if path.rstrip("/") == "/v4/Subscriptions" and method == "POST":
-                status, answer = session.subscriptions_request(body)
+                status, answer, then = session.subscriptions_request(body)
             else:
                 status, answer = await cds.handle(session.caller, cds.Request(method, path, params, headers, body))
         except Exception:  # every request gets an answer, in Twilio's error shape
             log.exception("tunnelled %s %s failed", method, path)
             status, answer = 500, errors.INTERNAL().body()
         session.send(twilsock.http_reply(frame.id, status, _REASONS.get(status, "Error"), answer))
+        if then is not None:
+            await then()  # after the answer, still holding this request's in-flight slot
 
     async def _update(self, session: Session, frame: twilsock.Frame) -> None:
         """``update``: a new token for this connection (same identity and Service)."""
