@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 import uuid
@@ -25,7 +26,7 @@ from urllib.parse import unquote
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from storage import Store, StoreError, reachability, services
+from storage import Store, StoreError, accounts, reachability, services
 from storage.wire import errors
 from storage.wire.errors import TwilioError
 
@@ -126,6 +127,7 @@ class Gateway:
         try:
             grant = await verify(self.store, _token(first))
             acl = (await services.get(self.store, grant.account_sid, grant.service_sid)).acl_enabled
+            offline = _offline_storage(await accounts.store_id(self.store), grant)
         except TwilioError as exc:
             await ws.send_bytes(_error_reply(first.id, exc))
             return
@@ -148,7 +150,13 @@ class Gateway:
         session = Session(self.hub, caller, grant, ws.send_bytes, self.config.limits, close_with)
         self.sessions.add(session)
         session.send(
-            twilsock.reply(first.id, payload={}, continuation_token=uuid.uuid4().hex, capabilities=["client_update"])
+            twilsock.reply(
+                first.id,
+                payload={},
+                continuation_token=uuid.uuid4().hex,
+                capabilities=["client_update"],
+                offline_storage=offline,
+            )
         )
         session.start_token_timer(time.time)
         await self._reach(session, True)
@@ -236,6 +244,15 @@ class Gateway:
         session.grant = grant
         session.start_token_timer(time.time)
         session.send(twilsock.reply(frame.id, payload={}))
+
+
+def _offline_storage(store_id: str, grant: Grant) -> dict[str, Any]:
+    """The init reply's ``offline_storage``: twilsock hands ``[<product id>].storage_id`` to the SDK,
+    which enables its session cache (browser ``sessionStorage``) and prefixes every cached entry
+    with it. Stable for one account, Service and identity on one data store, and different on
+    another store, so a browser's cache never outlives the data it copies."""
+    scope = "\0".join((store_id, grant.account_sid, grant.service_sid, grant.identity))
+    return {"data_sync": {"storage_id": hashlib.sha256(scope.encode()).hexdigest()[:32]}}
 
 
 def _token(frame: twilsock.Frame) -> str:

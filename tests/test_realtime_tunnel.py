@@ -1,9 +1,10 @@
 """The twilsock tunnel of one connection: in-flight requests are bounded by back-pressure (issue 9,
-item 4)."""
+item 4), and the ``init`` reply carries the offline storage id the SDK asks for (issue 9, item 15)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from typing import Any
@@ -14,8 +15,9 @@ from websockets.asyncio.client import connect
 
 from realtime import twilsock
 from realtime.client import SyncClient
+from storage import keys
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, Backend, ServerProcess
-from tests.sdk import token
+from tests.sdk import JS_DIR, ensure_installed, token
 
 # -- in-flight requests per connection (SYNC_WS_MAX_INFLIGHT) -----------------------------------------
 
@@ -112,3 +114,60 @@ async def test_subscriptions_hold_their_slot_and_keep_their_order(backend: Backe
             await c.subscribe(docs[0]["sid"], "document")
     finally:
         srv.stop()
+
+
+# -- offline storage id in the init reply ------------------------------------------------------------
+
+
+def _storage_id(c: SyncClient) -> str:
+    storage = c.init_reply["offline_storage"]["data_sync"]
+    assert isinstance(storage["storage_id"], str) and storage["storage_id"]
+    return str(storage["storage_id"])
+
+
+async def test_init_reply_carries_a_storage_id_per_identity_service_and_store(
+    server: ServerProcess, http: httpx.AsyncClient, redis: Any, api_key: Any, service: str
+) -> None:
+    other = (await http.post("/v1/Services", data={"FriendlyName": "other"})).json()["sid"]
+
+    async def storage_id(svc: str, identity: str) -> str:
+        async with await SyncClient.connect(server.ws_url, token(api_key.sid, api_key.secret, svc, identity)) as c:
+            return _storage_id(c)
+
+    alice = await storage_id(service, "alice")
+    assert await storage_id(service, "alice") == alice  # stable: the SDK's cache survives a reconnect
+    assert await storage_id(service, "bob") != alice
+    assert await storage_id(other, "alice") != alice
+    await redis.delete(keys.STORE_ID)  # as if the server now served another data store
+    assert await storage_id(service, "alice") != alice
+
+
+# Twilio's SDK at log level "warn" (to stderr): opens a document and shuts down
+_OPEN_ONE = """
+const { SyncClient } = require('twilio-sync');
+const base = process.env.SYNC_URL;
+const options = { twilsock: { uri: base.replace(/^http/, 'ws') + '/v3/wsconnect' }, cdsUri: base, logLevel: 'warn' };
+const client = new SyncClient(process.env.SYNC_TOKEN, options);
+client.document('cached').then(async (doc) => {
+  console.log(doc.sid);
+  await client.shutdown();
+  process.exit(0);
+}, (e) => { console.error(String(e)); process.exit(1); });
+"""
+
+
+async def test_the_sdk_initializes_its_storage(server: ServerProcess, api_key: Any, service: str) -> None:
+    """Twilio's SDK no longer warns "Failed to initialize storage … No offline storage id"."""
+    ensure_installed()
+    env = {
+        **os.environ,
+        "SYNC_URL": server.base_url,
+        "SYNC_TOKEN": token(api_key.sid, api_key.secret, service, "alice"),
+    }
+    node = await asyncio.create_subprocess_exec(
+        "node", "-e", _OPEN_ONE, cwd=JS_DIR, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(node.communicate(), 60)
+    assert node.returncode == 0, err.decode()
+    assert out.decode().startswith("ET")
+    assert "storage" not in err.decode().lower(), err.decode()
