@@ -4,7 +4,9 @@ I/O only: framing is in twilsock.py, the tunnelled API in cds.py, per-connection
 session.py, fan-out in hub.py. Limits: connections per process (an ``init`` beyond it is answered
 429 with a ``backoff_policy``, so the SDK retries later), frame size (a larger twilsock frame ends
 the connection with ``close`` 406; data over 16 KiB is a TOO_LARGE answer from cds.py), and
-subscriptions per connection (TOO_MANY_SUBSCRIPTIONS, session.py). Heartbeats are WebSocket pings (uvicorn's
+subscriptions per connection (TOO_MANY_SUBSCRIPTIONS, session.py), and tunnelled requests in flight
+per connection (SYNC_WS_MAX_INFLIGHT: at the limit the read loop stops reading, so TCP pushes back
+on the client; nothing is refused, see session.py). Heartbeats are WebSocket pings (uvicorn's
 ``ws_ping_interval``/``ws_ping_timeout``, set from SYNC_WS_PING_S by the server command).
 """
 
@@ -12,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -23,7 +26,7 @@ from urllib.parse import unquote
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from storage import Store, StoreError, reachability, services
+from storage import Store, StoreError, accounts, reachability, services
 from storage.wire import errors
 from storage.wire.errors import TwilioError
 
@@ -124,6 +127,7 @@ class Gateway:
         try:
             grant = await verify(self.store, _token(first))
             acl = (await services.get(self.store, grant.account_sid, grant.service_sid)).acl_enabled
+            offline = _offline_storage(await accounts.store_id(self.store), grant)
         except TwilioError as exc:
             await ws.send_bytes(_error_reply(first.id, exc))
             return
@@ -146,7 +150,13 @@ class Gateway:
         session = Session(self.hub, caller, grant, ws.send_bytes, self.config.limits, close_with)
         self.sessions.add(session)
         session.send(
-            twilsock.reply(first.id, payload={}, continuation_token=uuid.uuid4().hex, capabilities=["client_update"])
+            twilsock.reply(
+                first.id,
+                payload={},
+                continuation_token=uuid.uuid4().hex,
+                capabilities=["client_update"],
+                offline_storage=offline,
+            )
         )
         session.start_token_timer(time.time)
         await self._reach(session, True)
@@ -193,7 +203,8 @@ class Gateway:
                 return
             method = frame.method
             if method == "message":
-                session.spawn(self._message(session, frame))
+                session.spawn_request(self._message(session, frame))
+                await session.wait_for_room()  # back-pressure: read no more while at the limit
             elif method == "update":
                 await self._update(session, frame)
             elif method == "close":
@@ -208,15 +219,18 @@ class Gateway:
         headers = {str(k): str(v) for k, v in (request.get("headers") or {}).items()}
         method = str(request.get("method") or "GET").upper()
         body = frame.body() if method in ("POST", "PUT") else None
+        then: Callable[[], Awaitable[None]] | None = None
         try:
             if path.rstrip("/") == "/v4/Subscriptions" and method == "POST":
-                status, answer = session.subscriptions_request(body)
+                status, answer, then = session.subscriptions_request(body)
             else:
                 status, answer = await cds.handle(session.caller, cds.Request(method, path, params, headers, body))
         except Exception:  # every request gets an answer, in Twilio's error shape
             log.exception("tunnelled %s %s failed", method, path)
             status, answer = 500, errors.INTERNAL().body()
         session.send(twilsock.http_reply(frame.id, status, _REASONS.get(status, "Error"), answer))
+        if then is not None:
+            await then()  # after the answer, still holding this request's in-flight slot
 
     async def _update(self, session: Session, frame: twilsock.Frame) -> None:
         """``update``: a new token for this connection (same identity and Service)."""
@@ -230,6 +244,15 @@ class Gateway:
         session.grant = grant
         session.start_token_timer(time.time)
         session.send(twilsock.reply(frame.id, payload={}))
+
+
+def _offline_storage(store_id: str, grant: Grant) -> dict[str, Any]:
+    """The init reply's ``offline_storage``: twilsock hands ``[<product id>].storage_id`` to the SDK,
+    which enables its session cache (browser ``sessionStorage``) and prefixes every cached entry
+    with it. Stable for one account, Service and identity on one data store, and different on
+    another store, so a browser's cache never outlives the data it copies."""
+    scope = "\0".join((store_id, grant.account_sid, grant.service_sid, grant.identity))
+    return {"data_sync": {"storage_id": hashlib.sha256(scope.encode()).hexdigest()[:32]}}
 
 
 def _token(frame: twilsock.Frame) -> str:

@@ -7,6 +7,16 @@ the connection is closed with twilsock ``close`` 308 (reconnect, with a backoff)
 reconnects and re-establishes every subscription with the last event id it saw, and the server
 replays what it missed from the event logs: overflow costs a resync, never an event.
 
+Tunnelled requests in flight: each ``message`` frame runs as its own task (the SDK sends requests
+concurrently and matches replies by id), at most ``max_inflight`` at a time per connection. At the
+limit the gateway stops reading frames from the socket until one finishes (``wait_for_room``): the
+WebSocket library's receive queue fills, it stops reading the TCP socket, and TCP pushes back on the
+client, whose sends simply wait. Nothing is refused, so no SDK retry or backoff logic is involved
+(twilsock has none for a tunnelled request: it would surface as an error to the application), and
+memory per connection stays bounded. Heartbeats are not starved: a request finishes in
+milliseconds, far within the ping timeout. A ``/v4/Subscriptions`` request holds its slot until its
+establish/cancel work is done, so a flood of those is bounded too.
+
 Events caused by this connection itself (same endpoint id) are not echoed back: the SDK already
 applied its own writes from the replies, and it de-duplicates neither stream messages nor removals.
 """
@@ -39,6 +49,7 @@ class Limits:
 
     queue_frames: int
     queue_bytes: int = 8 * 1024 * 1024
+    max_inflight: int
     subscriptions: int
     token_warn_s: int
 
@@ -95,6 +106,8 @@ class Session:
         self._sub_lock = asyncio.Lock()
         self._tasks: set[asyncio.Future[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self.inflight = 0  # tunnelled requests running now (at most limits.max_inflight)
+        self._room: asyncio.Future[None] | None = None  # only while the read loop waits for a slot
         self.closed = False
 
     @property
@@ -137,6 +150,29 @@ class Session:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    # -- tunnelled requests (bounded, see module docstring) --------------------------------------
+
+    async def wait_for_room(self) -> None:
+        """Return once fewer than ``max_inflight`` requests are running (the read loop awaits this
+        before reading the next frame: back-pressure, not refusal)."""
+        while self.inflight >= self.limits.max_inflight:
+            if self._room is None or self._room.done():
+                self._room = asyncio.get_running_loop().create_future()
+            await self._room
+
+    def spawn_request(self, coro: Awaitable[Any]) -> None:
+        """Run one tunnelled request as a task; its slot is freed when it ends, however it ends."""
+        self.inflight += 1
+        task: asyncio.Future[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._request_done)
+
+    def _request_done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        self.inflight -= 1
+        if self._room is not None and not self._room.done():
+            self._room.set_result(None)
+
     # -- token ----------------------------------------------------------------------------------
 
     def start_token_timer(self, now: Callable[[], float]) -> None:
@@ -158,16 +194,19 @@ class Session:
 
     # -- subscriptions --------------------------------------------------------------------------
 
-    def subscriptions_request(self, body: Any) -> tuple[int, Any]:
-        """``POST /v4/Subscriptions``: answer at once; establish/cancel in order in the background,
-        each confirmed by a notification carrying the request's ``correlation_id``."""
+    def subscriptions_request(self, body: Any) -> tuple[int, Any, Callable[[], Awaitable[None]] | None]:
+        """``POST /v4/Subscriptions``: (status, answer, then). The caller sends the answer at once,
+        then awaits ``then()`` in the same request task (so it keeps its in-flight slot): the
+        establish/cancel work, in order, each confirmed by a notification carrying the request's
+        ``correlation_id``."""
         if not isinstance(body, dict) or body.get("action") not in ("establish", "cancel"):
-            return 400, errors.INVALID_PARAMETER("action must be establish or cancel").body()
+            return 400, errors.INVALID_PARAMETER("action must be establish or cancel").body(), None
         requests = body.get("requests")
         if not isinstance(requests, list) or not all(isinstance(r, dict) for r in requests):
-            return 400, errors.INVALID_PARAMETER("requests must be a list of objects").body()
-        self.spawn(self._apply(str(body["action"]), body.get("correlation_id"), requests))
-        return 200, {"estimated_delivery_in_ms": 5000, "max_batch_size": 100, "ttl_in_s": -1}
+            return 400, errors.INVALID_PARAMETER("requests must be a list of objects").body(), None
+        action, correlation_id = str(body["action"]), body.get("correlation_id")
+        answer = {"estimated_delivery_in_ms": 5000, "max_batch_size": 100, "ttl_in_s": -1}
+        return 200, answer, lambda: self._apply(action, correlation_id, requests)
 
     async def _apply(self, action: str, correlation_id: Any, requests: list[dict[str, Any]]) -> None:
         async with self._sub_lock:

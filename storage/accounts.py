@@ -50,6 +50,17 @@ async def default_account(store: Store) -> tuple[str, str, bool]:
     return await default_account(store)  # another process won the race: use its account
 
 
+async def store_id(store: Store) -> str:
+    """A random id of this data store, made on first use and kept in it: a different store (another
+    data dir, a flushed or replaced Redis) has a different one. Clients key their caches with it."""
+    r = store.redis
+    existing = await r.get(keys.STORE_ID)
+    if existing:
+        return text(existing)
+    await r.set(keys.STORE_ID, secrets.token_hex(16), nx=True)
+    return await store_id(store)  # ours, or another process's that won the race
+
+
 async def list_accounts(store: Store) -> list[str]:
     return sorted(text(a) for a in await store.redis.smembers(keys.ACCOUNTS))
 

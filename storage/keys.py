@@ -35,6 +35,7 @@ Global (one slot each, tiny):
     sync:accounts               set    account SIDs
     sync:keyidx                 hash   SK… -> AC… (find the account of an API key)
     sync:default-account        string the account created on first start
+    sync:store-id               string random id of this data store, made once (realtime offline storage ids)
     sync:due                    zset   IS… -> earliest pending expiry (ms); the sweeper's work list
     sync:webhooks               set    IS… that have (had) a webhook URL: the delivery worker's work list
     sync:webhooks:failed        set    IS… with dead letters (`sync-server webhooks failed`)
@@ -165,6 +166,7 @@ def reach_endpoint(is_: str) -> str:
 ACCOUNTS = "sync:accounts"
 KEY_INDEX = "sync:keyidx"
 DEFAULT_ACCOUNT = "sync:default-account"
+STORE_ID = "sync:store-id"
 DUE = "sync:due"
 WEBHOOK_SERVICES = "sync:webhooks"
 WEBHOOK_FAILED = "sync:webhooks:failed"
