@@ -233,11 +233,12 @@ def serve(settings: Settings) -> None:
             else (f"embedded Valkey at {url} (data in {Path(settings.data_dir).resolve() / 'redis'})")
         )
         print(f"sync-server: using {which}", file=sys.stderr)
-        if created:
+        if created and sys.stderr.isatty():  # a secret goes to a person's terminal, never to a log
             print(f"sync-server: created account {account} with auth token {token}", file=sys.stderr)
             print("sync-server: (run `sync-server account` to see them again)", file=sys.stderr)
         else:
-            print(f"sync-server: account {account} (`sync-server account` prints its auth token)", file=sys.stderr)
+            what = "created account" if created else "account"
+            print(f"sync-server: {what} {account} (`sync-server account` prints its auth token)", file=sys.stderr)
         print(f"sync-server: listening on http://{settings.host}:{settings.port}", file=sys.stderr)
         # Workers are separate processes that build the app from the environment: every setting,
         # flags included, goes there (and the Redis URL, which may be the embedded Valkey's).

@@ -226,6 +226,74 @@ def test_valkey_left_behind_by_a_dead_server_is_stopped() -> None:
             orphan.wait()
 
 
+# -- item 20: the auth token never reaches a log -------------------------------------------------------
+
+
+def _fresh_account_env(data_dir: str, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_", "TWILIO_", "REDIS_"))}
+    return {**env, "SYNC_DATA_DIR": data_dir, "SYNC_PORT": str(port), "SYNC_LOG_LEVEL": "warning"}
+
+
+def _wait_for(path_or_read: object, text: str, within: float = 30.0) -> str:
+    deadline = time.monotonic() + within * SCALE
+    seen = ""
+    while time.monotonic() < deadline:
+        seen = path_or_read() if callable(path_or_read) else Path(str(path_or_read)).read_text()
+        if text in seen:
+            return seen
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} never came: {seen[-2000:]}")
+
+
+def test_auth_token_of_a_created_account_is_not_written_to_a_log() -> None:
+    data_dir = tempfile.mkdtemp(prefix="sync-token-log-")
+    env = _fresh_account_env(data_dir, _free())
+    log_path = Path(data_dir) / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(_cli(), env=env, stdout=log, stderr=log, cwd=ROOT)
+    try:
+        text = _wait_for(log_path, "listening on")
+        out = subprocess.run(_cli("account"), env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        auth_token = out.stdout.split("TWILIO_AUTH_TOKEN=")[1].strip()
+        assert "created account AC" in text and "`sync-server account` prints its auth token" in text
+        assert auth_token not in text
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert auth_token not in log_path.read_text()
+
+
+def test_auth_token_of_a_created_account_is_shown_on_a_terminal() -> None:
+    import pty
+
+    data_dir = tempfile.mkdtemp(prefix="sync-token-tty-")
+    env = _fresh_account_env(data_dir, _free())
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(_cli(), env=env, stdout=subprocess.DEVNULL, stderr=secondary, cwd=ROOT)
+    os.close(secondary)
+    seen = b""
+
+    def read() -> str:
+        nonlocal seen
+        import select
+
+        while select.select([primary], [], [], 0.05)[0]:
+            try:
+                seen += os.read(primary, 4096)
+            except OSError:
+                break
+        return seen.decode(errors="replace")
+
+    try:
+        text = _wait_for(read, "listening on")
+        assert "with auth token " in text
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        os.close(primary)
+
+
 def _free() -> int:
     from storage.embedded import free_port
 
