@@ -7,14 +7,17 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
+from types import FrameType
 
 from realtime.tokens import mint
 from storage import NotFoundError, Store, accounts, services, webhooks
-from storage.embedded import EmbeddedRedis
+from storage.embedded import DataDirInUse, EmbeddedRedis
 
 from .flags import overrides, settings_parent
 from .settings import Settings
@@ -72,16 +75,23 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     command = args.command or "serve"
-    if command == "serve":
-        serve(settings)
-    else:
-        with redis_for(settings, keep_running=False) as url:
-            asyncio.run(_admin(settings, url, args))
+    try:
+        if command == "serve":
+            serve(settings)
+        else:
+            with redis_for(settings, keep_running=False) as url:
+                asyncio.run(_admin(settings, url, args))
+    except DataDirInUse as exc:
+        sys.exit(f"sync-server: {exc}")
 
 
 @contextlib.contextmanager
-def redis_for(settings: Settings, keep_running: bool) -> Iterator[str]:
-    """The Redis URL to use: REDIS_URL, a running server's embedded Valkey, or a new embedded one."""
+def redis_for(
+    settings: Settings, keep_running: bool, on_valkey_lost: Callable[[str], None] | None = None
+) -> Iterator[str]:
+    """The Redis URL to use: REDIS_URL, a running server's embedded Valkey, or a new embedded one
+    (which locks the data dir; with ``on_valkey_lost`` it is restarted whenever it dies, and
+    ``on_valkey_lost(reason)`` is called if it cannot be)."""
     if settings.redis_url:
         yield settings.redis_url
         return
@@ -94,6 +104,8 @@ def redis_for(settings: Settings, keep_running: bool) -> Iterator[str]:
     embedded = EmbeddedRedis(settings.data_dir, settings.redis_port, settings.redis_appendfsync)
     embedded.start()
     url_file.write_text(embedded.url)
+    if on_valkey_lost is not None:
+        embedded.supervise(on_valkey_lost)
     try:
         yield embedded.url
     finally:
@@ -188,10 +200,32 @@ async def _webhooks(store: Store, args: argparse.Namespace) -> None:
     print(f"queued {total} webhook(s) again")
 
 
+# How long the server may take to shut down after its Valkey is lost for good before it just exits.
+GIVE_UP_GRACE_S = 30.0
+
+
 def serve(settings: Settings) -> None:
     import uvicorn
 
-    with redis_for(settings, keep_running=True) as url:
+    valkey_lost = threading.Event()
+
+    def lose_valkey(reason: str) -> None:  # the supervisor thread, after its last failed restart
+        log.critical("%s: stopping the server", reason)
+        valkey_lost.set()
+        os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful shutdown, then exit 1 (below)
+        fallback = threading.Timer(GIVE_UP_GRACE_S, os._exit, args=(1,))
+        fallback.daemon = True
+        fallback.start()
+
+    def on_sigterm(sig: int, frame: FrameType | None) -> None:
+        # uvicorn restores this handler when it has shut down and raises the signal it caught again
+        if valkey_lost.is_set():
+            sys.exit(1)
+        signal.signal(sig, signal.SIG_DFL)
+        signal.raise_signal(sig)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    with redis_for(settings, keep_running=True, on_valkey_lost=lose_valkey) as url:
         account, token, created = asyncio.run(_bootstrap(settings, url))
         which = (
             f"external Redis at {settings.redis_url}"
@@ -199,11 +233,12 @@ def serve(settings: Settings) -> None:
             else (f"embedded Valkey at {url} (data in {Path(settings.data_dir).resolve() / 'redis'})")
         )
         print(f"sync-server: using {which}", file=sys.stderr)
-        if created:
+        if created and sys.stderr.isatty():  # a secret goes to a person's terminal, never to a log
             print(f"sync-server: created account {account} with auth token {token}", file=sys.stderr)
             print("sync-server: (run `sync-server account` to see them again)", file=sys.stderr)
         else:
-            print(f"sync-server: account {account} (`sync-server account` prints its auth token)", file=sys.stderr)
+            what = "created account" if created else "account"
+            print(f"sync-server: {what} {account} (`sync-server account` prints its auth token)", file=sys.stderr)
         print(f"sync-server: listening on http://{settings.host}:{settings.port}", file=sys.stderr)
         # Workers are separate processes that build the app from the environment: every setting,
         # flags included, goes there (and the Redis URL, which may be the embedded Valkey's).
@@ -226,3 +261,5 @@ def serve(settings: Settings) -> None:
             # state more than doubles an idle connection's memory for frames of a few hundred bytes
             ws_per_message_deflate=settings.ws_compression,
         )
+        if valkey_lost.is_set():  # several workers: uvicorn returns instead of raising SIGTERM again
+            sys.exit(1)
