@@ -33,6 +33,7 @@ background loops) catches StoreUnavailableError without logging, so an outage is
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -324,6 +325,10 @@ async def _guarded(health: Health, call: Callable[..., Any], args: tuple[Any, ..
     return reply
 
 
+async def _reply(health: Health, pending: Awaitable[Any]) -> Any:
+    return await _guarded(health, lambda: pending, (), {})
+
+
 class _GuardedScript:
     def __init__(self, script: Any, health: Health) -> None:
         self._script = script
@@ -384,10 +389,17 @@ class _GuardedClient:
 
     def __getattr__(self, name: str) -> Any:
         command = getattr(self._client, name)
+        if not callable(command):
+            return command
         health = self.health
 
-        def call(*args: Any, **kwargs: Any) -> Awaitable[Any]:
-            return _guarded(health, command, args, kwargs)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = command(*args, **kwargs)
+            except UNREACHABLE as exc:
+                raise health.failed(exc) from exc
+            # a command answers an awaitable; a local helper (e.g. the Cluster's get_node_from_key) its value
+            return _reply(health, result) if inspect.isawaitable(result) else result
 
         self.__dict__[name] = call  # found directly from now on
         return call

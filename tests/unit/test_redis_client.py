@@ -102,6 +102,9 @@ class _Fake:
     def get(self, name: str) -> Any:
         return self._answer(b"v")
 
+    def get_node_from_key(self, key: str) -> str:  # local, no round trip (the Cluster client's)
+        return "node-1"
+
     def register_script(self, source: str) -> Any:
         return lambda keys=None, args=None: self._answer([b"OK"])
 
@@ -154,6 +157,7 @@ async def test_other_redis_errors_pass_through_and_replies_are_unchanged() -> No
     fake = _Fake()
     client = guard(cast(RedisClient, fake), Health())
     assert await client.get("k") == b"v"
+    assert cast(Any, client).get_node_from_key("k") == "node-1"  # a local helper answers its value, not a coroutine
     assert await client.register_script("return 1")(keys=["k"], args=[]) == [b"OK"]
     async with client.pipeline(transaction=False) as p:
         assert p.hget("h", "f") is p  # commands queue and answer the pipeline, as redis-py's do
