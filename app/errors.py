@@ -12,7 +12,7 @@ import logging
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from storage.errors import StoreError, StoreUnavailableError
+from storage.errors import StoreError
 from storage.wire import errors
 from storage.wire.errors import TwilioError
 
@@ -29,9 +29,7 @@ def _resource_path(request: Request) -> str:
 
 
 async def store_error_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StoreError)
-    if isinstance(exc, StoreUnavailableError):
-        log.error("store unavailable: %s", exc)
+    assert isinstance(exc, StoreError)  # an outage (StoreUnavailableError) is logged once, by Store.health
     return error_response(errors.from_store_error(exc, "rest", _resource_path(request)))
 
 

@@ -15,7 +15,7 @@ from starlette.websockets import WebSocket
 from realtime.gateway import Gateway, GatewayConfig
 from realtime.session import Limits
 from realtime.webhooks import WebhookOptions, WebhookWorker
-from storage import Store, StoreConfig, StoreError, accounts, expiry, services
+from storage import Store, StoreConfig, StoreError, StoreUnavailableError, accounts, expiry, services
 from storage.wire.errors import TwilioError
 
 from . import errors, routes
@@ -127,7 +127,9 @@ async def _purger(store: Store, stop: asyncio.Event, wake: asyncio.Event) -> Non
             n = await services.purge_pending(store)
             if n:
                 log.info("purged %d objects of deleted services", n)
-        except StoreError:
+        except StoreUnavailableError:  # an outage: Store.health logged it once
+            pass
+        except Exception:  # keep purging after any other error
             log.exception("purge failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=30)

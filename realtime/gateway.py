@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from storage import Store, StoreError, accounts, reachability, services
+from storage.errors import StoreUnavailableError
 from storage.wire import errors
 from storage.wire.errors import TwilioError
 
@@ -131,6 +132,9 @@ class Gateway:
         except TwilioError as exc:
             await ws.send_bytes(_error_reply(first.id, exc))
             return
+        except StoreUnavailableError:  # an outage: Store.health logged it once
+            await ws.send_bytes(_error_reply(first.id, errors.UNAVAILABLE()))
+            return
         except (StoreError, RedisError, OSError):
             log.warning("init failed: the store is unavailable", exc_info=True)
             await ws.send_bytes(_error_reply(first.id, errors.UNAVAILABLE()))
@@ -225,6 +229,8 @@ class Gateway:
                 status, answer, then = session.subscriptions_request(body)
             else:
                 status, answer = await cds.handle(session.caller, cds.Request(method, path, params, headers, body))
+        except StoreUnavailableError:  # cds.handle answers store errors itself; an outage is logged once
+            status, answer = 503, errors.UNAVAILABLE().body()
         except Exception:  # every request gets an answer, in Twilio's error shape
             log.exception("tunnelled %s %s failed", method, path)
             status, answer = 500, errors.INTERNAL().body()

@@ -13,7 +13,7 @@ import logging
 
 from . import keys
 from .clock import now_ms
-from .errors import NotFoundError
+from .errors import NotFoundError, StoreUnavailableError
 from .records import SWEEPER
 from .redis_client import text
 from .store import Store
@@ -86,13 +86,16 @@ async def sweep_due(store: Store, batch: int = 50) -> int:
 
 
 async def run_sweeper(store: Store, interval_s: float, stop: asyncio.Event) -> None:
-    """Sweep every ``interval_s`` until ``stop`` is set; errors are logged, never fatal."""
+    """Sweep every ``interval_s`` until ``stop`` is set; errors are logged (an outage once, by
+    Store.health), never fatal."""
     while not stop.is_set():
         try:
             n = await sweep_due(store)
             if n:
                 log.info("expired %d objects/items", n)
-        except Exception:  # keep sweeping after a transient Redis error
+        except StoreUnavailableError:  # an outage: Store.health logged it once
+            pass
+        except Exception:  # keep sweeping after any other error
             log.exception("expiry sweep failed")
         try:
             await asyncio.wait_for(stop.wait(), timeout=interval_s)

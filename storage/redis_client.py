@@ -10,13 +10,46 @@ with ``decode_responses=False`` (values are msgpack and JSON, decoded where they
 A command the product starts to use is added here first, with the types redis-py answers for it
 (tests/unit/test_redis_client.py checks that both clients and their pipelines have every member,
 with the parameter names used here).
+
+Unreachable Redis is one error, on every path: ``guard`` wraps the client ``Store`` uses so that
+every command, pipeline ``execute`` and script call that fails because Redis cannot be reached
+raises ``StoreUnavailableError`` (a StoreError, which storage/wire/errors.py answers 503/20503 on
+REST and over the SDK tunnel). "Cannot be reached" is redis-py's ConnectionError (refused, reset,
+"No connection available" from the blocking pool, LOADING), TimeoutError, an OSError from the
+socket, and the Cluster client's ClusterDownError / RedisClusterException (no node or no slot
+owner reachable). Other replies (WRONGTYPE, BUSYGROUP, NOGROUP, ...) pass through unchanged.
+
+Why a wrapper around the client and not a redis-py ``Connection`` subclass: redis-py's retry and
+reconnect logic (and the Cluster client's topology refresh) catch its own ConnectionError inside the
+client; raising another type from a connection would bypass them, and "No connection available"
+comes from the pool, not from a connection. Wrapping outside the client lets redis-py do all of
+that first and works the same for ``Redis`` and ``RedisCluster`` (and their pipelines).
+Pub/sub is not wrapped: its users (realtime/broker.py, the webhook wake-ups) own reconnect loops.
+
+``Health`` is the shared outage state: the first failure logs "Redis unavailable: ..." once, the
+next success logs "Redis reachable again"; code that runs during an outage (request handlers,
+background loops) catches StoreUnavailableError without logging, so an outage is two log lines.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self, TypedDict, overload
+from typing import Any, Literal, Protocol, Self, TypedDict, cast, overload
+
+from redis.exceptions import (
+    ClusterDownError,
+    ConnectionError as RedisConnectionError,
+    RedisClusterException,
+    TimeoutError as RedisTimeoutError,
+)
+
+from .errors import StoreUnavailableError
+
+log = logging.getLogger("sync.store")
 
 Members = set[bytes]  # SMEMBERS (named here: RedisClient.set shadows the builtin in the class body)
 
@@ -247,3 +280,134 @@ class RedisClient(Protocol):
     ) -> list[tuple[bytes, list[StreamEntry]]]:
         """One (stream name, entries) pair per stream (lists at run time); [] when nothing is new."""
         ...
+
+
+# --- unreachable Redis as StoreUnavailableError (see the module docstring) -------------------------
+
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    RedisClusterException,
+    OSError,
+)
+
+
+class Health:
+    """Whether Redis answered the last call: one log line when an outage starts, one when it ends."""
+
+    def __init__(self) -> None:
+        self.down_since: float | None = None
+
+    @property
+    def up(self) -> bool:
+        return self.down_since is None
+
+    def failed(self, exc: BaseException) -> StoreUnavailableError:
+        """Record a failure (logged only if it starts an outage); the error to raise for it."""
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            log.warning("Redis unavailable: %s", exc or type(exc).__name__)
+        return StoreUnavailableError("redis", message=f"Redis is not reachable: {exc}")
+
+    def ok(self) -> None:
+        if self.down_since is not None:
+            log.warning("Redis reachable again (after %.1f s)", time.monotonic() - self.down_since)
+            self.down_since = None
+
+
+async def _guarded(health: Health, call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    try:
+        reply = await call(*args, **kwargs)
+    except UNREACHABLE as exc:
+        raise health.failed(exc) from exc
+    health.ok()
+    return reply
+
+
+async def _reply(health: Health, pending: Awaitable[Any]) -> Any:
+    return await _guarded(health, lambda: pending, (), {})
+
+
+class _GuardedScript:
+    def __init__(self, script: Any, health: Health) -> None:
+        self._script = script
+        self._health = health
+
+    def __call__(self, keys: Sequence[str] = (), args: Sequence[Value] = ()) -> Awaitable[LuaReply]:
+        return _guarded(self._health, self._script, (), {"keys": keys, "args": args})
+
+
+class _GuardedPipeline:
+    """Queues on redis-py's pipeline (answering itself, as a pipeline does); ``execute`` is guarded."""
+
+    def __init__(self, pipeline: Any, health: Health) -> None:
+        self._pipeline = pipeline
+        self._health = health
+
+    async def __aenter__(self) -> Self:
+        await self._pipeline.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        try:  # resets the pipeline (no reply from Redis: not a sign that it is back)
+            await self._pipeline.__aexit__(*exc)
+        except UNREACHABLE as error:
+            raise self._health.failed(error) from error
+
+    async def execute(self) -> list[Any]:
+        return cast(list[Any], await _guarded(self._health, self._pipeline.execute, (), {}))
+
+    def __getattr__(self, name: str) -> Any:
+        command = getattr(self._pipeline, name)
+
+        def queue(*args: Any, **kwargs: Any) -> _GuardedPipeline:
+            command(*args, **kwargs)
+            return self
+
+        return queue
+
+
+class _GuardedClient:
+    """Every command of the wrapped client, guarded; see ``guard``."""
+
+    def __init__(self, client: Any, health: Health) -> None:
+        self._client = client
+        self.health = health
+
+    def register_script(self, script: str) -> RedisScript:
+        return _GuardedScript(self._client.register_script(script), self.health)
+
+    def pipeline(self, *args: Any, **kwargs: Any) -> RedisPipeline:
+        return cast(RedisPipeline, _GuardedPipeline(self._client.pipeline(*args, **kwargs), self.health))
+
+    def pubsub(self) -> RedisPubSub:
+        return cast(RedisPubSub, self._client.pubsub())
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def __getattr__(self, name: str) -> Any:
+        command = getattr(self._client, name)
+        if not callable(command):
+            return command
+        health = self.health
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = command(*args, **kwargs)
+            except UNREACHABLE as exc:
+                raise health.failed(exc) from exc
+            # a command answers an awaitable; a local helper (e.g. the Cluster's get_node_from_key) its value
+            return _reply(health, result) if inspect.isawaitable(result) else result
+
+        self.__dict__[name] = call  # found directly from now on
+        return call
+
+
+def guard(client: RedisClient, health: Health) -> RedisClient:
+    """``client`` with every failure to reach Redis raised as StoreUnavailableError (recorded in
+    ``health``). Guarding a guarded client answers it unchanged."""
+    if isinstance(client, _GuardedClient):
+        return client
+    return cast(RedisClient, _GuardedClient(client, health))

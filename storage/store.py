@@ -1,5 +1,9 @@
 """The Store: one Redis connection (standalone or Cluster) plus the Lua scripts that write.
 
+Every call to Redis goes through the guarded client (storage/redis_client.py ``guard``): when Redis
+cannot be reached, any read, write or script raises StoreUnavailableError (503/20503 on both edges),
+and ``Store.health`` logs one line when an outage starts and one when it ends.
+
 Every mutation goes through ``Store.run``: one script, one slot, one atomic step that writes the
 data and appends the change event. Script answers ``{"E", reason, what, detail}`` become domain
 errors here, so callers never see Redis replies. Scripts and their calling convention (arguments
@@ -14,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from redis import asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 
 from . import keys, lua
 from .clock import now_ms
@@ -24,10 +27,9 @@ from .errors import (
     NotFoundError,
     RevisionMismatchError,
     StoreError,
-    StoreUnavailableError,
 )
 from .records import Actor
-from .redis_client import LuaReply, RedisClient
+from .redis_client import Health, LuaReply, RedisClient, guard
 
 
 @dataclass(frozen=True)
@@ -77,10 +79,11 @@ class Store:
     """Owns the Redis client and the registered scripts. Create with ``await Store.connect(url)``."""
 
     def __init__(self, redis: RedisClient, config: StoreConfig | None = None) -> None:
-        self.redis = redis
+        self.health = Health()
+        self.redis = guard(redis, self.health)
         self.config = config or StoreConfig()
         self.cache = TtlCache(self.config.cache_s)
-        self.scripts = lua.Scripts(redis)
+        self.scripts = lua.Scripts(self.redis)
 
     @classmethod
     async def connect(cls, url: str, config: StoreConfig | None = None, cluster: bool = False) -> Store:
@@ -101,10 +104,8 @@ class Store:
         return store
 
     async def ping(self) -> None:
-        try:
-            await self.redis.ping()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailableError("redis", message=f"Redis is not reachable: {exc}") from exc
+        """Raise StoreUnavailableError unless Redis answers."""
+        await self.redis.ping()
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -125,10 +126,7 @@ class Store:
         }
         if not context.keys().isdisjoint(args):
             raise ValueError(f"{script}: argument names {sorted(context.keys() & args.keys())} are the prelude's")
-        try:
-            reply = await self.scripts.write(script)(keys=[key], args=[lua.pack({**context, **args})])
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailableError("redis", message=f"Redis is not reachable: {exc}") from exc
+        reply = await self.scripts.write(script)(keys=[key], args=[lua.pack({**context, **args})])
         if not isinstance(reply, list):
             raise TypeError(f"{script} answered {reply!r}, not an array")
         answer = lua.ScriptReply(reply)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from storage import Store, accounts, reachability, webhooks
+from storage.errors import StoreUnavailableError
 from storage.keys import WEBHOOK_WAKE
 from storage.redis_client import text
 
@@ -142,7 +143,8 @@ class WebhookWorker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("webhook wake-ups unavailable (%s); relying on the periodic scan", exc)
+                if pause == 1.0:  # the first failure since the subscription last worked: once per outage
+                    log.warning("webhook wake-ups unavailable (%s); relying on the periodic scan", exc)
                 await self._sleep(pause)
                 pause = min(30.0, pause * 2)
 
@@ -150,6 +152,8 @@ class WebhookWorker:
         """Debounced reachability webhooks that are due, and queues nobody is draining."""
         try:  # at start, in the background: repairs a crash between a Service write and its copy
             await webhooks.resync_all(self.store)
+        except StoreUnavailableError:  # an outage: Store.health logged it once (the next start repairs)
+            pass
         except Exception:
             log.exception("webhook config re-sync failed")
         last = 0.0
@@ -160,6 +164,8 @@ class WebhookWorker:
                     last = time.monotonic()
                     for sid in await webhooks.services_with_work(self.store):
                         self.kick(sid)
+            except StoreUnavailableError:  # an outage: Store.health logged it once
+                pass
             except Exception:
                 log.exception("webhook scan failed")
             await self._sleep(min(0.2, self.options.scan_interval_s))
@@ -178,6 +184,8 @@ class WebhookWorker:
                     if not await self._drain(sid):
                         self._elsewhere[sid] = time.monotonic() + self.options.lease_ms / 2000
                         return  # another process holds the lease; it was woken too
+                except StoreUnavailableError:  # an outage: Store.health logged it once; retry
+                    await self._sleep(1.0)
                 except Exception:
                     log.exception("webhook delivery for %s failed; will retry", sid)
                     await self._sleep(1.0)

@@ -1,4 +1,5 @@
-"""storage/redis_client.py: the typed seam must describe what redis-py's clients really offer.
+"""storage/redis_client.py: the typed seam must describe what redis-py's clients really offer, and
+turn every failure to reach Redis into StoreUnavailableError.
 
 ``Store.connect`` casts redis-py's asyncio ``Redis`` or ``RedisCluster`` to ``RedisClient``, so mypy
 cannot check that the Protocol matches them: this does, by signature, with no server."""
@@ -6,15 +7,25 @@ cannot check that the Protocol matches them: this does, by signature, with no se
 from __future__ import annotations
 
 import inspect
+import logging
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from redis.asyncio.client import Pipeline, PubSub, Redis
 from redis.asyncio.cluster import ClusterPipeline, ClusterPubSub, RedisCluster
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    ConnectionError,
+    RedisClusterException,
+    ResponseError,
+    TimeoutError as RedisTimeoutError,
+)
 
-from storage.redis_client import RedisClient, RedisPipeline, RedisPubSub, text
+from storage.errors import StoreUnavailableError
+from storage.redis_client import Health, RedisClient, RedisPipeline, RedisPubSub, guard, text
 
 SEAMS = [
     (RedisClient, Redis),
@@ -71,3 +82,107 @@ def test_text_decodes_replies() -> None:
     assert text(b"IS\xc3\xa9") == "ISé"
     assert text("already") == "already"
     assert text(42) == "42"
+
+
+# --- the guard: unreachable Redis is StoreUnavailableError, logged once per outage -----------------
+
+
+class _Fake:
+    """Stands in for redis-py's client, pipeline and script: each call answers or raises ``fail``."""
+
+    def __init__(self) -> None:
+        self.fail: BaseException | None = None
+        self.queued: list[tuple[str, tuple[Any, ...]]] = []
+
+    async def _answer(self, value: Any) -> Any:
+        if self.fail is not None:
+            raise self.fail
+        return value
+
+    def get(self, name: str) -> Any:
+        return self._answer(b"v")
+
+    def get_node_from_key(self, key: str) -> str:  # local, no round trip (the Cluster client's)
+        return "node-1"
+
+    def register_script(self, source: str) -> Any:
+        return lambda keys=None, args=None: self._answer([b"OK"])
+
+    def pipeline(self, transaction: bool = True) -> Any:
+        return self
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        return None
+
+    def hget(self, name: str, key: str) -> Any:
+        self.queued.append(("hget", (name, key)))
+        return self
+
+    def execute(self) -> Any:
+        return self._answer([b"x"])
+
+
+UNREACHABLE_ERRORS = [
+    ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused."),
+    ConnectionError("No connection available."),  # the blocking pool, all connections taken
+    BusyLoadingError("Redis is loading the dataset in memory"),
+    RedisTimeoutError("Timeout reading from socket"),
+    ConnectionRefusedError(111, "Connection refused"),
+    ClusterDownError("CLUSTERDOWN The cluster is down"),
+    RedisClusterException("Redis Cluster cannot be connected. Please provide at least one reachable node"),
+]
+
+
+@pytest.mark.parametrize("error", UNREACHABLE_ERRORS, ids=lambda e: type(e).__name__)
+async def test_every_call_raises_store_unavailable_when_redis_cannot_be_reached(error: Exception) -> None:
+    fake = _Fake()
+    client = guard(cast(RedisClient, fake), Health())
+    fake.fail = error
+    with pytest.raises(StoreUnavailableError) as command:
+        await client.get("k")
+    assert command.value.__cause__ is error
+    with pytest.raises(StoreUnavailableError):
+        await client.register_script("return 1")(keys=["k"], args=[])
+    with pytest.raises(StoreUnavailableError):
+        async with client.pipeline(transaction=True) as p:
+            p.hget("h", "f")
+            await p.execute()
+    assert fake.queued == [("hget", ("h", "f"))]
+
+
+async def test_other_redis_errors_pass_through_and_replies_are_unchanged() -> None:
+    fake = _Fake()
+    client = guard(cast(RedisClient, fake), Health())
+    assert await client.get("k") == b"v"
+    assert cast(Any, client).get_node_from_key("k") == "node-1"  # a local helper answers its value, not a coroutine
+    assert await client.register_script("return 1")(keys=["k"], args=[]) == [b"OK"]
+    async with client.pipeline(transaction=False) as p:
+        assert p.hget("h", "f") is p  # commands queue and answer the pipeline, as redis-py's do
+        assert await p.execute() == [b"x"]
+    fake.fail = ResponseError("BUSYGROUP Consumer Group name already exists")
+    with pytest.raises(ResponseError):
+        await client.get("k")
+
+
+async def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(caplog: pytest.LogCaptureFixture) -> None:
+    fake = _Fake()
+    health = Health()
+    client = guard(cast(RedisClient, fake), health)
+    assert guard(client, Health()) is client  # guarding twice changes nothing
+    with caplog.at_level(logging.INFO, logger="sync.store"):
+        await client.get("k")
+        fake.fail = ConnectionError("Connection refused")
+        for _ in range(5):
+            with pytest.raises(StoreUnavailableError):
+                await client.get("k")
+        assert not health.up
+        fake.fail = None
+        for _ in range(3):
+            await client.get("k")
+    assert health.up
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and lines[0] == "Redis unavailable: Connection refused", lines
+    assert lines[1].startswith("Redis reachable again"), lines

@@ -1,0 +1,165 @@
+"""A Redis outage, end to end: every request answers Twilio's 503/20503 (never a 500), over REST and
+over the SDK tunnel, the server logs one line when the outage starts and one when it ends (no
+traceback per request or per background tick), and the same requests answer 2xx once Redis is back.
+
+The server runs on its own Valkey behind a proxy that cuts it off (tests/test_redis_outage.py
+``Outage``); the data of before the outage is there after it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from realtime.client import SyncClient, SyncClientError
+from storage import Store, accounts
+from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, SCALE, RedisProcess, ServerProcess
+from tests.sdk import token
+
+
+class Outage:
+    """A TCP proxy between the server and its Valkey that can cut Redis off: while cut, it drops
+    every connection and closes each new one at once (redis-py: "Connection closed by server").
+    It keeps its port throughout, so no other process can take it over meanwhile (as a stopped
+    Valkey's port could be, on a machine running other tests)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.cut = False
+        self.port = 0
+        self._links: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._link, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        self.begin()
+        if self._server is not None:
+            self._server.close()
+
+    def begin(self) -> None:
+        self.cut = True
+        for w in list(self._links):
+            w.transport.abort()
+        self._links.clear()
+
+    def end(self) -> None:
+        self.cut = False
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.cut:
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._links |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, ConnectionError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._links -= {writer, up_writer}
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisProcess]:
+    r = RedisProcess()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+async def outage(own_redis: RedisProcess) -> AsyncIterator[Outage]:
+    proxy = Outage(own_redis.port)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+@pytest.fixture
+async def own_server(outage: Outage) -> AsyncIterator[ServerProcess]:
+    server = await asyncio.to_thread(ServerProcess(redis_url=outage.url).start)
+    yield server
+    await asyncio.to_thread(server.stop)
+
+
+async def test_an_outage_answers_503_and_logs_one_line_until_redis_is_back(
+    own_redis: RedisProcess, outage: Outage, own_server: ServerProcess
+) -> None:
+    base = own_server.base_url
+    log = Path(own_server.log_path)
+
+    async def server_log() -> str:
+        return await asyncio.to_thread(log.read_text)
+
+    async with httpx.AsyncClient(base_url=base, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=20 * SCALE) as http:
+        service = (await http.post("/v1/Services", data={"FriendlyName": "outage"})).json()["sid"]
+        doc_path = f"/v1/Services/{service}/Documents/doc"
+        r = await http.post(f"/v1/Services/{service}/Documents", data={"UniqueName": "doc", "Data": '{"n":1}'})
+        assert r.status_code == 201, r.text
+        store = await Store.connect(own_redis.url)
+        try:
+            fresh = await accounts.create_key(store, ACCOUNT_SID, "first used during the outage")
+            signer = await accounts.create_key(store, ACCOUNT_SID, "signs tokens")
+        finally:
+            await store.close()
+        tok = token(signer.sid, signer.secret, service, "alice")
+        rest: list[tuple[str, Callable[[], Awaitable[httpx.Response]]]] = [
+            ("GET document", lambda: http.get(doc_path)),
+            ("list services", lambda: http.get("/v1/Services")),
+            ("fetch service", lambda: http.get(f"/v1/Services/{service}")),
+            ("update document", lambda: http.post(doc_path, data={"Data": '{"n":2}'})),
+            ("create document", lambda: http.post(f"/v1/Services/{service}/Documents", data={"Data": "{}"})),
+            ("new API key", lambda: http.get("/v1/Services", auth=(fresh.sid, fresh.secret))),
+        ]
+        async with await SyncClient.connect(own_server.ws_url, tok) as sdk:
+            doc = await sdk.open("document", "doc")
+            assert doc["data"] == {"n": 1}
+            before = len(await server_log())
+
+            outage.begin()
+            for _ in range(3):  # repeated: still one log line for the whole outage
+                answers = [(what, *(lambda r: (r.status_code, r.json()))(await call())) for what, call in rest]
+                answers.append(("CDS GET document", *await sdk.request("GET", doc["url"])))
+                answers.append(("CDS update document", *await sdk.request("POST", doc["url"], {"data": {"n": 3}})))
+                for what, status, body in answers:
+                    assert (what, status, body.get("code")) == (what, 503, 20503), (await server_log())[before:]
+                    assert set(body) >= {"code", "message", "more_info", "status"}, body
+            with pytest.raises(SyncClientError) as refused:
+                await SyncClient.connect(own_server.ws_url, tok)
+            assert (refused.value.status, refused.value.code) == (503, 20503)
+            await asyncio.sleep(1.0)  # the sweeper and the webhook worker tick several times meanwhile
+
+            during = (await server_log())[before:]
+            assert "Traceback" not in during and " ERROR " not in during, during
+            assert during.count("Redis unavailable") == 1, during
+            # besides it, at most the pub/sub users' own one line each (broker, webhook wake-ups)
+            assert len(during.splitlines()) <= 3, during
+
+            outage.end()
+            r = await http.get(doc_path)  # at once: the next request reconnects
+            assert r.status_code == 200 and r.json()["data"] == {"n": 1}, r.text
+            for what, call in rest:
+                r = await call()
+                assert (what, r.status_code) in {(what, 200), (what, 201)}, r.text
+            status, body = await sdk.request("GET", doc["url"])
+            assert status == 200 and body["data"] == {"n": 2}, body
+            async with await SyncClient.connect(own_server.ws_url, tok) as again:
+                assert (await again.open("document", "doc"))["data"] == {"n": 2}
+
+            after = (await server_log())[before:]
+            assert "Traceback" not in after, after
+            assert after.count("Redis unavailable") == 1 and after.count("Redis reachable again") == 1, after
