@@ -245,6 +245,34 @@ async def test_500_then_200_is_retried_and_delivered_once_more(http, store: Stor
     assert a.headers["i-twilio-idempotency-token"] == b.headers["i-twilio-idempotency-token"]
 
 
+async def test_a_bad_url_queued_before_the_validation_is_dead_lettered_and_later_entries_go_out(
+    http, store: Store, redis, receiver: Receiver
+) -> None:
+    """Queues written before WebhookUrl was validated may hold URLs no request can be built for: each
+    such entry is a failed attempt (dead-lettered, never stuck pending), and once the URL is fixed
+    the Service's webhooks go out again."""
+    service = await hooked(http, receiver.url)
+    bad = [receiver.url + "/a\x01b", receiver.url + "/a b", receiver.url + "/caf\u00e9"]
+    assert (await http.post(f"/v1/Services/{service}", data={"WebhookUrl": bad[1]})).json()["code"] == 54051
+    for n, url in enumerate(bad):  # the config copy as an older server stored it
+        await redis.hset(keys.webhook_config(service), "url", url)
+        await objects.create(store, service, Kind.DOCUMENT, ALICE, unique_name=f"bad{n}")
+    for _ in range(int(20 * SCALE / 0.02)):
+        dead = await webhooks.failed(store, service)
+        if len(dead) == len(bad):
+            break
+        await asyncio.sleep(0.02)
+    assert sorted(d.url for d in dead) == sorted(bad), dead
+    assert all("not a valid URL" in d.error for d in dead), dead
+    assert receiver.requests == []
+    await drained(redis, service)  # nothing left pending
+    r = await http.post(f"/v1/Services/{service}", data={"WebhookUrl": receiver.url})
+    assert r.status_code == 200, r.text
+    await objects.create(store, service, Kind.DOCUMENT, ALICE, unique_name="good")
+    got = await receiver.wait_for(1)
+    assert got[0].form["DocumentUniqueName"] == "good" and got[0].signature_valid
+
+
 async def _cli(backend: Backend, *args: str) -> str:
     env = {**os.environ, "REDIS_URL": backend.redis_url, **backend.env, "TWILIO_ACCOUNT_SID": ACCOUNT_SID}
     env["TWILIO_AUTH_TOKEN"] = AUTH_TOKEN
