@@ -67,6 +67,7 @@ class _Run:
     inflight: int = 0  # entries read and not yet delivered or dead-lettered
     delivered: list[str] = field(default_factory=list)  # delivered, acknowledged at the next flush
     failing: bool = False  # an entry was dead-lettered and nothing succeeded since
+    failing_recorded: bool | None = None  # failing-since is in Redis (webhooks.status); None: not known yet
     error: Exception | None = None  # a chain failed outside the delivery attempts (e.g. Redis): start over
 
 
@@ -293,8 +294,14 @@ class WebhookWorker:
                 outcome = await self._post(d)
             if outcome.ok:
                 run.failing = False
+                if run.failing_recorded is not False:  # once per session, or after a failure
+                    run.failing_recorded = False
+                    await webhooks.clear_failing(self.store, d.service_sid)
                 run.delivered.append(d.id)  # the queue loop acknowledges it (it is woken next)
                 return
+            if not run.failing_recorded:  # the first failure since a success (an earlier time is kept)
+                run.failing_recorded = True
+                await webhooks.mark_failing(self.store, d.service_sid, int(time.time() * 1000))
             last = attempts > o.max_retries or run.failing or not outcome.retry
             log.info("webhook %s of %s attempt %d failed: %s", d.id, d.service_sid, attempts, outcome.error)
             if last:

@@ -71,7 +71,13 @@ def test_any_failure_to_build_or_send_is_a_failed_attempt_retried_then_dead_lett
     async def dead_letter(store: Any, d: webhooks.Delivery, error: str, attempts: int, cap: int) -> None:
         dead.append((d, error, attempts))
 
+    marked: list[str] = []
+
+    async def mark_failing(store: Any, sid: str, since_ms: int) -> None:
+        marked.append(sid)
+
     monkeypatch.setattr(worker_module.webhooks, "dead_letter", dead_letter)
+    monkeypatch.setattr(worker_module.webhooks, "mark_failing", mark_failing)
     client = RaisingClient(exc)
     w = worker_with(client)
     d = delivery()
@@ -85,7 +91,7 @@ def test_any_failure_to_build_or_send_is_a_failed_attempt_retried_then_dead_lett
     asyncio.run(go())
     assert client.calls == 1 + 1 + OPTIONS.max_retries  # the _post above, then the first attempt and its retries
     assert [(x.id, n) for x, _, n in dead] == [(d.id, 1 + OPTIONS.max_retries)] and run.failing
-    assert run.delivered == []
+    assert run.delivered == [] and marked == [IS]  # recorded once, at the first failed attempt
 
 
 def test_a_delivery_error_stays_a_retryable_failure() -> None:
