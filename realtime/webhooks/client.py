@@ -197,6 +197,8 @@ class WebhookClient:
             raise DestinationBlockedError(f"not a valid URL: {exc}") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+        except DestinationBlockedError:
+            raise  # from the resolver, unwrapped by aiohttp: not a retryable failure
         except Exception as exc:  # building the request failed (a header aiohttp refuses, an encoding…)
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
         finally:
