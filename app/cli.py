@@ -55,11 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     command(ks, "list", "list keys")
     delete = command(ks, "delete", "delete a key")
     delete.add_argument("sid")
-    hooks = command(sub, "webhooks", "webhook deliveries that exhausted their retries (dead letters)")
+    hooks = command(sub, "webhooks", "webhook queues and the deliveries that exhausted their retries (dead letters)")
     hs = hooks.add_subparsers(dest="webhooks_command", required=True)
+    status = command(hs, "status", "per Service: pending, age of the oldest pending, failing since, dead letters")
     failed = command(hs, "failed", "list dead letters, oldest first")
     replay = command(hs, "replay", "queue dead letters again (to the Service's current webhook URL)")
-    for cmd in (failed, replay):
+    for cmd in (status, failed, replay):
         cmd.add_argument("--service", help="only this Service (IS…)")
     replay.add_argument("ids", nargs="*", help="only these dead-letter ids (needs --service)")
     return p
@@ -185,7 +186,29 @@ async def _token(store: Store, account: str, args: argparse.Namespace) -> str:
 DEV_KEY_NAME = "sync-server token"
 
 
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.1f}s"
+
+
 async def _webhooks(store: Store, args: argparse.Namespace) -> None:
+    if args.webhooks_command == "status":
+        import time
+        from datetime import UTC, datetime
+
+        for q in await webhooks.status(store, args.service):
+            oldest = "-" if q.oldest_age_s is None else _age(q.oldest_age_s)
+            failing = "-"
+            if q.failing_since is not None:
+                when = datetime.fromtimestamp(q.failing_since, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                failing = f"{when} ({_age(max(0.0, time.time() - q.failing_since))} ago)"
+            print(
+                f"{q.service_sid}  pending={q.pending}  oldest={oldest}  failing_since={failing}"
+                f"  dead_letters={q.dead_letters}  {q.url or '(no webhook url)'}"
+            )
+        return
     if args.webhooks_command == "failed":
         for d in await webhooks.failed(store, args.service):
             target = d.event.sid or d.event.identity

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -122,14 +123,35 @@ def friendly_name(values: Mapping[str, Any]) -> str | None:
     return None if raw is None else str(raw)
 
 
+_URL_CHARS = re.compile(r"[\x21-\x7e]+")  # printable ASCII: no whitespace, control or non-ASCII characters
+_HOST_NAME = re.compile(r"[A-Za-z0-9._~%!$&'()*+,;=-]+")  # RFC 3986 reg-name
+
+
 def webhook_url(values: Mapping[str, Any]) -> str | None:
+    """An absolute http(s) URL that is sent exactly as written (Twilio signs the URL as configured, so
+    nothing may be re-encoded on the way): printable ASCII only (percent-encode the rest), a host and
+    port that parse. A URL the client would refuse must fail here, not at every delivery."""
     raw = values.get("WebhookUrl")
     if raw is None or raw == "":
         return None
-    parts = urlsplit(str(raw))
-    if len(raw) > 512 or parts.scheme not in ("http", "https") or not parts.netloc:
+    url = str(raw)
+    if len(url) > 512 or not _URL_CHARS.fullmatch(url):
         raise errors.INVALID_WEBHOOK_URL()
-    return str(raw)
+    try:
+        parts = urlsplit(url)
+        host, _ = parts.hostname, parts.port  # both raise ValueError when they do not parse
+    except ValueError:
+        raise errors.INVALID_WEBHOOK_URL() from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise errors.INVALID_WEBHOOK_URL()
+    if parts.netloc.rpartition("@")[2].startswith("["):
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            raise errors.INVALID_WEBHOOK_URL() from None
+    elif not _HOST_NAME.fullmatch(host):
+        raise errors.INVALID_WEBHOOK_URL()
+    return url
 
 
 def debouncing_window(values: Mapping[str, Any]) -> int | None:

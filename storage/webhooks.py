@@ -21,11 +21,16 @@ Design (keys in keys.py):
   Service joins ``sync:webhooks:failed``; ``replay`` queues them again (to the current URL).
 * The queue is never trimmed (that would lose webhooks): a dead receiver's backlog drains to the
   dead letters instead (see realtime/webhooks/worker.py for retries).
+* **Status.** While a Service's receiver fails, the config copy holds ``fs``: when it started failing
+  (ms; the first failed attempt since the last success; kept across a Service update that keeps the
+  URL). ``status`` reports per Service the pending entries, the age of the oldest, ``fs`` and the
+  dead letters (`sync-server webhooks status`).
 * Deleting a Service drops its copy, queue, lease and dead letters (``drop``).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from redis.exceptions import ResponseError
@@ -36,6 +41,7 @@ from .redis_client import text
 from .store import Store
 
 GROUP = "wh"
+FAILING_SINCE = "fs"  # field of the config copy
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,9 @@ async def sync_config(store: Store, account_sid: str, service_sid: str) -> None:
     if url not in ("\x00", ""):
         copy["url"] = url
         await store.redis.sadd(keys.WEBHOOK_SERVICES, service_sid)
+        old_url, since = await store.redis.hmget(keys.webhook_config(service_sid), ["url", FAILING_SINCE])
+        if since is not None and old_url is not None and text(old_url) == url:
+            copy[FAILING_SINCE] = text(since)  # same receiver: still failing since then
     where = [keys.webhook_config(service_sid), keys.tombstone(service_sid)]
     await store.call("webhook_config", where, version=raw.get("v", "0"), fields=lua.field_pairs(copy))
 
@@ -253,3 +262,55 @@ async def replay(store: Store, service_sid: str, entry_ids: list[str] | None = N
     if not await store.redis.xlen(dead):
         await store.redis.srem(keys.WEBHOOK_FAILED, service_sid)
     return len(rows)
+
+
+# --- status ------------------------------------------------------------------------------------
+
+
+async def mark_failing(store: Store, service_sid: str, since_ms: int) -> None:
+    """The Service's receiver is failing since ``since_ms`` unless an earlier time is recorded. Only
+    on an existing config copy: a deleted Service's must not come back."""
+    key = keys.webhook_config(service_sid)
+    if await store.redis.exists(key) and await store.redis.hget(key, FAILING_SINCE) is None:
+        await store.redis.hset(key, FAILING_SINCE, since_ms)  # one worker per Service (its lease): no race
+
+
+async def clear_failing(store: Store, service_sid: str) -> None:
+    """A delivery succeeded: the receiver is not failing."""
+    await store.redis.hdel(keys.webhook_config(service_sid), FAILING_SINCE)
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    """One Service's webhook queue, as `sync-server webhooks status` shows it."""
+
+    service_sid: str
+    url: str | None  # the current webhook URL (None: none)
+    pending: int  # entries queued and not yet delivered or dead-lettered
+    oldest_age_s: float | None  # age of the oldest pending entry (None: nothing pending)
+    failing_since: float | None  # epoch seconds of the first failed attempt since the last success
+    dead_letters: int
+
+
+async def status(store: Store, service_sid: str | None = None) -> list[QueueStatus]:
+    """The queue of one Service, or of every Service that has (had) a webhook URL or dead letters."""
+    if service_sid:
+        sids = [service_sid]
+    else:
+        found = await store.redis.smembers(keys.WEBHOOK_SERVICES) | await store.redis.smembers(keys.WEBHOOK_FAILED)
+        sids = sorted(text(s) for s in found)
+    now_ms = time.time() * 1000  # entry ids carry Redis's clock: the same host's, or a synchronised one
+    out: list[QueueStatus] = []
+    for sid in sids:
+        async with store.redis.pipeline(transaction=False) as p:
+            p.xlen(keys.webhook_queue(sid))
+            p.hmget(keys.webhook_config(sid), ["url", FAILING_SINCE])
+            p.xlen(keys.webhook_dead(sid))
+            pending, (url, since), dead = await p.execute()
+        first = await store.redis.xrange(keys.webhook_queue(sid), count=1) if pending else []
+        oldest = None
+        if pending and first:
+            oldest = max(0.0, (now_ms - int(text(first[0][0]).split("-", 1)[0])) / 1000)
+        failing = int(text(since)) / 1000 if since is not None else None
+        out.append(QueueStatus(sid, text(url) if url is not None else None, pending, oldest, failing, dead))
+    return out

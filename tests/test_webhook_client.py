@@ -172,3 +172,16 @@ async def test_nothing_listening_is_a_delivery_error(client: WebhookClient, rece
     await receiver.stop()
     with pytest.raises(DeliveryError, match="cannot connect to 127.0.0.1"):
         await client.post(url, b"", HEADERS)
+
+
+async def test_a_url_that_cannot_be_sent_as_written_is_refused_before_any_request(
+    client: WebhookClient, receiver: Receiver
+) -> None:
+    """A URL queued before WebhookUrl was validated: aiohttp would send a space or non-ASCII in the
+    request line as is (or re-encoded: not the URL signed), and raise a bare ValueError on a control
+    character. None of them reach the receiver; each is a DestinationBlockedError (dead-lettered)."""
+    for suffix in ("/a b", "/a\x01b", "/a\nb", "/caf\u00e9", "/\u2603"):
+        with pytest.raises(DestinationBlockedError, match="not a valid URL"):
+            await client.post(receiver.url + suffix, b"x=1", [])
+    assert receiver.requests == []
+    assert await client.post(receiver.url + "/a%20b", b"x=1", []) == 200

@@ -245,6 +245,34 @@ async def test_500_then_200_is_retried_and_delivered_once_more(http, store: Stor
     assert a.headers["i-twilio-idempotency-token"] == b.headers["i-twilio-idempotency-token"]
 
 
+async def test_a_bad_url_queued_before_the_validation_is_dead_lettered_and_later_entries_go_out(
+    http, store: Store, redis, receiver: Receiver
+) -> None:
+    """Queues written before WebhookUrl was validated may hold URLs no request can be built for: each
+    such entry is a failed attempt (dead-lettered, never stuck pending), and once the URL is fixed
+    the Service's webhooks go out again."""
+    service = await hooked(http, receiver.url)
+    bad = [receiver.url + "/a\x01b", receiver.url + "/a b", receiver.url + "/caf\u00e9"]
+    assert (await http.post(f"/v1/Services/{service}", data={"WebhookUrl": bad[1]})).json()["code"] == 54051
+    for n, url in enumerate(bad):  # the config copy as an older server stored it
+        await redis.hset(keys.webhook_config(service), "url", url)
+        await objects.create(store, service, Kind.DOCUMENT, ALICE, unique_name=f"bad{n}")
+    for _ in range(int(20 * SCALE / 0.02)):
+        dead = await webhooks.failed(store, service)
+        if len(dead) == len(bad):
+            break
+        await asyncio.sleep(0.02)
+    assert sorted(d.url for d in dead) == sorted(bad), dead
+    assert all("not a valid URL" in d.error for d in dead), dead
+    assert receiver.requests == []
+    await drained(redis, service)  # nothing left pending
+    r = await http.post(f"/v1/Services/{service}", data={"WebhookUrl": receiver.url})
+    assert r.status_code == 200, r.text
+    await objects.create(store, service, Kind.DOCUMENT, ALICE, unique_name="good")
+    got = await receiver.wait_for(1)
+    assert got[0].form["DocumentUniqueName"] == "good" and got[0].signature_valid
+
+
 async def _cli(backend: Backend, *args: str) -> str:
     env = {**os.environ, "REDIS_URL": backend.redis_url, **backend.env, "TWILIO_ACCOUNT_SID": ACCOUNT_SID}
     env["TWILIO_AUTH_TOKEN"] = AUTH_TOKEN
@@ -280,6 +308,48 @@ async def test_exhausted_retries_go_to_dead_letters_and_replay(
     assert [r.form["EventType"] for r in got] == ["document_created", "document_updated"]
     assert all(r.signature_valid for r in got)
     assert await _cli(backend, "webhooks", "failed", "--service", service) == ""
+
+
+async def _status(backend: Backend, service: str | None = None) -> dict[str, dict[str, str]]:
+    """`sync-server webhooks status [--service IS…]`: per Service, its fields (``pending=1`` …)."""
+    out = await _cli(backend, "webhooks", "status", *(["--service", service] if service else []))
+    rows: dict[str, dict[str, str]] = {}
+    for line in out.splitlines():
+        sid, *rest = line.split("  ")
+        rows[sid] = dict(f.split("=", 1) for f in rest[:-1]) | {"url": rest[-1]}
+    return rows
+
+
+async def test_webhooks_status_shows_pending_oldest_failing_since_and_dead_letters(
+    http, backend: Backend, store: Store, redis, receiver: Receiver
+) -> None:
+    service = await hooked(http, receiver.url)
+    other = await hooked(http, receiver.url + "?other=1")
+    idle = {"pending": "0", "oldest": "-", "failing_since": "-", "dead_letters": "0", "url": receiver.url}
+    assert await _status(backend, service) == {service: idle}
+    receiver.fail_all = True  # a failing receiver: the entry is retried, then dead-lettered
+    doc = await objects.create(store, service, Kind.DOCUMENT, ALICE)
+    await dead_letters(store, service)
+    failing = (await _status(backend, service))[service]
+    assert failing["pending"] == "0" and failing["dead_letters"] == "1", failing
+    assert failing["failing_since"].endswith(" ago)") and failing["failing_since"][:2] == "20", failing
+    assert (await http.post(f"/v1/Services/{service}", data={"FriendlyName": "renamed"})).status_code == 200
+    kept = (await _status(backend, service))[service]  # the same URL: still failing since then
+    assert kept["failing_since"].split(" ")[0] == failing["failing_since"].split(" ")[0], kept
+    receiver.fail_all, receiver.hold = False, asyncio.Event()  # a stalled receiver: nothing answers
+    await objects.update(store, service, Kind.DOCUMENT, doc.sid, ALICE, data_json='{"n":1}')
+    await receiver.wait_held()
+    await asyncio.sleep(0.2)
+    stalled = (await _status(backend, service))[service]
+    assert stalled["pending"] == "1" and stalled["oldest"].endswith("s") and stalled["oldest"] != "0.0s", stalled
+    assert stalled["failing_since"].split(" ")[0] == failing["failing_since"].split(" ")[0]  # still failing
+    receiver.hold.set()  # it answers: the failure is over, the dead letter stays
+    await receiver.wait_for(1)
+    await drained(redis, service)
+    assert await _status(backend, service) == {service: idle | {"dead_letters": "1"}}
+    every = await _status(backend)
+    assert every[service] == idle | {"dead_letters": "1"}
+    assert every[other] == idle | {"url": receiver.url + "?other=1"}
 
 
 async def test_a_slow_receiver_does_not_delay_another_service(http, store: Store, receiver: Receiver) -> None:

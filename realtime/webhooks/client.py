@@ -25,6 +25,7 @@ import asyncio
 import base64
 import functools
 import ipaddress
+import re
 import socket
 import ssl
 from contextvars import ContextVar
@@ -150,7 +151,8 @@ class WebhookClient:
             self._session = None
 
     async def post(self, url: str, body: bytes, headers: list[tuple[str, str]]) -> int:
-        """POST ``body``; the response status. Raises DeliveryError or DestinationBlockedError."""
+        """POST ``body``; the response status. Raises DeliveryError or DestinationBlockedError, nothing
+        else (CancelledError aside): any failure to build or send the request is one of them."""
         target = _target(url)
         if target.literal is not None and target.literal not in self._permitted_literals:
             self.policy.permitted(target.literal, [target.literal])  # aiohttp resolves no literal: checked here
@@ -195,9 +197,16 @@ class WebhookClient:
             raise DestinationBlockedError(f"not a valid URL: {exc}") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+        except DestinationBlockedError:
+            raise  # from the resolver, unwrapped by aiohttp: not a retryable failure
+        except Exception as exc:  # building the request failed (a header aiohttp refuses, an encoding…)
+            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
         finally:
             if token is not None:
                 _ATTEMPT.reset(token)
+
+
+_SENDABLE = re.compile(r"[\x21-\x7e]+")  # printable ASCII: a request line carries it unchanged (and it is signed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +221,8 @@ class _Target:
 
 @functools.lru_cache(maxsize=1024)  # a Service's URL is posted to again and again
 def _target(url: str) -> _Target:
+    if not _SENDABLE.fullmatch(url):  # queued before WebhookUrl was validated: sent as written, or not at all
+        raise DestinationBlockedError(f"not a valid URL: {url!r} (whitespace, control or non-ASCII characters)")
     try:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)

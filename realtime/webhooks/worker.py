@@ -68,6 +68,8 @@ class _Run:
     inflight: int = 0  # entries read and not yet delivered or dead-lettered
     delivered: list[str] = field(default_factory=list)  # delivered, acknowledged at the next flush
     failing: bool = False  # an entry was dead-lettered and nothing succeeded since
+    failing_recorded: bool | None = None  # failing-since is in Redis (webhooks.status); None: not known yet
+    error: Exception | None = None  # a chain failed outside the delivery attempts (e.g. Redis): start over
 
 
 @dataclass
@@ -235,6 +237,8 @@ class WebhookWorker:
         try:
             while not self._stop.is_set():
                 run.wake.clear()  # before looking: what happens from here on wakes the wait below
+                if run.error is not None:  # unacknowledged entries stay pending: the next session reads them
+                    raise run.error
                 await self._flush_acks(sid, run)
                 room = self.options.batch - run.inflight
                 if room > 0:
@@ -283,6 +287,9 @@ class WebhookWorker:
                 queue.popleft()
                 run.inflight -= 1
                 run.wake.set()
+        except Exception as exc:  # never a silent dead chain: its entries would hold the session forever
+            run.error = exc
+            run.wake.set()
         finally:
             del run.queues[key]  # no await since the emptiness check: a new entry starts a new chain
 
@@ -295,8 +302,14 @@ class WebhookWorker:
                 outcome = await self._post(d)
             if outcome.ok:
                 run.failing = False
+                if run.failing_recorded is not False:  # once per session, or after a failure
+                    run.failing_recorded = False
+                    await webhooks.clear_failing(self.store, d.service_sid)
                 run.delivered.append(d.id)  # the queue loop acknowledges it (it is woken next)
                 return
+            if not run.failing_recorded:  # the first failure since a success (an earlier time is kept)
+                run.failing_recorded = True
+                await webhooks.mark_failing(self.store, d.service_sid, int(time.time() * 1000))
             last = attempts > o.max_retries or run.failing or not outcome.retry
             log.info("webhook %s of %s attempt %d failed: %s", d.id, d.service_sid, attempts, outcome.error)
             if last:
@@ -308,24 +321,31 @@ class WebhookWorker:
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
     async def _post(self, d: webhooks.Delivery) -> _Outcome:
+        """One attempt. Whatever fails while building or sending the request is a failed attempt
+        (retried, then dead-lettered): an exception escaping here would leave the entry pending
+        forever and, once ``batch`` such entries are read, stall the Service's queue."""
         token = await self._auth_token(d.account_sid)
         if token is None:
             return _Outcome(False, f"unknown account {d.account_sid}", retry=False)
-        params = form_params(d.account_sid, d.service_sid, d.event)
-        headers = [
-            ("Content-Type", "application/x-www-form-urlencoded; charset=utf-8"),
-            ("X-Twilio-Signature", signature(token, d.url, params)),
-            ("I-Twilio-Idempotency-Token", f"{d.service_sid}-{d.id}"),
-            ("User-Agent", "TwilioProxy/1.1"),
-        ]
         assert self._http is not None
         try:
+            params = form_params(d.account_sid, d.service_sid, d.event)
+            headers = [
+                ("Content-Type", "application/x-www-form-urlencoded; charset=utf-8"),
+                ("X-Twilio-Signature", signature(token, d.url, params)),
+                ("I-Twilio-Idempotency-Token", f"{d.service_sid}-{d.id}"),
+                ("User-Agent", "TwilioProxy/1.1"),
+            ]
+            body = urlencode(params).encode()
             async with self._slots:
-                status = await self._http.post(d.url, urlencode(params).encode(), headers)
+                status = await self._http.post(d.url, body, headers)
         except DestinationBlockedError as exc:
             return _Outcome(False, str(exc), retry=False)
         except DeliveryError as exc:
             return _Outcome(False, str(exc))
+        except Exception as exc:  # e.g. an encoding error: still an attempt that failed
+            log.warning("webhook %s of %s: the request could not be made", d.id, d.service_sid, exc_info=True)
+            return _Outcome(False, f"{type(exc).__name__}: {exc}")
         if 200 <= status < 300:
             return _Outcome(True)
         return _Outcome(False, f"HTTP {status}")

@@ -282,3 +282,29 @@ def test_order_and_bounds() -> None:
     assert params.bounds(request("GET", query="Bounds=exclusive")) == "exclusive"
     assert refusal(lambda: params.order(request("GET", query="Order=DESC"))) == (400, 54451)
     assert refusal(lambda: params.bounds(request("GET", query="Bounds=open"))) == (400, 54452)
+
+
+def test_webhook_url_refuses_what_cannot_be_sent_as_written() -> None:
+    """Twilio signs the URL as configured, so the URL stored must be the one sent: no whitespace, no
+    control or non-ASCII characters (percent-encode them), and a host and port that parse."""
+    for good in ("http://127.0.0.1:9/a%20b", "https://[::1]:8443/h?x=%C3%A9", "https://u:p@example.com/h#f"):
+        assert params.webhook_url({"WebhookUrl": good}) == good
+    bad_urls = [
+        "http://127.0.0.1:9/a b",
+        "http://127.0.0.1:9/a\tb",
+        " http://example.com/",
+        "http://example.com/\n",
+        "http://example.com/a\x01b",
+        "http://example.com/a\x7fb",
+        "http://example.com/caf\u00e9",
+        "http://h\u00e9.example.com/",
+        "http://example.com:99999/",
+        "http://example.com:port/",
+        "http://[::1/",
+        "http://[nothex]/",
+        "http://:80/",
+        "http://user@/",
+        "http://exa<mple.com/",
+    ]
+    for bad in bad_urls:
+        assert refusal(lambda bad=bad: params.webhook_url({"WebhookUrl": bad})) == (400, 54051), bad
