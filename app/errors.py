@@ -8,9 +8,11 @@ Starlette exception handlers.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 
 from storage.errors import StoreError
 from storage.wire import errors
@@ -19,8 +21,8 @@ from storage.wire.errors import TwilioError
 log = logging.getLogger("sync.http")
 
 
-def error_response(error: TwilioError) -> Response:
-    return JSONResponse(error.body(), status_code=error.status)
+def error_response(error: TwilioError, headers: Mapping[str, str] | None = None) -> Response:
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
 def _resource_path(request: Request) -> str:
@@ -38,13 +40,28 @@ async def twilio_error_handler(request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
+def _allow(request: Request, exc: Exception) -> dict[str, str]:
+    """The Allow header a 405 must carry (RFC 9110 15.5.6): the methods of every route on this path.
+    Starlette's router names only the first route that matches the path, and the table has one route
+    per method."""
+    methods: set[str] = set()
+    for route in getattr(request.scope.get("router"), "routes", ()):
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    if methods:
+        return {"Allow": ", ".join(sorted(methods))}
+    return dict(getattr(exc, "headers", None) or {})
+
+
 async def http_error_handler(request: Request, exc: Exception) -> Response:
     status = int(getattr(exc, "status_code", 500))
     path = _resource_path(request)
     if status == 404:
         return error_response(errors.NOT_FOUND(path=path))
     if status == 405:
-        return error_response(errors.METHOD_NOT_ALLOWED(method=request.method, path=path))
+        error = errors.METHOD_NOT_ALLOWED(method=request.method, path=path)
+        return error_response(error, _allow(request, exc))
     return error_response(errors.http_error(status, str(getattr(exc, "detail", ""))))
 
 

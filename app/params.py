@@ -5,12 +5,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartParser
 from starlette.requests import Request
 
 from storage import Kind, limits, paging
@@ -18,6 +19,7 @@ from storage.errors import InvalidInputError
 from storage.limits import MAX_DATA
 from storage.paging import Cursor
 from storage.wire import errors
+from storage.wire.errors import TwilioError
 
 MAX_BODY = 256 * 1024  # form bodies: 16 KiB of Data percent-encoded is at most 48 KiB
 _REVISION = re.compile(r"^[0-9a-f]{1,16}$")
@@ -26,22 +28,40 @@ _REVISION = re.compile(r"^[0-9a-f]{1,16}$")
 _digits = limits.is_count
 
 
+def _too_large() -> TwilioError:
+    return errors.TOO_LARGE(f"the body exceeds {MAX_BODY // 1024} KiB")
+
+
+async def _bounded(request: Request) -> AsyncGenerator[bytes, None]:
+    """The body's chunks, refused with 413 once they pass MAX_BODY: a chunked body has no
+    Content-Length to refuse up front, and whatever follows the limit is never read."""
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _too_large()
+        yield chunk
+
+
 async def form(request: Request) -> FormData:
-    """The form body (empty for other content types, as Twilio ignores them)."""
+    """The form body (empty for other content types, as Twilio ignores them), at most MAX_BODY bytes
+    whatever the framing."""
     ctype = request.headers.get("content-type", "")
     if request.method in ("GET", "DELETE"):
         return FormData()
     length = request.headers.get("content-length", "0")
     if _digits(length) and int(length) > MAX_BODY:
-        raise errors.TOO_LARGE(f"the body exceeds {MAX_BODY // 1024} KiB")
+        raise _too_large()
     try:
         if ctype.startswith("application/x-www-form-urlencoded"):
             # parse_qsl is several times faster than the multipart parser for the common case
-            body = (await request.body()).decode()
+            body = b"".join([chunk async for chunk in _bounded(request)]).decode()
             pairs: list[tuple[str, str | UploadFile]] = list(parse_qsl(body, keep_blank_values=True))
             return FormData(pairs)
         if ctype.startswith("multipart/"):
-            return await request.form()
+            return await MultiPartParser(request.headers, _bounded(request)).parse()
+    except TwilioError:
+        raise
     except Exception as exc:
         raise errors.INVALID_PARAMETER("Malformed form body") from exc
     return FormData()

@@ -103,6 +103,20 @@ async def test_unknown_route_and_wrong_method_get_twilio_json(http: httpx.AsyncC
     assert r.status_code == 405 and r.json()["status"] == 405
 
 
+async def test_a_405_names_every_method_the_path_allows(http: httpx.AsyncClient, service: str) -> None:
+    """RFC 9110 15.5.6: a 405 carries Allow, listing the methods of every route on the path (one route
+    per method in the table), and the body stays Twilio's JSON."""
+    r = await http.put(f"/v1/Services/{service}")
+    assert r.status_code == 405 and r.json()["code"] == 20004
+    assert r.headers["allow"] == "DELETE, GET, HEAD, POST"
+    r = await http.delete("/v1/Services")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD, POST"
+    r = await http.post(f"/v1/Services/{service}/Documents/ET00000000000000000000000000000000/Permissions")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+    r = await http.get(f"/v1/Services/{service}/Streams/TO00000000000000000000000000000000/Messages")
+    assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["code"] == 20004
+
+
 async def test_api_key_credentials_work_and_scope_to_their_account(backend: Backend, http: httpx.AsyncClient) -> None:
     import asyncio
     import sys

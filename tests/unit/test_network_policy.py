@@ -113,3 +113,28 @@ async def test_the_resolver_refuses_a_name_with_only_denied_addresses() -> None:
     with pytest.raises(DestinationBlockedError, match="not an allowed network"):
         await resolver.resolve("metadata.example", 80)
     assert not issubclass(DestinationBlockedError, OSError)  # aiohttp would wrap an OSError as a DNS error
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["::169.254.169.254", "::a9fe:a9fe",  # IPv4-compatible (::/96)
+     "64:ff9b::169.254.169.254", "64:ff9b::a9fe:a9fe", "64:ff9b::224.0.0.1",  # NAT64 (RFC 6052)
+     "2002:a9fe:a9fe::", "2002:a9fe:a9fe:1::1", "2002:0:1::",  # 6to4 (2002:V4ADDR::/48)
+     "::ffff:0:169.254.169.254",  # IPv4-translated (RFC 2765)
+     "2001:0:4136:e378:8000:63bf:5601:5601"],  # Teredo whose client is 169.254.169.254 (XORed)
+)  # fmt: skip
+def test_ipv6_forms_embedding_a_denied_ipv4_address_are_denied(address: str) -> None:
+    assert not DEFAULT.permits(address)
+
+
+def test_an_embedded_ipv4_is_judged_against_the_deny_list_and_the_ipv6_address_against_both() -> None:
+    assert DEFAULT.permits("64:ff9b::203.0.113.9") and DEFAULT.permits("2002:cb00:7109::1")
+    assert DEFAULT.permits("::ffff:0:203.0.113.9")
+    assert DEFAULT.permits("::") is False and DEFAULT.permits("::1")  # unspecified and loopback, not IPv4
+    production = NetworkPolicy(allow=(), deny=PRODUCTION_DENY)
+    for address in ("::127.0.0.1", "64:ff9b::10.0.0.1", "2002:c0a8:0101::1", "64:ff9b::7f00:1"):
+        assert not production.permits(address), address
+    assert production.permits("64:ff9b::203.0.113.9")
+    nat64_only = NetworkPolicy(allow=["64:ff9b::/96"], deny=["10.0.0.0/8"])
+    assert nat64_only.permits("64:ff9b::203.0.113.9") and not nat64_only.permits("64:ff9b::10.1.2.3")
+    assert not NetworkPolicy(allow=["203.0.113.0/24"], deny=()).permits("64:ff9b::203.0.113.9")

@@ -107,6 +107,23 @@ async def test_body_over_256_kib_is_refused_before_reading() -> None:
     assert await async_refusal(lambda: params.form(big)) == (413, 54006)
 
 
+@pytest.mark.parametrize("ctype", ["application/x-www-form-urlencoded", "multipart/form-data; boundary=b"])
+async def test_a_body_without_content_length_is_refused_once_past_256_kib_and_read_no_further(ctype: str) -> None:
+    """Chunked framing has no Content-Length: the body is read only until it passes the limit."""
+    received = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        received += 1
+        head = b'--b\r\nContent-Disposition: form-data; name="A"\r\n\r\n' if received == 1 else b""
+        return {"type": "http.request", "body": head + b"A" * 65536, "more_body": received < 1000}  # 64 MiB
+
+    headers = [(b"content-type", ctype.encode())]
+    scope = {"type": "http", "method": "POST", "path": "/", "query_string": b"", "headers": headers}
+    assert await async_refusal(lambda: params.form(Request(scope, receive))) == (413, 54006)
+    assert received <= params.MAX_BODY // 65536 + 1  # up to the first chunk past the limit, no more
+
+
 # -- Data -------------------------------------------------------------------------------------------
 
 
