@@ -22,7 +22,7 @@ Service slot ``{IS…}`` — everything inside one Service, so that every write 
     sync:{IS}:ev:{SID}          stream the object's change events, entry id 0-(event id + 1)
     sync:{IS}:exp               zset   expiry schedule: member "SID" or "SID\\x00itemkey", score = ms
     sync:{IS}:gone              string tombstone of a deleted Service: late writes fail
-    sync:{IS}:wh                hash   webhook config copy: url, rest, ac, re, db, dw, v, fs (failing since); webhooks.py
+    sync:{IS}:wh                hash   webhook config copy: url, rest, ac, re, db, dw, v, fs (failing since)
     sync:{IS}:whq               stream webhooks to deliver (consumer group "wh"), XADDed by emit() in lib.lua
     sync:{IS}:whdl              stream dead letters: deliveries that exhausted their retries
     sync:{IS}:whl               string delivery lease: the one worker delivering this Service now
