@@ -28,18 +28,28 @@ log = logging.getLogger("sync.cli")
 def _parser() -> argparse.ArgumentParser:
     """Every setting's flag is accepted before the subcommand and after it (each parser has them all)."""
     settings = settings_parent()
+    # the admin commands' choice of account (before or after the subcommand, like the settings)
+    admin = argparse.ArgumentParser(add_help=False)
+    admin.add_argument(
+        "--account",
+        metavar="AC…",
+        default=argparse.SUPPRESS,
+        help="the account an admin command acts on (default: TWILIO_ACCOUNT_SID, else the account the "
+        "server serves, as recorded in its store, else the store's only account)",
+    )
     p = argparse.ArgumentParser(
         prog="sync-server",
         usage="%(prog)s [--SETTING VALUE ...] [--version] [COMMAND [--SETTING VALUE ...] ...]",
-        description="Twilio Sync compatible server",
-        parents=[settings],
+        description="Twilio Sync compatible server. The admin commands (all but serve) act on the store of "
+        "the server running on --data-dir (or on --redis-url) and never create an account or a store.",
+        parents=[settings, admin],
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {version('sync-server')}")
 
     def command(
         parent: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
     ) -> argparse.ArgumentParser:
-        return parent.add_parser(name, help=help, parents=[settings])
+        return parent.add_parser(name, help=help, parents=[settings] if name == "serve" else [settings, admin])
 
     sub = p.add_subparsers(dest="command")
     command(sub, "serve", "run the server (the default)")
@@ -76,11 +86,13 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     command = args.command or "serve"
+    if command == "serve" and getattr(args, "account", None):
+        sys.exit("sync-server: --account is for the admin commands; serve uses TWILIO_ACCOUNT_SID")
     try:
         if command == "serve":
             serve(settings)
         else:
-            with redis_for(settings, keep_running=False) as url:
+            with _admin_redis(settings) as url:
                 asyncio.run(_admin(settings, url, args))
     except DataDirInUse as exc:
         sys.exit(f"sync-server: {exc}")
@@ -115,6 +127,38 @@ def redis_for(
             url_file.unlink()
 
 
+def _say(message: str) -> None:
+    print(f"sync-server: {message}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _admin_redis(settings: Settings) -> Iterator[str]:
+    """The store an admin command acts on, and never a new one: REDIS_URL (--redis-url), else the
+    Valkey of the server running on the data dir, else (no server running) the data dir's existing
+    store, its Valkey started for this command. With none of these it exits, saying how to choose."""
+    if settings.redis_url:
+        _say(f"using the Redis at {settings.redis_url} (REDIS_URL / --redis-url)")
+        yield settings.redis_url
+        return
+    data = Path(settings.data_dir).resolve()
+    url_file = data / "redis" / "url"
+    if url_file.exists():
+        url = url_file.read_text().strip()
+        if _reachable(url):
+            _say(f"using the running server's Valkey at {url} (data dir {data})")
+            yield url
+            return
+    if not any((data / "redis" / name).exists() for name in ("appendonlydir", "appendonly.aof", "dump.rdb")):
+        sys.exit(
+            f"sync-server: no sync-server store in {data} (no server running on it, no data): run this "
+            "command where the server runs, or point it at the server's store with --data-dir DIR "
+            "(SYNC_DATA_DIR) or --redis-url URL (REDIS_URL)"
+        )
+    _say(f"using the data in {data / 'redis'} (no server running on it: its Valkey is started for this command)")
+    with redis_for(settings, keep_running=False) as url:
+        yield url
+
+
 def _reachable(url: str) -> bool:
     import socket
     from urllib.parse import urlsplit
@@ -129,10 +173,12 @@ def _reachable(url: str) -> bool:
 
 
 async def _bootstrap(settings: Settings, url: str) -> tuple[str, str, bool]:
+    """The account ``serve`` serves (sid, token, created now): TWILIO_* (created or updated, and
+    recorded in the store for the admin commands), else the store's default one, created on first start."""
     store = await Store.connect(url, cluster=settings.redis_cluster)
     try:
         if settings.account_sid and settings.auth_token:
-            await accounts.ensure_account(store, settings.account_sid, settings.auth_token)
+            await accounts.serve_account(store, settings.account_sid, settings.auth_token)
             return settings.account_sid, settings.auth_token, False
         return await accounts.default_account(store)
     finally:
@@ -140,13 +186,21 @@ async def _bootstrap(settings: Settings, url: str) -> tuple[str, str, bool]:
 
 
 async def _admin(settings: Settings, url: str, args: argparse.Namespace) -> None:
-    account, token, _ = await _bootstrap(settings, url)
+    """An admin command on an existing account of the store (never creating one)."""
     store = await Store.connect(url, cluster=settings.redis_cluster)
     try:
+        if args.command == "webhooks":  # across the store's Services, whatever their account
+            await _webhooks(store, args)
+            return
+        try:
+            account, token, why = await accounts.chosen_account(
+                store, getattr(args, "account", None) or settings.account_sid
+            )
+        except accounts.NoAccount as exc:
+            sys.exit(f"sync-server: {exc}")
+        _say(f"account {account} ({why}; choose another with --account)")
         if args.command == "account":
             print(f"TWILIO_ACCOUNT_SID={account}\nTWILIO_AUTH_TOKEN={token}")
-        elif args.command == "webhooks":
-            await _webhooks(store, args)
         elif args.command == "token":
             print(await _token(store, account, args))
         elif args.keys_command == "create":
@@ -156,6 +210,9 @@ async def _admin(settings: Settings, url: str, args: argparse.Namespace) -> None
             for k in await accounts.list_keys(store, account):
                 print(f"{k.sid}  {k.friendly_name}")
         elif args.keys_command == "delete":
+            owner = await accounts.get_key(store, args.sid)
+            if owner is not None and owner.account_sid != account:
+                sys.exit(f"sync-server: API key {args.sid} is of account {owner.account_sid}: choose it with --account")
             if not await accounts.delete_key(store, args.sid):
                 sys.exit(f"sync-server: no API key {args.sid}")
             print(f"deleted {args.sid}")
@@ -173,8 +230,12 @@ async def _token(store: Store, account: str, args: argparse.Namespace) -> str:
     service = args.service
     if service is None:
         first = await services.page(store, account, 1, None)
-        service = first.items[0].sid if first.items else (await services.create(store, account, {})).sid
-        print(f"sync-server: token for Service {service}", file=sys.stderr)
+        if first.items:
+            service = first.items[0].sid
+            _say(f"token for Service {service} (the account's oldest; choose one with --service)")
+        else:  # a documented convenience for a new account
+            service = (await services.create(store, account, {})).sid
+            _say(f"created Service {service} for the token (the account had none)")
     else:
         try:
             await services.get(store, account, service)

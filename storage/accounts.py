@@ -34,6 +34,43 @@ async def ensure_account(store: Store, account_sid: str, auth_token: str) -> Non
     await r.sadd(keys.ACCOUNTS, account_sid)
 
 
+async def serve_account(store: Store, account_sid: str, auth_token: str) -> None:
+    """Create or update the account a server is started for and record it as the store's default, so
+    the admin commands (``sync-server keys``, ``account``, ``token``) act on it when none is chosen."""
+    await ensure_account(store, account_sid, auth_token)
+    await store.redis.set(keys.DEFAULT_ACCOUNT, account_sid)
+
+
+class NoAccount(Exception):
+    """No account could be chosen in a store (the message says why and how to choose one)."""
+
+
+async def chosen_account(store: Store, account_sid: str | None) -> tuple[str, str, str]:
+    """(sid, auth token, why this one) of an existing account, never creating one: ``account_sid`` if
+    given, else the one the server records as served (the default account), else the store's only one.
+    Raises NoAccount when the given one does not exist, the store has none, or it has several and
+    none is recorded."""
+    known = await list_accounts(store)
+    if account_sid:
+        token = await auth_token(store, account_sid)
+        if token is None:
+            raise NoAccount(f"no account {account_sid} in this store; it has: {', '.join(known) or 'none'}")
+        return account_sid, token, "chosen"
+    recorded = await store.redis.get(keys.DEFAULT_ACCOUNT)
+    if recorded is not None:
+        token = await auth_token(store, text(recorded))
+        if token is not None:
+            return text(recorded), token, "the server's"
+    if not known:
+        raise NoAccount("this store has no account yet: start the server on it once (`sync-server`)")
+    if len(known) > 1:
+        raise NoAccount(f"this store has several accounts ({', '.join(known)}): choose one with --account")
+    token = await auth_token(store, known[0])
+    if token is None:  # deleted in between
+        raise NoAccount("this store has no account yet: start the server on it once (`sync-server`)")
+    return known[0], token, "the store's only"
+
+
 async def default_account(store: Store) -> tuple[str, str, bool]:
     """The account created on first start: (sid, token, created_now). Persisted in Redis."""
     r = store.redis
