@@ -12,6 +12,16 @@ subscription (session.py), a console live view or a metrics tap can each receive
 hub knowing what they are, and the hub imports nothing that imports it.
 
 Service wake-up channels are subscribed while at least one object of the Service is watched here.
+
+ACL revocation: a write that may take a right away (a Permission deleted or its ``read`` turned off,
+the Service's ``acl_enabled`` changed) publishes ``"<SID> acl <identity>"`` (one Permission) or
+``"* acl"`` (the whole Service) on the same channel. The feeds concerned (only objects watched here:
+nothing for the rest) then ask their subscribers (of that identity, or all) to ``recheck`` the
+right, in the feed's own read task and before its next read of the log, so an event written after
+the revocation reaches no refused subscriber.
+Known limits: pub/sub is at-most-once, so a lost ``acl`` wake-up leaves a refused subscription
+running until the connection's next establish (every reconnect re-checks); and a log read already
+in flight when the wake-up arrives may still deliver the events it got.
 """
 
 from __future__ import annotations
@@ -64,6 +74,11 @@ class Subscriber(Protocol):
     def offer(self, eid: int, frame: bytes | None, origin: str | None, removal: bool, replay: bool = False) -> None:
         """Take event ``eid`` (``replay`` = sent while catching up, before ``active``)."""
 
+    async def recheck(self, identities: frozenset[str] | None) -> None:
+        """The right to read this object may have been taken away from ``identities`` (None: from
+        anyone, the Service's ``acl_enabled`` changed): if that concerns this subscriber, check again,
+        and if refused end the subscription (it then leaves the hub itself)."""
+
 
 class Feed:
     """The readers of one object on this process, and how far its log has been read here."""
@@ -76,6 +91,15 @@ class Feed:
         self.last_read: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._again = False
+        self._recheck: set[str] | None = set()  # identities to re-check; None: everyone (acl_enabled)
+
+    def recheck(self, identity: str | None) -> None:
+        """Re-check the right of ``identity`` (None: of everyone) before the next read of the log."""
+        if identity is None:
+            self._recheck = None
+        elif self._recheck is not None:
+            self._recheck.add(identity)
+        self.kick()
 
     def kick(self) -> None:
         """Read the log now (or once more after the read in progress)."""
@@ -87,6 +111,9 @@ class Feed:
     async def _pump(self) -> None:
         while True:
             self._again = False
+            if self._recheck is None or self._recheck:
+                who, self._recheck = self._recheck, set()
+                await self._recheck_subs(None if who is None else frozenset(who))
             if self.last_read is not None and any(s.active for s in self.subs):
                 try:
                     batch = await events.read_since(self.hub.store, self.service_sid, self.sid, self.last_read, BATCH)
@@ -99,6 +126,12 @@ class Feed:
                     self._again = True
             if not self._again:
                 return
+
+    async def _recheck_subs(self, identities: frozenset[str] | None) -> None:
+        results = await asyncio.gather(*(s.recheck(identities) for s in list(self.subs)), return_exceptions=True)
+        for r in results:
+            if isinstance(r, Exception):  # Redis trouble: the subscriber keeps its subscription
+                log.warning("re-checking the readers of %s failed: %s", self.sid, r)
 
     def _dispatch(self, ev: ChangeEvent) -> None:
         eid = ev.id
@@ -127,8 +160,19 @@ class Hub:
         self._lock = asyncio.Lock()
 
     def on_wake(self, channel: str, data: bytes) -> None:
-        """A write script's PUBLISH ``"<SID> <event id>"``: read that object's log if it is watched."""
+        """A write script's PUBLISH ``"<SID> <event id>"``: read that object's log if it is watched;
+        ``"<SID> acl <identity>"`` / ``"* acl"``: re-check the right of its readers (of the Service's)."""
         sid, _, eid = data.decode().partition(" ")
+        eid, _, identity = eid.partition(" ")
+        if eid == "acl":
+            if sid == "*":
+                service = channel.partition("{")[2].partition("}")[0]
+                for f in list(self.feeds.values()):
+                    if f.service_sid == service:
+                        f.recheck(None)
+            elif (watched := self.feeds.get(sid)) is not None:
+                watched.recheck(identity)
+            return
         feed = self.feeds.get(sid)
         if feed is None:
             return

@@ -28,10 +28,10 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from storage import Kind, NotFoundError, StoreError, objects
+from storage import Kind, NotFoundError, StoreError, objects, services
 from storage.wire import errors
 from storage.wire.errors import TwilioError
 
@@ -78,6 +78,10 @@ class Subscription:
             self.session.send(frame)
         if removal:
             self.session.forget(self)
+
+    async def recheck(self, identities: frozenset[str] | None) -> None:
+        if identities is None or self.session.caller.identity in identities:
+            await self.session.recheck(self, identities is None)
 
 
 class Session:
@@ -270,6 +274,22 @@ class Session:
                 replay_status="completed",
                 last_event_id=sub.cursor,
             )
+
+    async def recheck(self, sub: Subscription, service: bool) -> None:
+        """The hub's ACL wake-up (hub.py): may this identity still read ``sub``'s object? If not, end
+        the subscription the way a refused establish ends (``subscription_failed`` 403/54007, with no
+        correlation id: the SDK matches it to its established subscription). ``service``: read the
+        Service's ``acl_enabled`` again first; tunnelled requests follow the new value too."""
+        if self.closed or self.subs.get(sub.sid) is not sub:
+            return
+        if service:
+            acl = (await services.get(self.caller.store, self.grant.account_sid, self.caller.service_sid)).acl_enabled
+            if acl != self.caller.acl:
+                self.caller = replace(self.caller, acl=acl)
+        if await cds.may(self.caller, sub.kind, sub.sid, "read") or self.subs.get(sub.sid) is not sub:
+            return
+        self.forget(sub)
+        self._notify("subscription_failed", None, sub.sid, sub.kind, error=cds.denied("read"))
 
     async def cancel(self, sid: str) -> None:
         sub = self.subs.pop(sid, None)

@@ -127,7 +127,10 @@ def tombstone(is_: str) -> str:
 
 
 def wake_channel(is_: str) -> str:
-    """Pub/sub channel a write script publishes to; realtime only uses it as a wake-up."""
+    """Pub/sub channel a write script publishes to; realtime only uses it as a wake-up. Payloads:
+    ``"<SID> <event id>"`` (an event was logged for that object), ``"<SID> acl <identity>"`` (that
+    identity's Permission on that object lost ``read`` or was deleted) and ``"* acl"`` (the Service's
+    ``acl_enabled`` was written)."""
     return f"sync:{{{is_}}}:wake"
 
 

@@ -107,6 +107,8 @@ async def update(store: Store, account_sid: str, sid: str, fields: dict[str, Any
     if not updated:
         raise NotFoundError("service", sid)
     await webhooks.sync_config(store, account_sid, sid)
+    if "acl_enabled" in fields:  # live subscriptions re-check their right (realtime/hub.py)
+        await store.redis.publish(keys.wake_channel(sid), "* acl")
     return await get(store, account_sid, sid)
 
 

@@ -1,4 +1,6 @@
 -- Set or clear one identity's permissions on an object (no event: permissions are not data).
+-- When the identity may no longer read (deleted, or no "r"), PUBLISH "<SID> acl <identity>" on the
+-- Service's wake channel: the realtime hub re-checks the live subscriptions to that object (realtime/hub.py).
 -- A.sid       object sid
 -- A.identity  whose permissions
 -- A.bits      "rwm" subset, or "-" to delete
@@ -13,5 +15,8 @@ if bits == '-' then
   if redis.call('HDEL', key, identity) == 0 then return err('notfound', 'permission', identity) end
 else
   redis.call('HSET', key, identity, bits)
+end
+if not string.find(bits, 'r', 1, true) then
+  redis.call('PUBLISH', P .. 'wake', sid .. ' acl ' .. identity)
 end
 return {'OK', o.t}
