@@ -310,18 +310,22 @@ class Health:
             log.warning("Redis unavailable: %s", exc or type(exc).__name__)
         return StoreUnavailableError("redis", message=f"Redis is not reachable: {exc}")
 
-    def ok(self) -> None:
-        if self.down_since is not None:
+    def ok(self, started: float) -> None:
+        """Record a success of a call begun at ``started`` (monotonic). Only a call begun after the
+        outage was seen ends it: a reply to an older call (sent before the failure, answered late on a
+        busy machine) says nothing about now, and would split one outage into several log lines."""
+        if self.down_since is not None and started >= self.down_since:
             log.warning("Redis reachable again (after %.1f s)", time.monotonic() - self.down_since)
             self.down_since = None
 
 
 async def _guarded(health: Health, call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    started = time.monotonic()
     try:
         reply = await call(*args, **kwargs)
     except UNREACHABLE as exc:
         raise health.failed(exc) from exc
-    health.ok()
+    health.ok(started)
     return reply
 
 

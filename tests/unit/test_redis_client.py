@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 import typing
 from collections.abc import Callable
 from typing import Any, cast
@@ -186,3 +187,19 @@ async def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(cap
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2 and lines[0] == "Redis unavailable: Connection refused", lines
     assert lines[1].startswith("Redis reachable again"), lines
+
+
+def test_a_late_reply_to_a_call_sent_before_the_outage_does_not_end_it(caplog: pytest.LogCaptureFixture) -> None:
+    """On a busy machine a reply can arrive after another call has already failed: it was sent before
+    the outage was seen, so it must not log a recovery (and then a second outage)."""
+    health = Health()
+    sent_before = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="sync.store"):
+        health.failed(ConnectionError("refused"))
+        health.ok(sent_before)
+        assert not health.up
+        health.failed(ConnectionError("refused"))
+        health.ok(time.monotonic())
+    assert health.up
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(":")[0].split(" (")[0] for line in lines] == ["Redis unavailable", "Redis reachable again"]
