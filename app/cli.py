@@ -289,6 +289,11 @@ GIVE_UP_GRACE_S = 30.0
 
 
 def serve(settings: Settings) -> None:
+    """Run the server until SIGINT (Ctrl-C) or SIGTERM, then shut down in order: the gateway tells
+    WebSocket clients to reconnect (app/main.py ``_drain_on_signal``), uvicorn stops accepting and
+    lets in-flight requests finish (at most 10 s), the lifespan stops the webhook worker and the
+    store, and the embedded Valkey, in a process group of its own so a terminal's Ctrl-C does not
+    reach it, is stopped last and its url file removed. Exit status 0 (1 if Valkey was lost)."""
     import uvicorn
 
     valkey_lost = threading.Event()
@@ -301,14 +306,15 @@ def serve(settings: Settings) -> None:
         fallback.daemon = True
         fallback.start()
 
-    def on_sigterm(sig: int, frame: FrameType | None) -> None:
-        # uvicorn restores this handler when it has shut down and raises the signal it caught again
-        if valkey_lost.is_set():
-            sys.exit(1)
-        signal.signal(sig, signal.SIG_DFL)
-        signal.raise_signal(sig)
+    def on_signal(sig: int, frame: FrameType | None) -> None:
+        # Before uvicorn runs, and when uvicorn, having shut down gracefully, restores this handler
+        # and raises the signal it caught again: leave through redis_for's cleanup (Valkey is
+        # stopped last, the url file removed), exit status 0 (1 if Valkey was lost for good).
+        _ignore_shutdown_signals()
+        sys.exit(1 if valkey_lost.is_set() else 0)
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
     with redis_for(settings, keep_running=True, on_valkey_lost=lose_valkey) as url:
         account, token, created = asyncio.run(_bootstrap(settings, url))
         which = (
@@ -345,5 +351,13 @@ def serve(settings: Settings) -> None:
             # state more than doubles an idle connection's memory for frames of a few hundred bytes
             ws_per_message_deflate=settings.ws_compression,
         )
-        if valkey_lost.is_set():  # several workers: uvicorn returns instead of raising SIGTERM again
+        _ignore_shutdown_signals()  # several workers: uvicorn returns instead of raising the signal again
+        if valkey_lost.is_set():
             sys.exit(1)
+
+
+def _ignore_shutdown_signals() -> None:
+    """While the embedded Valkey stops (bounded, EmbeddedRedis.stop), a second Ctrl-C or SIGTERM must
+    not interrupt it halfway (a traceback, a Valkey left to PDEATHSIG, a stale url file)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)

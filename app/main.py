@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from types import FrameType
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -52,9 +55,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         worker = WebhookWorker(store, webhook_options(settings)) if settings.webhooks else None
         if worker is not None:
             await worker.start()
+        restore = _drain_on_signal(gateway.drain)
         try:
             yield
         finally:
+            restore()
             stop.set()
             purge_wake.set()
             await gateway.close()
@@ -134,3 +139,69 @@ async def _purger(store: Store, stop: asyncio.Event, wake: asyncio.Event) -> Non
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=30)
         wake.clear()
+
+
+SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+Handler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
+
+
+def _drain_on_signal(drain: Callable[[], Awaitable[None]]) -> Callable[[], None]:
+    """Order the shutdown: on SIGINT/SIGTERM, first ``drain()`` (the gateway tells every WebSocket
+    client to reconnect, twilsock close 308, and ends its connection; bounded), and only then hand
+    the signal to uvicorn, whose graceful shutdown stops accepting, lets in-flight requests finish
+    (``timeout_graceful_shutdown``) and runs the lifespan's shutdown; the server command stops the
+    embedded Valkey after that (app/cli.py). Returns what puts the previous handlers back.
+
+    Why here: uvicorn has no hook before its shutdown closes every WebSocket (with 1012), and a
+    uvicorn Server subclass would not reach the workers that ``SYNC_WORKERS`` > 1 spawns (uvicorn's
+    Multiprocess builds its own Server in each). The lifespan starts inside every worker, after
+    uvicorn installed its signal handlers (main thread), so it wraps them the same way everywhere.
+    Signals that come while draining are held and passed on, in order, once it is done.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # signals are only delivered to the main thread's handlers
+    loop = asyncio.get_running_loop()
+    previous: dict[int, Handler] = {sig: signal.getsignal(sig) for sig in SHUTDOWN_SIGNALS}
+    held: list[int] = []
+    drained = False
+    tasks: set[asyncio.Task[None]] = set()
+
+    def pass_on(sig: int) -> None:
+        handler = previous[sig]
+        if callable(handler):
+            handler(sig, None)
+        elif handler == signal.SIG_DFL:  # pragma: no cover - uvicorn always installs its own
+            signal.signal(sig, signal.SIG_DFL)
+            signal.raise_signal(sig)
+
+    async def drain_then_pass_on() -> None:
+        nonlocal drained
+        try:
+            await drain()
+        except Exception:
+            log.exception("draining WebSocket connections failed")
+        drained = True
+        while held:
+            pass_on(held.pop(0))
+
+    def start() -> None:  # in the event loop
+        if not tasks:
+            tasks.add(loop.create_task(drain_then_pass_on()))
+
+    def on_signal(sig: int, frame: FrameType | None) -> None:
+        if drained:
+            pass_on(sig)
+            return
+        held.append(sig)
+        if not tasks:
+            loop.call_soon_threadsafe(start)  # a signal handler may interrupt the loop anywhere
+
+    for sig in SHUTDOWN_SIGNALS:
+        signal.signal(sig, on_signal)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+    return restore

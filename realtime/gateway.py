@@ -49,6 +49,7 @@ class GatewayConfig:
     max_frame_bytes: int
     init_timeout_s: float = 10.0
     reconnect_backoff_ms: int = 1000
+    drain_timeout_s: float = 2.0  # at shutdown, how long the sessions told to reconnect may take to end
     public_url: str | None
     limits: Limits
 
@@ -63,19 +64,42 @@ class Gateway:
         self.broker = RedisBroker(redis_url, self.hub.on_wake, self.hub.on_reconnect) if redis_url else None
         self.hub.broker = self.broker
         self.sessions: set[Session] = set()
+        self._sockets: dict[Session, WebSocket] = {}  # each session's WebSocket, for drain()
+        self._no_sessions = asyncio.Event()
+        self._no_sessions.set()
         self._closing = False
 
     async def start(self) -> None:
         if self.broker is not None:
             await self.broker.start()
 
-    async def close(self) -> None:
-        """Shutdown: tell every client to reconnect (to another process), then stop."""
+    async def drain(self) -> None:
+        """Shutdown, first step: refuse new connections (``init`` answered 429 with a backoff), tell
+        every connected client to reconnect (twilsock ``close`` 308 with a ``backoff_policy``, so the
+        SDK reconnects, to another process or to this server once restarted, and resumes by replay)
+        and end its WebSocket (close 1000); wait up to ``drain_timeout_s`` for every session to end.
+
+        It must run while the WebSockets are still open, i.e. before uvicorn's own shutdown closes
+        them with 1012: app/main.py runs it when the server is signalled, then lets uvicorn go on.
+        The close is sent from here, on the socket, rather than by interrupting each connection's
+        task (``close_with``): a cancellation that lands just as a frame arrives can be lost there.
+        Frames still queued for a client are dropped: it resumes by replay after reconnecting.
+        Idempotent."""
         self._closing = True
-        for session in list(self.sessions):
-            session.send(twilsock.close(308, "Server shutting down", self._backoff()))
-        await asyncio.sleep(0.05)
-        for session in list(self.sessions):
+        await asyncio.gather(*(self._reconnect(s, ws) for s, ws in list(self._sockets.items())))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._no_sessions.wait(), self.config.drain_timeout_s)
+
+    async def _reconnect(self, session: Session, ws: WebSocket) -> None:
+        session.closed = True  # nothing more is queued for it (Session.send)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.send_bytes(twilsock.close(308, "Server shutting down", self._backoff())), 1.0)
+            await asyncio.wait_for(ws.close(), 1.0)  # its read loop sees the disconnect and ends the session
+
+    async def close(self) -> None:
+        """Stop: drain (if the server was not signalled, e.g. in tests), then close the broker."""
+        await self.drain()
+        for session in list(self.sessions):  # only those that did not end within the drain
             await session.close()
         if self.broker is not None:
             await self.broker.close()
@@ -153,6 +177,8 @@ class Gateway:
 
         session = Session(self.hub, caller, grant, ws.send_bytes, self.config.limits, close_with)
         self.sessions.add(session)
+        self._sockets[session] = ws
+        self._no_sessions.clear()
         session.send(
             twilsock.reply(
                 first.id,
@@ -183,6 +209,9 @@ class Gateway:
             with contextlib.suppress(BaseException):
                 await writer
             self.sessions.discard(session)
+            self._sockets.pop(session, None)
+            if not self.sessions:
+                self._no_sessions.set()
             await session.close()
             await self._reach(session, False)
 

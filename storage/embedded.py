@@ -8,7 +8,9 @@ holds it until ``stop()``, so a second server on the same data dir is refused (`
 instead of killing the first one's Valkey. The kernel drops the lock when its holder dies, however it
 dies, so a stale lock cannot outlive a SIGKILLed server and a reused pid cannot fake one. Holding
 the lock, ``start()`` stops a Valkey that a SIGKILLed previous owner left behind (named by
-``valkey.pid``); the child is also asked to die with its parent (PR_SET_PDEATHSIG).
+``valkey.pid``); the child is also asked to die with its parent (PR_SET_PDEATHSIG). It runs in a
+session of its own, so a terminal's Ctrl-C (SIGINT to the foreground process group) does not reach
+it: the server shuts down first and stops Valkey last.
 
 ``supervise()`` watches the child: if Valkey dies (kill -9, OOM killer, crash) it is started again
 on the same data dir and the same port, so every client's reconnect finds it with every
@@ -148,7 +150,12 @@ class EmbeddedRedis:
             "--logfile", str(self.dir / "valkey.log"),
             "--daemonize", "no",
         ]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        # Its own session (so its own process group): a terminal's Ctrl-C, sent to the foreground
+        # process group, reaches only the server, which stops Valkey last (``stop()``). PDEATHSIG
+        # still takes it down with a server that dies without stopping it (kill -9).
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

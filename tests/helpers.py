@@ -76,6 +76,7 @@ class ServerProcess:
     proc: subprocess.Popen[bytes] | None = None
     log_path: str = ""
     cwd: str | None = None  # where the server runs (a relative SYNC_DATA_DIR is relative to it)
+    new_session: bool = False  # its own process group, as a terminal's foreground job (os.killpg)
 
     def start(self) -> ServerProcess:
         self.port = self.port or free_port()
@@ -99,7 +100,9 @@ class ServerProcess:
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
         log = open(self.log_path, "ab")
         cmd = [sys.executable, "-c", "from app.cli import main; main()"]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=self.cwd or ROOT)
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=log, cwd=self.cwd or ROOT, start_new_session=self.new_session
+        )
         self.wait_ready()
         return self
 

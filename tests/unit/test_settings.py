@@ -227,7 +227,8 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 # --- the realtime options come from the settings, with no defaults of their own ------------------
 
-NOT_SETTINGS = {"init_timeout_s", "reconnect_backoff_ms", "queue_bytes", "batch"}  # constants, not knobs
+# constants, not knobs
+NOT_SETTINGS = {"init_timeout_s", "reconnect_backoff_ms", "drain_timeout_s", "queue_bytes", "batch"}
 
 
 def test_realtime_options_are_built_from_settings_only() -> None:
