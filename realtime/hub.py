@@ -158,6 +158,9 @@ class Hub:
         self.feeds: dict[str, Feed] = {}
         self._watching: Counter[str] = Counter()
         self._lock = asyncio.Lock()
+        # acl_enabled of each Service as its last "* acl" wake-up announced it: every subscription's
+        # re-check reads it here instead of each reading the Service record again
+        self.acl_enabled: dict[str, bool] = {}
 
     def on_wake(self, channel: str, data: bytes) -> None:
         """A write script's PUBLISH ``"<SID> <event id>"``: read that object's log if it is watched;
@@ -166,7 +169,11 @@ class Hub:
         eid, _, identity = eid.partition(" ")
         if eid == "acl":
             if sid == "*":
-                service = channel.partition("{")[2].partition("}")[0]
+                service = keys.wake_channel_service(channel)
+                if identity in ("0", "1"):
+                    self.acl_enabled[service] = identity == "1"
+                else:  # no value (an older server): the re-checks read the Service record
+                    self.acl_enabled.pop(service, None)
                 for f in list(self.feeds.values()):
                     if f.service_sid == service:
                         f.recheck(None)
@@ -212,6 +219,7 @@ class Hub:
             self._watching[sub.service_sid] -= 1
             if self._watching[sub.service_sid] <= 0:
                 del self._watching[sub.service_sid]
+                self.acl_enabled.pop(sub.service_sid, None)  # not watched: its wake-ups stop reaching us
                 if self.broker is not None:
                     with contextlib.suppress(Exception):
                         await self.broker.unsubscribe(keys.wake_channel(sub.service_sid))

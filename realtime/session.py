@@ -283,7 +283,10 @@ class Session:
         if self.closed or self.subs.get(sub.sid) is not sub:
             return
         if service:
-            acl = (await services.get(self.caller.store, self.grant.account_sid, self.caller.service_sid)).acl_enabled
+            acl = self.hub.acl_enabled.get(self.caller.service_sid)
+            if acl is None:  # a wake-up without the value (an older server): read the Service itself
+                svc = await services.get(self.caller.store, self.grant.account_sid, self.caller.service_sid)
+                acl = svc.acl_enabled
             if acl != self.caller.acl:
                 self.caller = replace(self.caller, acl=acl)
         if await cds.may(self.caller, sub.kind, sub.sid, "read") or self.subs.get(sub.sid) is not sub:

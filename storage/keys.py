@@ -129,9 +129,14 @@ def tombstone(is_: str) -> str:
 def wake_channel(is_: str) -> str:
     """Pub/sub channel a write script publishes to; realtime only uses it as a wake-up. Payloads:
     ``"<SID> <event id>"`` (an event was logged for that object), ``"<SID> acl <identity>"`` (that
-    identity's Permission on that object lost ``read`` or was deleted) and ``"* acl"`` (the Service's
-    ``acl_enabled`` was written)."""
+    identity's Permission on that object lost ``read`` or was deleted) and ``"* acl <0|1>"`` (the
+    Service's ``acl_enabled`` was written, with its new value)."""
     return f"sync:{{{is_}}}:wake"
+
+
+def wake_channel_service(channel: str) -> str:
+    """The Service SID of a ``wake_channel`` name."""
+    return channel.partition("{")[2].partition("}")[0]
 
 
 def webhook_config(is_: str) -> str:

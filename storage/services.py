@@ -108,7 +108,7 @@ async def update(store: Store, account_sid: str, sid: str, fields: dict[str, Any
         raise NotFoundError("service", sid)
     await webhooks.sync_config(store, account_sid, sid)
     if "acl_enabled" in fields:  # live subscriptions re-check their right (realtime/hub.py)
-        await store.redis.publish(keys.wake_channel(sid), "* acl")
+        await store.redis.publish(keys.wake_channel(sid), f"* acl {1 if fields['acl_enabled'] else 0}")
     return await get(store, account_sid, sid)
 
 
