@@ -25,9 +25,6 @@ MAX_BODY = 256 * 1024  # form bodies: 16 KiB of Data percent-encoded is at most 
 _REVISION = re.compile(r"^[0-9a-f]{1,16}$")
 
 
-_digits = limits.is_count
-
-
 def _too_large() -> TwilioError:
     return errors.TOO_LARGE(f"the body exceeds {MAX_BODY // 1024} KiB")
 
@@ -50,7 +47,7 @@ async def form(request: Request) -> FormData:
     if request.method in ("GET", "DELETE"):
         return FormData()
     length = request.headers.get("content-length", "0")
-    if _digits(length) and int(length) > MAX_BODY:
+    if limits.is_count(length) and int(length) > MAX_BODY:
         raise _too_large()
     try:
         if ctype.startswith("application/x-www-form-urlencoded"):
@@ -93,7 +90,7 @@ def ttl(values: Mapping[str, Any], *names: str) -> int | None:
         raw = values.get(name)
         if raw is None or raw == "":
             continue
-        if not _digits(raw):
+        if not limits.is_count(raw):
             raise InvalidInputError("ttl", name)
         return limits.check_ttl(int(raw), name)
     return None
@@ -178,7 +175,7 @@ def debouncing_window(values: Mapping[str, Any]) -> int | None:
     raw = values.get("ReachabilityDebouncingWindow")
     if raw is None:
         return None
-    if not _digits(raw) or not 1000 <= int(raw) <= 30000:
+    if not limits.is_count(raw) or not 1000 <= int(raw) <= 30000:
         raise errors.INVALID_DEBOUNCING_WINDOW()
     return int(raw)
 
@@ -200,11 +197,11 @@ class Paging:
 def paging_params(request: Request) -> Paging:
     q = request.query_params
     raw_size = q.get("PageSize", "50")
-    if not _digits(raw_size):
+    if not limits.is_count(raw_size):
         raise InvalidInputError("page_size", raw_size)
     limits.check_page_size(int(raw_size))
     raw_page = q.get("Page", "0")
-    if not _digits(raw_page):
+    if not limits.is_count(raw_page):
         raise errors.INVALID_PARAMETER("Invalid Page: must be a non-negative integer")
     token = q.get("PageToken") or None
     try:
