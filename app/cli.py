@@ -296,6 +296,8 @@ def serve(settings: Settings) -> None:
     reach it, is stopped last and its url file removed. Exit status 0 (1 if Valkey was lost)."""
     import uvicorn
 
+    from realtime.websocket import ServerConnection
+
     valkey_lost = threading.Event()
 
     def lose_valkey(reason: str) -> None:  # the supervisor thread, after its last failed restart
@@ -342,8 +344,10 @@ def serve(settings: Settings) -> None:
             log_level=settings.log_level,
             timeout_graceful_shutdown=10,
             access_log=settings.log_level == "debug",
-            # WebSocket heartbeats and the hard frame cap (the gateway answers frames above
+            # the gateway's own WebSocket protocol (realtime/websocket.py: no ASGI, no task per
+            # connection), its heartbeats and hard frame cap (the gateway answers frames above
             # SYNC_WS_MAX_FRAME_BYTES with a twilsock close 406 itself; this guards memory)
+            ws=ServerConnection,
             ws_ping_interval=settings.ws_ping_s,
             ws_ping_timeout=settings.ws_ping_s,
             ws_max_size=settings.ws_max_frame_bytes * 2,

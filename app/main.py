@@ -9,15 +9,15 @@ import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import FrameType
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket
 
-from realtime.gateway import Gateway, GatewayConfig
+from realtime.gateway import PATH as GATEWAY_PATH, Gateway, GatewayConfig
 from realtime.session import Limits
 from realtime.webhooks import WebhookOptions, WebhookWorker
+from realtime.websocket import ENDPOINTS as WEBSOCKET_ENDPOINTS
 from storage import Store, StoreConfig, StoreError, StoreUnavailableError, accounts, expiry, services
 from storage.wire.errors import TwilioError
 
@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         if not settings.redis_url:
             raise RuntimeError("REDIS_URL is not set: start the server with the sync-server command")
         config = StoreConfig(settings.event_log_max, settings.event_log_keep_s)
@@ -57,7 +57,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await worker.start()
         restore = _drain_on_signal(gateway.drain)
         try:
-            yield
+            # the lifespan state is where the server's WebSocket protocol (realtime/websocket.py,
+            # given to uvicorn as ws=) finds the endpoint of each path
+            yield {WEBSOCKET_ENDPOINTS: {GATEWAY_PATH: gateway}}
         finally:
             restore()
             stop.set()
@@ -69,7 +71,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await store.close()
 
     app = Starlette(
-        routes=[*routes.build(), WebSocketRoute("/v3/wsconnect", _wsconnect)],
+        routes=routes.build(),
         lifespan=lifespan,
         exception_handlers={
             StoreError: errors.store_error_handler,
@@ -80,11 +82,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.router.redirect_slashes = False  # a trailing slash is a 404 in Twilio's JSON, never a bare 307
     return app
-
-
-async def _wsconnect(ws: WebSocket) -> None:
-    """The realtime gateway (twilio-sync's twilsock endpoint), started in the lifespan."""
-    await ws.app.state.gateway.endpoint(ws)
 
 
 # The realtime options classes have no defaults for what is a setting: they are built here, and

@@ -1,13 +1,18 @@
-"""The WebSocket endpoint ``/v3/wsconnect``: accept, authenticate (twilsock ``init``), read loop.
+"""The twilsock endpoint ``/v3/wsconnect``: authenticate (twilsock ``init``), then frames to the session.
 
-I/O only: framing is in twilsock.py, the tunnelled API in cds.py, per-connection state in
-session.py, fan-out in hub.py. Limits: connections per process (an ``init`` beyond it is answered
-429 with a ``backoff_policy``, so the SDK retries later), frame size (a larger twilsock frame ends
-the connection with ``close`` 406; data over 16 KiB is a TOO_LARGE answer from cds.py), and
-subscriptions per connection (TOO_MANY_SUBSCRIPTIONS, session.py), and tunnelled requests in flight
-per connection (SYNC_WS_MAX_INFLIGHT: at the limit the read loop stops reading, so TCP pushes back
-on the client; nothing is refused, see session.py). Heartbeats are WebSocket pings (uvicorn's
-``ws_ping_interval``/``ws_ping_timeout``, set from SYNC_WS_PING_S by the server command).
+Framing is in twilsock.py, the WebSocket itself in websocket.py (a bare asyncio Protocol: no task
+per connection), the tunnelled API in cds.py, per-connection state in session.py, fan-out in
+hub.py. Limits: connections per process (an ``init`` beyond it is answered 429 with a
+``backoff_policy``, so the SDK retries later), frame size (a larger twilsock frame ends the
+connection with ``close`` 406; data over 16 KiB is a TOO_LARGE answer from cds.py), subscriptions
+per connection (TOO_MANY_SUBSCRIPTIONS, session.py), and tunnelled requests in flight per
+connection (SYNC_WS_MAX_INFLIGHT: at the limit the connection stops reading, so TCP pushes back on
+the client; nothing is refused, see session.py). Heartbeats are WebSocket pings (websocket.py, every
+SYNC_WS_PING_S).
+
+Acknowledgements: the SDK answers every notification with a twilsock ``reply`` carrying its id.
+They need no answer and change nothing, and there is one per delivery, so they are recognised from
+the header's first bytes (``is_ack``) and dropped without decoding JSON.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ from typing import Any
 from urllib.parse import unquote
 
 from redis.exceptions import RedisError
-from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from storage import Store, StoreError, accounts, reachability, services
 from storage.errors import StoreUnavailableError
@@ -36,9 +40,11 @@ from .broker import RedisBroker
 from .hub import Hub
 from .session import Limits, Session
 from .tokens import Grant, invalid, verify
+from .websocket import ServerConnection
 
 log = logging.getLogger("sync.realtime")
 CloseWith = Callable[[int, str], None]
+PATH = "/v3/wsconnect"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,7 +61,8 @@ class GatewayConfig:
 
 
 class Gateway:
-    """Owns the hub and the broker of this process, and every open session."""
+    """Owns the hub and the broker of this process, and every open connection (the websocket.py
+    ``Endpoint`` of ``/v3/wsconnect``)."""
 
     def __init__(self, store: Store, redis_url: str | None, config: GatewayConfig) -> None:
         self.store = store
@@ -63,122 +70,214 @@ class Gateway:
         self.hub = Hub(store)
         self.broker = RedisBroker(redis_url, self.hub.on_wake, self.hub.on_reconnect) if redis_url else None
         self.hub.broker = self.broker
+        self.connections: set[Connection] = set()
         self.sessions: set[Session] = set()
-        self._sockets: dict[Session, WebSocket] = {}  # each session's WebSocket, for drain()
-        self._no_sessions = asyncio.Event()
-        self._no_sessions.set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._no_connections = asyncio.Event()
+        self._no_connections.set()
         self._closing = False
 
     async def start(self) -> None:
         if self.broker is not None:
             await self.broker.start()
 
+    def connect(self, ws: ServerConnection) -> Connection:
+        """A new WebSocket on ``/v3/wsconnect`` (websocket.py ``Endpoint``)."""
+        conn = Connection(self, ws)
+        self.connections.add(conn)
+        self._no_connections.clear()
+        return conn
+
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        """A task the gateway keeps track of until it ends (close() waits for none of them: each is short)."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def ended(self, conn: Connection, session: Session | None) -> None:
+        self.connections.discard(conn)
+        if session is not None:
+            self.sessions.discard(session)
+        if not self.connections:
+            self._no_connections.set()
+
     async def drain(self) -> None:
         """Shutdown, first step: refuse new connections (``init`` answered 429 with a backoff), tell
         every connected client to reconnect (twilsock ``close`` 308 with a ``backoff_policy``, so the
         SDK reconnects, to another process or to this server once restarted, and resumes by replay)
-        and end its WebSocket (close 1000); wait up to ``drain_timeout_s`` for every session to end.
+        and close its WebSocket; wait up to ``drain_timeout_s`` for every connection to end.
 
-        It must run while the WebSockets are still open, i.e. before uvicorn's own shutdown closes
-        them with 1012: app/main.py runs it when the server is signalled, then lets uvicorn go on.
-        The close is sent from here, on the socket, rather than by interrupting each connection's
-        task (``close_with``): a cancellation that lands just as a frame arrives can be lost there.
-        Frames still queued for a client are dropped: it resumes by replay after reconnecting.
-        Idempotent."""
+        It runs when the server is signalled (app/main.py), before uvicorn's own shutdown, which
+        would close the WebSockets with 1012 (websocket.py ``shutdown``). Idempotent."""
         self._closing = True
-        await asyncio.gather(*(self._reconnect(s, ws) for s, ws in list(self._sockets.items())))
+        for conn in list(self.connections):
+            conn.end(308, "Server shutting down")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._no_sessions.wait(), self.config.drain_timeout_s)
-
-    async def _reconnect(self, session: Session, ws: WebSocket) -> None:
-        session.closed = True  # nothing more is queued for it (Session.send)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(ws.send_bytes(twilsock.close(308, "Server shutting down", self._backoff())), 1.0)
-            await asyncio.wait_for(ws.close(), 1.0)  # its read loop sees the disconnect and ends the session
+            await asyncio.wait_for(self._no_connections.wait(), self.config.drain_timeout_s)
 
     async def close(self) -> None:
         """Stop: drain (if the server was not signalled, e.g. in tests), then close the broker."""
         await self.drain()
-        for session in list(self.sessions):  # only those that did not end within the drain
-            await session.close()
+        for conn in list(self.connections):  # only those that did not end within the drain
+            conn.ws.close()
+            conn.on_close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.broker is not None:
             await self.broker.close()
 
-    def _backoff(self) -> dict[str, Any]:
+    def backoff(self) -> dict[str, Any]:
         ms = self.config.reconnect_backoff_ms
         return {"backoff_policy": {"reconnect_min_ms": ms, "reconnect_max_ms": ms * 5}}
 
-    def _base(self, ws: WebSocket) -> str:
+    def base(self, ws: ServerConnection) -> str:
+        """The base of the URLs in this connection's events: SYNC_PUBLIC_URL, or its own Host."""
         if self.config.public_url:
             return self.config.public_url.rstrip("/")
-        scheme = "https" if ws.url.scheme == "wss" else "http"
-        return f"{scheme}://{ws.url.netloc}"
+        scheme = "https" if ws.scheme == "wss" else "http"
+        return f"{scheme}://{ws.headers.get('host', 'localhost')}"
 
-    async def endpoint(self, ws: WebSocket) -> None:
-        """The ASGI WebSocket handler."""
-        await ws.accept()
+    async def _reach(self, session: Session, connected: bool) -> None:
+        """Record the endpoint's connect/disconnect for the reachability webhooks (best effort)."""
+        c = session.caller
         try:
-            await self._serve(ws)
-        except WebSocketDisconnect:
-            pass
-        finally:
-            # a stalled peer never drains its socket: don't wait for it (its heartbeat times it out)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), 1.0)
+            await reachability.record_endpoint(c.store, c.service_sid, c.identity, c.endpoint, connected)
+        except Exception:  # never fail a connection over a webhook record
+            log.warning("could not record reachability of %s", c.endpoint, exc_info=True)
 
-    async def _receive(self, ws: WebSocket) -> bytes:
-        msg = await ws.receive()
-        if msg["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(msg.get("code", 1000))
-        data = msg.get("bytes")
-        if data is None:
-            data = (msg.get("text") or "").encode()
-        return bytes(data)
 
-    async def _serve(self, ws: WebSocket) -> None:
+class Connection:
+    """The gateway's side of one WebSocket (websocket.py ``Handler``): the twilsock ``init``, then
+    every frame to its session."""
+
+    __slots__ = ("_init", "_timer", "ended", "gateway", "session", "ws")
+
+    def __init__(self, gateway: Gateway, ws: ServerConnection) -> None:
+        self.gateway = gateway
+        self.ws = ws
+        self.session: Session | None = None
+        self.ended = False
+        self._init: asyncio.Task[None] | None = None
+        timeout = gateway.config.init_timeout_s
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(timeout, self._no_init)
+
+    # -- websocket.Handler --------------------------------------------------------------------
+
+    def on_message(self, data: bytes) -> None:
+        session = self.session
+        if session is None:
+            if self._init is None and not self.ended:
+                self.ws.pause_reading()  # nothing else is read before the init is answered
+                self._init = self.gateway.spawn(self._start(data))
+            return
+        if is_ack(data):
+            return
+        if len(data) > self.gateway.config.max_frame_bytes:
+            self.end(406, f"Frame larger than {self.gateway.config.max_frame_bytes} bytes")
+            return
         try:
-            first = twilsock.decode(await asyncio.wait_for(self._receive(ws), self.config.init_timeout_s))
-        except (TimeoutError, twilsock.ProtocolError):
-            await ws.send_bytes(twilsock.close(406, "Expected a twilsock init"))
+            frame = twilsock.decode(data)
+        except twilsock.ProtocolError as exc:
+            self.end(406, f"Protocol error: {exc}")
             return
-        if first.method != "init":
-            await ws.send_bytes(twilsock.close(406, "Expected a twilsock init"))
+        method = frame.method
+        if method == "message":
+            session.spawn_request(self._message(session, frame))
+        elif method == "update":
+            session.spawn_request(self._update(session, frame))
+        elif method == "close":
+            self.end(200, "Closed by client")
+        # "reply" (acknowledgements), "telemetry.v1" and unknown methods need no answer
+
+    def on_drained(self) -> None:
+        if self.session is not None:
+            self.session.drained()
+
+    def on_close(self) -> None:
+        """The WebSocket is gone: end the session (its subscriptions leave the hub). Idempotent."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        session, self.session = self.session, None
+        if session is None and self._init is not None and not self._init.done():
+            self._init.cancel()  # still authenticating: nothing to keep
+        self.ended = True
+        self.gateway.ended(self, session)
+        if session is not None:
+            session.closed = True
+            self.gateway.spawn(self._finish(session))
+
+    async def _finish(self, session: Session) -> None:
+        await session.close()
+        if self._init is not None:  # its reachability record first, so "disconnected" comes last
+            await asyncio.wait([self._init])
+        await self.gateway._reach(session, False)
+
+    # -- ending --------------------------------------------------------------------------------
+
+    def end(self, code: int, text: str) -> None:
+        """End the connection: twilsock ``close`` ``code`` first (308 with a backoff: reconnect and
+        resume; 410 token expired; 406 protocol error; 200: the client asked, nothing to say)."""
+        if self.ended:
             return
-        if self._closing or len(self.sessions) >= self.config.max_connections:
-            await ws.send_bytes(
-                _error_reply(first.id, errors.TOO_MANY_REQUESTS("Too many connections"), self._backoff())
-            )
-            return
+        self.ended = True
+        if self.session is not None:
+            self.session.closed = True  # nothing more is sent (Session.send)
+        if code != 200:
+            payload = self.gateway.backoff() if code == 308 else None
+            self.ws.send(twilsock.close(code, text, payload))
+        self.ws.close()
+
+    def _no_init(self) -> None:
+        self._timer = None
+        if self.session is None and self._init is None:
+            self.end(406, "Expected a twilsock init")
+
+    # -- init ----------------------------------------------------------------------------------
+
+    async def _start(self, data: bytes) -> None:
+        gateway, ws = self.gateway, self.ws
         try:
-            grant = await verify(self.store, _token(first))
-            acl = (await services.get(self.store, grant.account_sid, grant.service_sid)).acl_enabled
-            offline = _offline_storage(await accounts.store_id(self.store), grant)
+            first = twilsock.decode(data)
+        except twilsock.ProtocolError:
+            first = None
+        if first is None or first.method != "init":
+            self.end(406, "Expected a twilsock init")
+            return
+        if gateway._closing or len(gateway.sessions) >= gateway.config.max_connections:
+            ws.send(_error_reply(first.id, errors.TOO_MANY_REQUESTS("Too many connections"), gateway.backoff()))
+            self.end(200, "")
+            return
+        store = gateway.store
+        try:
+            grant = await verify(store, _token(first))
+            acl = (await services.get(store, grant.account_sid, grant.service_sid)).acl_enabled
+            offline = _offline_storage(await accounts.store_id(store), grant)
         except TwilioError as exc:
-            await ws.send_bytes(_error_reply(first.id, exc))
+            ws.send(_error_reply(first.id, exc))
+            self.end(200, "")
             return
         except StoreUnavailableError:  # an outage: Store.health logged it once
-            await ws.send_bytes(_error_reply(first.id, errors.UNAVAILABLE()))
+            ws.send(_error_reply(first.id, errors.UNAVAILABLE()))
+            self.end(200, "")
             return
         except (StoreError, RedisError, OSError):
             log.warning("init failed: the store is unavailable", exc_info=True)
-            await ws.send_bytes(_error_reply(first.id, errors.UNAVAILABLE()))
+            ws.send(_error_reply(first.id, errors.UNAVAILABLE()))
+            self.end(200, "")
             return
+        if self.ended:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         endpoint = grant.endpoint_id or f"EP{uuid.uuid4().hex}"
-        caller = cds.Caller(self.store, grant.service_sid, grant.identity, endpoint, self._base(ws), acl)
-        me = asyncio.current_task()
-        stopped: list[tuple[int, str]] = []
-
-        def close_with(code: int, text: str) -> None:
-            """End the connection (overflow, token expiry, protocol error): interrupts the read loop."""
-            if not stopped:
-                stopped.append((code, text))
-                if me is not None and asyncio.current_task() is not me:
-                    me.cancel()
-
-        session = Session(self.hub, caller, grant, ws.send_bytes, self.config.limits, close_with)
-        self.sessions.add(session)
-        self._sockets[session] = ws
-        self._no_sessions.clear()
+        caller = cds.Caller(store, grant.service_sid, grant.identity, endpoint, gateway.base(ws), acl)
+        session = Session(gateway.hub, caller, grant, ws, gateway.config.limits, self.end)
+        self.session = session
+        gateway.sessions.add(session)
         session.send(
             twilsock.reply(
                 first.id,
@@ -189,61 +288,10 @@ class Gateway:
             )
         )
         session.start_token_timer(time.time)
-        await self._reach(session, True)
-        writer = asyncio.create_task(session.writer())
-        try:
-            try:
-                await self._read_loop(ws, session, close_with)  # in this task: one task less per connection
-            except asyncio.CancelledError:
-                if not stopped or me is None:
-                    raise
-                me.uncancel()
-            if stopped and stopped[0][0] != 200:
-                code, text = stopped[0]
-                writer.cancel()
-                payload = self._backoff() if code == 308 else None
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(ws.send_bytes(twilsock.close(code, text, payload)), 1.0)
-        finally:
-            writer.cancel()
-            with contextlib.suppress(BaseException):
-                await writer
-            self.sessions.discard(session)
-            self._sockets.pop(session, None)
-            if not self.sessions:
-                self._no_sessions.set()
-            await session.close()
-            await self._reach(session, False)
+        ws.resume_reading()
+        await gateway._reach(session, True)
 
-    async def _reach(self, session: Session, connected: bool) -> None:
-        """Record the endpoint's connect/disconnect for the reachability webhooks (best effort)."""
-        c = session.caller
-        try:
-            await reachability.record_endpoint(c.store, c.service_sid, c.identity, c.endpoint, connected)
-        except Exception:  # never fail a connection over a webhook record
-            log.warning("could not record reachability of %s", c.endpoint, exc_info=True)
-
-    async def _read_loop(self, ws: WebSocket, session: Session, close_with: CloseWith) -> None:
-        while True:
-            data = await self._receive(ws)
-            if len(data) > self.config.max_frame_bytes:
-                close_with(406, f"Frame larger than {self.config.max_frame_bytes} bytes")
-                return
-            try:
-                frame = twilsock.decode(data)
-            except twilsock.ProtocolError as exc:
-                close_with(406, f"Protocol error: {exc}")
-                return
-            method = frame.method
-            if method == "message":
-                session.spawn_request(self._message(session, frame))
-                await session.wait_for_room()  # back-pressure: read no more while at the limit
-            elif method == "update":
-                await self._update(session, frame)
-            elif method == "close":
-                close_with(200, "Closed by client")
-                return
-            # "reply" (acknowledgements), "telemetry.v1" and unknown methods need no answer
+    # -- frames --------------------------------------------------------------------------------
 
     async def _message(self, session: Session, frame: twilsock.Frame) -> None:
         request = frame.header.get("http_request") or {}
@@ -270,7 +318,7 @@ class Gateway:
     async def _update(self, session: Session, frame: twilsock.Frame) -> None:
         """``update``: a new token for this connection (same identity and Service)."""
         try:
-            grant: Grant = await verify(self.store, _token(frame))
+            grant: Grant = await verify(self.gateway.store, _token(frame))
             if (grant.identity, grant.service_sid) != (session.grant.identity, session.grant.service_sid):
                 raise invalid("identity or Service differs from the connection's")
         except TwilioError as exc:
@@ -279,6 +327,19 @@ class Gateway:
         session.grant = grant
         session.start_token_timer(time.time)
         session.send(twilsock.reply(frame.id, payload={}))
+
+
+def is_ack(data: bytes) -> bool:
+    """A twilsock ``reply`` from the client (the SDK's acknowledgement of a notification), found
+    without decoding JSON: ``method`` is the first or the second header field in every client."""
+    eol = data.find(b"\r\n", 14, 24)
+    if eol < 0 or not data.startswith(twilsock.MAGIC):
+        return False
+    head = data[eol + 2 : eol + 2 + 120]
+    if head.startswith(b'{"method":"reply"'):
+        return True
+    # the SDK's own order: {"id":"TM…","method":"reply",…} (a crafted id can only hide its own frame)
+    return head.startswith(b'{"id":"') and head.startswith(b',"method":"reply"', head.find(b'"', 7) + 1)
 
 
 def _offline_storage(store_id: str, grant: Grant) -> dict[str, Any]:

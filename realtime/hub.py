@@ -37,16 +37,18 @@ from storage import ChangeEvent, Store, events, keys
 from . import twilsock
 from .broker import Broker
 from .events import to_sdk
+from .websocket import Message
 
 log = logging.getLogger("sync.realtime.hub")
 BATCH = 500
 
 
-def frame(ev: ChangeEvent, base: str) -> bytes | None:
-    """``ev`` as the twilsock notification for subscribers whose URLs start with ``base``; None if the
-    SDK has no use for it (the subscriber still advances its cursor past it)."""
+def frame(ev: ChangeEvent, base: str) -> Message | None:
+    """``ev`` as the twilsock notification for subscribers whose URLs start with ``base``, framed
+    once for all of them; None if the SDK has no use for it (the subscriber still advances its
+    cursor past it)."""
     payload = to_sdk(ev, base)
-    return twilsock.notification(payload) if payload is not None else None
+    return Message(twilsock.notification(payload)) if payload is not None else None
 
 
 class Subscriber(Protocol):
@@ -71,7 +73,7 @@ class Subscriber(Protocol):
     @property
     def base(self) -> str: ...
 
-    def offer(self, eid: int, frame: bytes | None, origin: str | None, removal: bool, replay: bool = False) -> None:
+    def offer(self, eid: int, frame: Message | None, origin: str | None, removal: bool, replay: bool = False) -> None:
         """Take event ``eid`` (``replay`` = sent while catching up, before ``active``)."""
 
     async def recheck(self, identities: frozenset[str] | None) -> None:
@@ -138,7 +140,7 @@ class Feed:
         if self.last_read is not None and eid <= self.last_read:
             return
         self.last_read = eid
-        frames: dict[str, bytes | None] = {}
+        frames: dict[str, Message | None] = {}
         removal, origin = ev.is_removal, ev.endpoint
         for sub in list(self.subs):
             if not sub.active or eid <= sub.cursor:

@@ -22,6 +22,7 @@ from storage.paging import Cursor
 from . import twilsock
 from .events import document_state, item_state
 from .hub import BATCH, Hub, Subscriber, frame
+from .websocket import Message
 
 ITEM_PAGE = 1000
 
@@ -48,7 +49,7 @@ async def _send_state(store: Store, sub: Subscriber, kind: Kind) -> None:
     """The current state in place of a trimmed log; moves the cursor to the object's last event."""
     o = await objects.get(store, sub.service_sid, kind, sub.sid)
     if kind.has_data:
-        sub.offer(o.last_event_id, twilsock.notification(document_state(o)), None, False, replay=True)
+        sub.offer(o.last_event_id, Message(twilsock.notification(document_state(o))), None, False, replay=True)
         return
     if kind.has_items:
         newer: list[Item] = []
@@ -60,6 +61,6 @@ async def _send_state(store: Store, sub: Subscriber, kind: Kind) -> None:
                 break
             cursor = Cursor(page.next, True)
         for item in sorted(newer, key=lambda i: i.last_event_id):
-            state = twilsock.notification(item_state(item, sub.base, o.revision))
+            state = Message(twilsock.notification(item_state(item, sub.base, o.revision)))
             sub.offer(item.last_event_id, state, None, False, replay=True)
     sub.cursor = max(sub.cursor, o.last_event_id)

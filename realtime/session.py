@@ -1,16 +1,20 @@
 """One connection: its grant, its subscriptions (with their cursors) and its bounded send queue.
 
-Send queue and slow consumers: frames are queued without blocking (fan-out never waits for one
-client) and one writer task sends them in order. When a connection has more than ``queue_frames``
-frames or ``queue_bytes`` bytes waiting, it is a slow or stalled consumer: its queue is dropped and
-the connection is closed with twilsock ``close`` 308 (reconnect, with a backoff). The SDK then
-reconnects and re-establishes every subscription with the last event id it saw, and the server
-replays what it missed from the event logs: overflow costs a resync, never an event.
+Sending and slow consumers: frames are written to the connection's transport at once, in order
+(fan-out never waits for one client; a notification framed once goes out as the same bytes to every
+subscriber, websocket.py). Once the kernel stops taking a connection's bytes, the transport buffers
+them; a connection with more than ``queue_frames`` frames written since then, or ``queue_bytes``
+bytes buffered, is a slow or stalled consumer and is closed with twilsock ``close`` 308 (reconnect,
+with a backoff). The SDK then reconnects and re-establishes every subscription with the last event
+id it saw, and the server replays what it missed from the event logs: overflow costs a resync, never
+an event. A Document is conflated meanwhile: while a connection's transport is backed up, only the
+latest notification of each of its Documents is kept (a Document's state is all a client needs), and
+it goes out as soon as the transport drains, so a slow reader of a busy Document falls behind by
+one state, not by a backlog.
 
 Tunnelled requests in flight: each ``message`` frame runs as its own task (the SDK sends requests
 concurrently and matches replies by id), at most ``max_inflight`` at a time per connection. At the
-limit the gateway stops reading frames from the socket until one finishes (``wait_for_room``): the
-WebSocket library's receive queue fills, it stops reading the TCP socket, and TCP pushes back on the
+limit the connection stops reading from its socket until one finishes, and TCP pushes back on the
 client, whose sends simply wait. Nothing is refused, so no SDK retry or backoff logic is involved
 (twilsock has none for a tunnelled request: it would surface as an error to the application), and
 memory per connection stays bounded. Heartbeats are not starved: a request finishes in
@@ -26,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -39,6 +42,7 @@ from . import cds, replay, twilsock
 from .cds import Caller
 from .hub import Hub
 from .tokens import Grant
+from .websocket import Message, ServerConnection
 
 log = logging.getLogger("sync.realtime.session")
 
@@ -69,15 +73,19 @@ class Subscription:
         self.cursor = cursor
         self.active = False
 
-    def offer(self, eid: int, frame: bytes | None, origin: str | None, removal: bool, replay: bool = False) -> None:
+    def offer(self, eid: int, frame: Message | None, origin: str | None, removal: bool, replay: bool = False) -> None:
         """Deliver event ``eid`` unless already past it; a removal ends the subscription."""
         if eid <= self.cursor or not (self.active or replay):
             return
         self.cursor = eid
-        if frame is not None and origin != self.session.endpoint:
-            self.session.send(frame)
+        session = self.session
+        if frame is not None and origin != session.endpoint:
+            if session.ws.write_paused and self.kind is Kind.DOCUMENT:
+                session.hold(self, frame)  # conflated: only the latest state waits (module docstring)
+            else:
+                session.push(frame)
         if removal:
-            self.session.forget(self)
+            session.forget(self)
 
     async def recheck(self, identities: frozenset[str] | None) -> None:
         if identities is None or self.session.caller.identity in identities:
@@ -92,7 +100,7 @@ class Session:
         hub: Hub,
         caller: Caller,
         grant: Grant,
-        send_bytes: Callable[[bytes], Awaitable[None]],
+        ws: ServerConnection,
         limits: Limits,
         on_close: Callable[[int, str], None],
     ) -> None:
@@ -100,18 +108,15 @@ class Session:
         self.caller = caller
         self.grant = grant
         self.limits = limits
+        self.ws = ws
         self.subs: dict[str, Subscription] = {}
         self._leaving: set[Subscription] = set()
-        self._send_bytes = send_bytes
+        self._held: dict[Subscription, Message] = {}  # conflated Documents while the socket is backed up
         self._on_close = on_close
-        self._queue: deque[bytes] = deque()
-        self._queued_bytes = 0
-        self._ready = asyncio.Event()
-        self._sub_lock = asyncio.Lock()
+        self._sub_lock: asyncio.Lock | None = None  # made on the first subscription request
         self._tasks: set[asyncio.Future[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self.inflight = 0  # tunnelled requests running now (at most limits.max_inflight)
-        self._room: asyncio.Future[None] | None = None  # only while the read loop waits for a slot
         self.closed = False
 
     @property
@@ -125,29 +130,40 @@ class Session:
     # -- sending --------------------------------------------------------------------------------
 
     def send(self, frame: bytes) -> None:
-        """Queue one frame; never blocks. Overflow closes the connection (see module docstring)."""
+        """Send one twilsock frame now; never blocks. Overflow closes the connection (see module docstring)."""
         if self.closed:
             return
-        if len(self._queue) >= self.limits.queue_frames or self._queued_bytes + len(frame) > self.limits.queue_bytes:
-            log.warning("endpoint %s is too slow (%d frames queued): closing it", self.endpoint, len(self._queue))
-            self._queue.clear()
-            self._queued_bytes = 0
-            self.closed = True  # nothing more is queued: the client resumes by replay after reconnecting
-            self._on_close(308, "Slow consumer: reconnect and resume")
-            return
-        self._queue.append(frame)
-        self._queued_bytes += len(frame)
-        self._ready.set()
+        self.ws.send(frame)
+        if self.ws.write_paused:
+            self._check_backlog()
 
-    async def writer(self) -> None:
-        """Send queued frames in order until cancelled."""
-        while True:
-            await self._ready.wait()
-            while self._queue:
-                frame = self._queue.popleft()
-                self._queued_bytes -= len(frame)
-                await self._send_bytes(frame)
-            self._ready.clear()
+    def push(self, message: Message) -> None:
+        """Send a notification framed once for every subscriber."""
+        if self.closed:
+            return
+        self.ws.send_message(message)
+        if self.ws.write_paused:
+            self._check_backlog()
+
+    def hold(self, sub: Subscription, message: Message) -> None:
+        """Keep only the latest notification of a Document until the socket drains (``drained``)."""
+        if not self.closed:
+            self._held[sub] = message
+
+    def drained(self) -> None:
+        """The transport has room again: send the conflated Documents."""
+        held, self._held = self._held, {}
+        if held and not self.closed:
+            self.ws.send_many(list(held.values()))
+
+    def _check_backlog(self) -> None:
+        ws = self.ws
+        if ws.paused_frames <= self.limits.queue_frames and ws.buffered() <= self.limits.queue_bytes:
+            return
+        log.warning("endpoint %s is too slow (%d bytes buffered): closing it", self.endpoint, ws.buffered())
+        self.closed = True  # nothing more is sent: the client resumes by replay after reconnecting
+        self._held.clear()
+        self._on_close(308, "Slow consumer: reconnect and resume")
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         task: asyncio.Future[Any] = asyncio.ensure_future(coro)
@@ -156,26 +172,21 @@ class Session:
 
     # -- tunnelled requests (bounded, see module docstring) --------------------------------------
 
-    async def wait_for_room(self) -> None:
-        """Return once fewer than ``max_inflight`` requests are running (the read loop awaits this
-        before reading the next frame: back-pressure, not refusal)."""
-        while self.inflight >= self.limits.max_inflight:
-            if self._room is None or self._room.done():
-                self._room = asyncio.get_running_loop().create_future()
-            await self._room
-
     def spawn_request(self, coro: Awaitable[Any]) -> None:
-        """Run one tunnelled request as a task; its slot is freed when it ends, however it ends."""
+        """Run one tunnelled request as a task; its slot is freed when it ends, however it ends. At
+        the limit the connection stops reading (back-pressure, not refusal: module docstring)."""
         self.inflight += 1
         task: asyncio.Future[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._request_done)
+        if self.inflight >= self.limits.max_inflight:
+            self.ws.pause_reading()
 
     def _request_done(self, task: asyncio.Future[Any]) -> None:
         self._tasks.discard(task)
         self.inflight -= 1
-        if self._room is not None and not self._room.done():
-            self._room.set_result(None)
+        if self.inflight < self.limits.max_inflight and not self.closed:
+            self.ws.resume_reading()
 
     # -- token ----------------------------------------------------------------------------------
 
@@ -213,6 +224,8 @@ class Session:
         return 200, answer, lambda: self._apply(action, correlation_id, requests)
 
     async def _apply(self, action: str, correlation_id: Any, requests: list[dict[str, Any]]) -> None:
+        if self._sub_lock is None:
+            self._sub_lock = asyncio.Lock()
         async with self._sub_lock:
             for r in requests:
                 if self.closed:
@@ -323,4 +336,4 @@ class Session:
                 await self.hub.leave(sub)
         self.subs.clear()
         self._leaving.clear()
-        self._queue.clear()
+        self._held.clear()

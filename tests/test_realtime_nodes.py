@@ -52,44 +52,90 @@ async def test_write_through_one_process_reaches_a_socket_of_another(
         assert got[0]["event"]["item_url"].startswith(f"http://127.0.0.1:{second.port}/v3/Maps/")
 
 
-async def test_a_stalled_client_is_closed_and_never_delays_the_others(
+async def _stalled_and_healthy(
+    srv: ServerProcess, api_key: Any, service: str, kind: str, sid: str, since: int = 0
+) -> tuple[Any, SyncClient, socket.socket]:
+    """A raw twilsock client whose socket is never read (tiny receive buffer), and a healthy
+    SyncClient, both subscribed to ``sid``."""
+    tok = token(api_key.sid, api_key.secret, service, "alice")
+    sock = socket.create_connection(("127.0.0.1", srv.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled = await connect(
+        ws_url(srv), sock=sock, max_queue=1, max_size=2**24, compression=None, close_timeout=0.5, ping_interval=None
+    )
+    healthy = await SyncClient.connect(ws_url(srv), tok)
+    stalled_token = token(api_key.sid, api_key.secret, service, "stalled")
+    await stalled.send(twilsock.encode({"method": "init", "id": "TM1", "token": stalled_token}))
+    assert twilsock.decode(await stalled.recv()).header["status"]["code"] == 200
+    poke = {"action": "establish", "correlation_id": 1, "requests": [
+        {"object_sid": sid, "object_type": kind, "last_event_id": since}]}  # fmt: skip
+    request = {"host": "x", "path": "/v4/Subscriptions", "method": "POST", "headers": {}}
+    await stalled.send(twilsock.encode({"method": "message", "id": "TM2", "http_request": request}, poke))
+    await healthy.subscribe(sid, kind, since)
+    return stalled, healthy, sock
+
+
+BIG = base64.b64encode(os.urandom(11000)).decode()  # incompressible, ~15 KB
+
+
+async def test_a_stalled_collection_reader_is_closed_and_never_delays_the_others(
     redis_server: Any, api_key: Any, service: str, twilio: Any, redis: Any
 ) -> None:
     # heartbeats are slow here (60 s): only the overflow policy can end the stalled connection in time
     srv = ServerProcess(redis_url=redis_server.url, env={"SYNC_WS_QUEUE_FRAMES": "150", "SYNC_WS_PING_S": "60"}).start()
     try:
-        tok = token(api_key.sid, api_key.secret, service, "alice")
-        doc = twilio.sync.v1.services(service).documents.create(unique_name="firehose")
-        sock = socket.create_connection(("127.0.0.1", srv.port))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        async with (
-            connect(
-                ws_url(srv), sock=sock, max_queue=1, max_size=2**24, compression=None, close_timeout=0.5
-            ) as stalled,
-            await SyncClient.connect(ws_url(srv), tok) as healthy,
-        ):
-            stalled_token = token(api_key.sid, api_key.secret, service, "stalled")
-            await stalled.send(twilsock.encode({"method": "init", "id": "TM1", "token": stalled_token}))
-            assert twilsock.decode(await stalled.recv()).header["status"]["code"] == 200
-            poke = {"action": "establish", "correlation_id": 1, "requests": [
-                {"object_sid": doc.sid, "object_type": "document", "last_event_id": 0}]}  # fmt: skip
-            request = {"host": "x", "path": "/v4/Subscriptions", "method": "POST", "headers": {}}
-            await stalled.send(twilsock.encode({"method": "message", "id": "TM2", "http_request": request}, poke))
-            await healthy.subscribe(doc.sid, "document", 0)
-            big = base64.b64encode(os.urandom(11000)).decode()  # incompressible, ~15 KB
+        sync = twilio.sync.v1.services(service)
+        m = sync.sync_maps.create(unique_name="firehose")
+        sync.sync_maps(m.sid).sync_map_items.create(key="k", data={"n": 0})
+        stalled, healthy, _ = await _stalled_and_healthy(srv, api_key, service, "map", m.sid, since=1)
+        async with stalled, healthy:
 
             def write() -> None:  # ~9 MB of events: more than the socket buffers and the queue hold
                 for n in range(1, 601):
-                    twilio.sync.v1.services(service).documents(doc.sid).update(data={"n": n, "pad": big})
+                    sync.sync_maps(m.sid).sync_map_items("k").update(data={"n": n, "pad": BIG})
 
             writing = asyncio.create_task(asyncio.to_thread(write))  # the event loop keeps reading meanwhile
             for n in range(1, 601):
                 ev = await healthy.next_event(30 * SCALE)
-                assert ev["event"]["id"] == n
+                assert ev["event"]["id"] == n + 1 and ev["event"]["item_data"]["n"] == n
             await writing
             # the stalled one was cut off: its endpoint is no longer connected (reachability record)
             await disconnected(redis, service, "stalled")
             assert await redis.smembers(keys.endpoints(service, "alice"))  # the healthy one still is
+    finally:
+        srv.stop()
+
+
+async def test_a_stalled_document_reader_is_conflated_to_the_latest_state(
+    redis_server: Any, api_key: Any, service: str, twilio: Any, redis: Any
+) -> None:
+    """A Document's reader that falls behind is not closed and gets no backlog: while its socket is
+    backed up only the latest state waits, and it arrives once the reader reads again."""
+    srv = ServerProcess(redis_url=redis_server.url, env={"SYNC_WS_QUEUE_FRAMES": "150", "SYNC_WS_PING_S": "60"}).start()
+    try:
+        sync = twilio.sync.v1.services(service)
+        doc = sync.documents.create(unique_name="firehose")
+        stalled, healthy, _ = await _stalled_and_healthy(srv, api_key, service, "document", doc.sid)
+        async with stalled, healthy:
+
+            def write() -> None:
+                for n in range(1, 601):
+                    sync.documents(doc.sid).update(data={"n": n, "pad": BIG})
+
+            writing = asyncio.create_task(asyncio.to_thread(write))
+            for n in range(1, 601):
+                ev = await healthy.next_event(30 * SCALE)
+                assert ev["event"]["id"] == n
+            await writing
+            assert await redis.smembers(keys.endpoints(service, "stalled"))  # still connected
+            seen: list[int] = []
+            async with asyncio.timeout(30 * SCALE):
+                while not seen or seen[-1] != 600:
+                    f = twilsock.decode(await stalled.recv())
+                    print(f.method, str(f.body())[:150])
+                    if f.method == "notification" and f.body()["event_type"] == "document_updated":
+                        seen.append(f.body()["event"]["document_data"]["n"])
+            assert seen == sorted(seen) and len(seen) < 300, seen  # in order, and far from 600 frames
     finally:
         srv.stop()
 
