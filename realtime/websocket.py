@@ -174,11 +174,9 @@ class ServerConnection(asyncio.Protocol):
             self._parse()
 
     def pause_writing(self) -> None:
-        log.warning("DEBUG pause_writing %s", self.buffered())
         self.write_paused = True
 
     def resume_writing(self) -> None:
-        log.warning("DEBUG resume_writing %s", self.buffered())
         self.write_paused = False
         self.paused_frames = 0
         if self._handler is not None:

@@ -53,13 +53,13 @@ async def test_write_through_one_process_reaches_a_socket_of_another(
 
 
 async def _stalled_and_healthy(
-    srv: ServerProcess, api_key: Any, service: str, kind: str, sid: str, since: int = 0
+    srv: ServerProcess, api_key: Any, service: str, kind: str, sid: str, since: int = 0, rcvbuf: int = 4096
 ) -> tuple[Any, SyncClient, socket.socket]:
     """A raw twilsock client whose socket is never read (tiny receive buffer), and a healthy
     SyncClient, both subscribed to ``sid``."""
     tok = token(api_key.sid, api_key.secret, service, "alice")
     sock = socket.create_connection(("127.0.0.1", srv.port))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     stalled = await connect(
         ws_url(srv), sock=sock, max_queue=1, max_size=2**24, compression=None, close_timeout=0.5, ping_interval=None
     )
@@ -111,31 +111,32 @@ async def test_a_stalled_document_reader_is_conflated_to_the_latest_state(
 ) -> None:
     """A Document's reader that falls behind is not closed and gets no backlog: while its socket is
     backed up only the latest state waits, and it arrives once the reader reads again."""
-    srv = ServerProcess(redis_url=redis_server.url, env={"SYNC_WS_QUEUE_FRAMES": "150", "SYNC_WS_PING_S": "60"}).start()
+    srv = ServerProcess(redis_url=redis_server.url, env={"SYNC_WS_QUEUE_FRAMES": "10", "SYNC_WS_PING_S": "60"}).start()
     try:
         sync = twilio.sync.v1.services(service)
         doc = sync.documents.create(unique_name="firehose")
-        stalled, healthy, _ = await _stalled_and_healthy(srv, api_key, service, "document", doc.sid)
+        stalled, healthy, _ = await _stalled_and_healthy(srv, api_key, service, "document", doc.sid, rcvbuf=65536)
         async with stalled, healthy:
 
             def write() -> None:
-                for n in range(1, 601):
+                for n in range(1, 301):  # ~4.5 MB: more than the socket buffers hold
                     sync.documents(doc.sid).update(data={"n": n, "pad": BIG})
 
             writing = asyncio.create_task(asyncio.to_thread(write))
-            for n in range(1, 601):
+            for n in range(1, 301):
                 ev = await healthy.next_event(30 * SCALE)
                 assert ev["event"]["id"] == n
             await writing
             assert await redis.smembers(keys.endpoints(service, "stalled"))  # still connected
             seen: list[int] = []
             async with asyncio.timeout(30 * SCALE):
-                while not seen or seen[-1] != 600:
+                while not seen or seen[-1] != 300:
                     f = twilsock.decode(await stalled.recv())
-                    print(f.method, str(f.body())[:150])
                     if f.method == "notification" and f.body()["event_type"] == "document_updated":
                         seen.append(f.body()["event"]["document_data"]["n"])
-            assert seen == sorted(seen) and len(seen) < 300, seen  # in order, and far from 600 frames
+            # in order, some conflated away, and never closed although far more than 10 frames were
+            # due while its socket was backed up (a List or Map reader would have been: test above)
+            assert seen == sorted(seen) and len(seen) < 300, seen
     finally:
         srv.stop()
 
