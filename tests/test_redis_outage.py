@@ -18,7 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
+from redis import asyncio as aioredis
 
+from realtime import broker
 from realtime.client import SyncClient, SyncClientError
 from storage import Store, accounts
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, SCALE, RedisProcess, ServerProcess
@@ -289,3 +291,41 @@ async def _token_maker(redis_url: str, service: str) -> Callable[[], str]:
     finally:
         await store.close()
     return lambda: token(signer.sid, signer.secret, service, "alice")
+
+
+async def test_the_broker_notices_a_silent_pubsub_connection_and_subscribes_again(
+    own_redis: RedisProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frozen Valkey leaves the pub/sub connection open and silent: the broker's PING goes
+    unanswered, it drops the connection, reconnects once Valkey answers, subscribes again and
+    runs ``on_reconnect`` (the hub re-reads its feeds); wake-ups flow again."""
+    monkeypatch.setattr(broker, "PING_S", 0.5)
+    monkeypatch.setattr(broker, "REPLY_S", 1.0)
+    wakes: list[tuple[str, bytes]] = []
+    reconnects: list[bool] = []
+    b = broker.RedisBroker(
+        own_redis.url, lambda channel, data: wakes.append((channel, data)), lambda: reconnects.append(True)
+    )
+    publisher = aioredis.Redis.from_url(own_redis.url)
+    await b.start()
+    try:
+        await b.subscribe("wake")
+        os.kill(own_redis.proc.pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(3.0)  # silence, a PING, no answer within REPLY_S: dropped
+        finally:
+            os.kill(own_redis.proc.pid, signal.SIGCONT)
+        for _ in range(int(10 * SCALE / 0.1)):
+            if reconnects:
+                break
+            await asyncio.sleep(0.1)
+        assert reconnects, "the silent pub/sub connection was not replaced"
+        await publisher.publish("wake", b"after")
+        for _ in range(int(5 * SCALE / 0.05)):
+            if wakes:
+                break
+            await asyncio.sleep(0.05)
+        assert wakes == [("wake", b"after")]
+    finally:
+        await b.close()
+        await publisher.aclose()

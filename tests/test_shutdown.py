@@ -126,17 +126,8 @@ async def test_a_webhook_attempt_in_flight_at_sigterm_is_finished_and_recorded()
     """SIGTERM while the receiver is still answering (~1 s): the attempt finishes, its outcome is
     recorded (acknowledged), so the server started again does not send it a second time."""
     data_dir = tempfile.mkdtemp(prefix="sync-sigterm-hook-")
-    receiver = await Receiver().start()
-    receiver.hold = asyncio.Event()
-    server = await asyncio.to_thread(ServerProcess(data_dir=data_dir).start)
+    receiver, server = await _held_delivery(data_dir)
     try:
-        async with httpx.AsyncClient(base_url=server.base_url, auth=AUTH, timeout=10) as http:
-            data = {"FriendlyName": "hooks", "WebhookUrl": receiver.url, "WebhooksFromRestEnabled": "true"}
-            service = (await http.post("/v1/Services", data=data)).json()["sid"]
-            r = await http.post(f"/v1/Services/{service}/Documents", data={"UniqueName": "d", "Data": "{}"})
-            assert r.status_code == 201, r.text
-        await receiver.wait_held(1)
-        assert server.proc is not None
         server.proc.send_signal(signal.SIGTERM)
         await asyncio.sleep(1.0)  # the receiver takes its time to answer
         receiver.hold.set()
@@ -159,17 +150,8 @@ async def test_a_webhook_attempt_that_outlasts_the_grace_is_cancelled_and_stays_
     """A receiver that never answers does not hold the shutdown beyond the grace (5 s): the attempt
     is cancelled, its entry stays queued, and the next start delivers it."""
     data_dir = tempfile.mkdtemp(prefix="sync-sigterm-hook-")
-    receiver = await Receiver().start()
-    receiver.hold = asyncio.Event()
-    server = await asyncio.to_thread(ServerProcess(data_dir=data_dir).start)
+    receiver, server = await _held_delivery(data_dir)
     try:
-        async with httpx.AsyncClient(base_url=server.base_url, auth=AUTH, timeout=10) as http:
-            data = {"FriendlyName": "hooks", "WebhookUrl": receiver.url, "WebhooksFromRestEnabled": "true"}
-            service = (await http.post("/v1/Services", data=data)).json()["sid"]
-            r = await http.post(f"/v1/Services/{service}/Documents", data={"UniqueName": "d", "Data": "{}"})
-            assert r.status_code == 201, r.text
-        await receiver.wait_held(1)
-        assert server.proc is not None
         started = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(_exit_code, server) == 0
@@ -184,3 +166,18 @@ async def test_a_webhook_attempt_that_outlasts_the_grace_is_cancelled_and_stays_
     finally:
         server.stop(signal.SIGKILL)
         await receiver.stop()
+
+
+async def _held_delivery(data_dir: str) -> tuple[Receiver, ServerProcess]:
+    """A server on ``data_dir`` whose one webhook request is being held by the receiver."""
+    receiver = await Receiver().start()
+    receiver.hold = asyncio.Event()
+    server = await asyncio.to_thread(ServerProcess(data_dir=data_dir).start)
+    async with httpx.AsyncClient(base_url=server.base_url, auth=AUTH, timeout=10) as http:
+        data = {"FriendlyName": "hooks", "WebhookUrl": receiver.url, "WebhooksFromRestEnabled": "true"}
+        service = (await http.post("/v1/Services", data=data)).json()["sid"]
+        r = await http.post(f"/v1/Services/{service}/Documents", data={"UniqueName": "d", "Data": "{}"})
+        assert r.status_code == 201, r.text
+    await receiver.wait_held(1)
+    assert server.proc is not None
+    return receiver, server
