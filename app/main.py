@@ -36,7 +36,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if not settings.redis_url:
             raise RuntimeError("REDIS_URL is not set: start the server with the sync-server command")
         config = StoreConfig(settings.event_log_max, settings.event_log_keep_s)
-        store = await Store.connect(settings.redis_url, config, cluster=settings.redis_cluster)
+        store = await Store.connect(
+            settings.redis_url, config, cluster=settings.redis_cluster, timeout_s=settings.redis_timeout_s
+        )
         if settings.account_sid and settings.auth_token:
             await accounts.ensure_account(store, settings.account_sid, settings.auth_token)
         stop = asyncio.Event()

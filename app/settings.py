@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     redis_appendfsync: Literal["always", "everysec", "no"] = Field(
         "everysec", description="embedded Valkey's appendfsync (always also survives a power loss)"
     )
+    redis_timeout_s: float = Field(
+        5.0, gt=0, description="longest wait for one Redis reply or connection (then 503/20503, not a hang)"
+    )
     public_url: str | None = Field(
         None, description="base URL of every url, links and meta field (unset: each request's scheme and Host)"
     )

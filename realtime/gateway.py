@@ -144,6 +144,8 @@ class Gateway:
         c = session.caller
         try:
             await reachability.record_endpoint(c.store, c.service_sid, c.identity, c.endpoint, connected)
+        except StoreUnavailableError:  # an outage: Store.health logged it once (not one line per socket)
+            pass
         except Exception:  # never fail a connection over a webhook record
             log.warning("could not record reachability of %s", c.endpoint, exc_info=True)
 
@@ -316,13 +318,22 @@ class Connection:
             await then()  # after the answer, still holding this request's in-flight slot
 
     async def _update(self, session: Session, frame: twilsock.Frame) -> None:
-        """``update``: a new token for this connection (same identity and Service)."""
+        """``update``: a new token for this connection (same identity and Service). Always answered:
+        a refused token with its Twilio error, an outage with 503/20503, anything else with 500; the
+        connection stays open (its current token holds until it expires)."""
         try:
             grant: Grant = await verify(self.gateway.store, _token(frame))
             if (grant.identity, grant.service_sid) != (session.grant.identity, session.grant.service_sid):
                 raise invalid("identity or Service differs from the connection's")
         except TwilioError as exc:
             session.send(_error_reply(frame.id, exc))
+            return
+        except StoreUnavailableError:  # an outage: Store.health logged it once
+            session.send(_error_reply(frame.id, errors.UNAVAILABLE()))
+            return
+        except Exception:
+            log.exception("token update failed")
+            session.send(_error_reply(frame.id, errors.INTERNAL()))
             return
         session.grant = grant
         session.start_token_timer(time.time)

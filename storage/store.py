@@ -65,6 +65,11 @@ class TtlCache:
 
 POOL_SIZE = 200  # Redis connections per process
 POOL_WAIT_S = 10.0  # how long a request waits for one before failing (StoreUnavailableError)
+# How long one Redis call may wait for its reply (and a connection to be made) before it fails with
+# StoreUnavailableError: a Redis that is alive but does not answer (stopped, swapping, partitioned)
+# is an outage, not a hang. SYNC_REDIS_TIMEOUT_S sets it for the server. Blocking pub/sub reads
+# (``listen``) are not bounded by it: redis-py reads them without a timeout.
+REDIS_TIMEOUT_S = 5.0
 
 
 _ERRORS: dict[str, type[StoreError]] = {
@@ -86,14 +91,23 @@ class Store:
         self.scripts = lua.Scripts(self.redis)
 
     @classmethod
-    async def connect(cls, url: str, config: StoreConfig | None = None, cluster: bool = False) -> Store:
+    async def connect(
+        cls, url: str, config: StoreConfig | None = None, cluster: bool = False, timeout_s: float = REDIS_TIMEOUT_S
+    ) -> Store:
+        """``timeout_s``: the longest wait for one reply or connection (REDIS_TIMEOUT_S)."""
         client: aioredis.Redis | aioredis.RedisCluster
+        timeouts = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
         if cluster:
-            client = aioredis.RedisCluster.from_url(url, decode_responses=False)
+            client = aioredis.RedisCluster.from_url(url, decode_responses=False, **timeouts)
         else:
             # a burst of concurrent requests waits for a free connection instead of failing
             pool = aioredis.BlockingConnectionPool.from_url(
-                url, max_connections=POOL_SIZE, timeout=POOL_WAIT_S, decode_responses=False, health_check_interval=30
+                url,
+                max_connections=POOL_SIZE,
+                timeout=POOL_WAIT_S,
+                decode_responses=False,
+                health_check_interval=30,
+                **timeouts,
             )
             client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
         # The one cast at the seam: redis-py annotates each command for sync and async clients at

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from redis import asyncio as aioredis
 
+from realtime import broker
 from realtime.client import SyncClient, SyncClientError
 from storage import Store, accounts
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, SCALE, RedisProcess, ServerProcess
@@ -163,3 +169,163 @@ async def test_an_outage_answers_503_and_logs_one_line_until_redis_is_back(
             after = (await server_log())[before:]
             assert "Traceback" not in after, after
             assert after.count("Redis unavailable") == 1 and after.count("Redis reachable again") == 1, after
+
+
+async def test_token_update_and_disconnects_during_an_outage_answer_and_log_nothing(
+    own_redis: RedisProcess, outage: Outage, own_server: ServerProcess
+) -> None:
+    """A token ``update`` during an outage gets a 503/20503 error reply and the connection stays
+    usable; sockets that drop meanwhile (their reachability record fails) log no traceback."""
+    log = Path(own_server.log_path)
+    async with httpx.AsyncClient(base_url=own_server.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=20) as http:
+        service = (await http.post("/v1/Services", data={"FriendlyName": "update"})).json()["sid"]
+        new_token = await _token_maker(own_redis.url, service)
+        tok = new_token()
+        async with await SyncClient.connect(own_server.ws_url, tok) as sdk:
+            doc = await sdk.open("document", "doc")
+            leaving = [await SyncClient.connect(own_server.ws_url, tok) for _ in range(3)]
+            before = len(await asyncio.to_thread(log.read_text))
+
+            outage.begin()
+            with pytest.raises(SyncClientError) as refused:
+                await sdk.update_token(new_token())
+            assert (refused.value.status, refused.value.code) == (503, 20503)
+            for c in leaving:  # their disconnect records fail: an outage, already logged once
+                await c.close()
+            status, body = await sdk.request("GET", doc["url"])  # the connection is still served
+            assert (status, body["code"]) == (503, 20503), body
+            await asyncio.sleep(0.5)
+            during = (await asyncio.to_thread(log.read_text))[before:]
+            assert "Traceback" not in during and "could not record reachability" not in during, during
+
+            outage.end()
+            await sdk.update_token(new_token())  # the same connection
+            status, body = await sdk.request("GET", doc["url"])
+            assert status == 200, body
+    after = (await asyncio.to_thread(log.read_text))[before:]
+    assert "Traceback" not in after and after.count("Redis unavailable") == 1, after
+
+
+FROZEN_TIMEOUT_S = 1.5  # SYNC_REDIS_TIMEOUT_S of the server below
+
+
+async def test_a_frozen_redis_answers_503_within_the_timeout_and_everything_resumes_after(
+    own_redis: RedisProcess,
+) -> None:
+    """Valkey stopped with SIGSTOP (alive, connections open, nothing answered): REST and CDS requests
+    answer 503/20503 within SYNC_REDIS_TIMEOUT_S (plus slack), not never; one outage line in the log;
+    after SIGCONT the same requests answer 2xx and a subscription made before it receives events."""
+    server = await asyncio.to_thread(
+        ServerProcess(redis_url=own_redis.url, env={"SYNC_REDIS_TIMEOUT_S": str(FROZEN_TIMEOUT_S)}).start
+    )
+    log = Path(server.log_path)
+    bound = FROZEN_TIMEOUT_S + 3.0 * SCALE
+    frozen = False
+
+    def freeze(stop: bool) -> None:
+        nonlocal frozen
+        os.kill(own_redis.proc.pid, signal.SIGSTOP if stop else signal.SIGCONT)
+        frozen = stop
+
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=30) as http:
+            service = (await http.post("/v1/Services", data={"FriendlyName": "frozen"})).json()["sid"]
+            doc_path = f"/v1/Services/{service}/Documents/doc"
+            r = await http.post(f"/v1/Services/{service}/Documents", data={"UniqueName": "doc", "Data": '{"n":1}'})
+            assert r.status_code == 201, r.text
+            tok = (await _token_maker(own_redis.url, service))()
+            async with await SyncClient.connect(server.ws_url, tok) as sdk:
+                doc = await sdk.open("document", "doc")
+                await sdk.subscribe(doc["sid"], "document", doc["last_event_id"])
+                before = len(await asyncio.to_thread(log.read_text))
+
+                freeze(True)
+                calls: list[tuple[str, Callable[[], Awaitable[tuple[int, Any]]]]] = [
+                    ("REST GET", lambda: _answer(http.get(doc_path))),
+                    ("REST POST", lambda: _answer(http.post(doc_path, data={"Data": '{"n":2}'}))),
+                    ("CDS GET", lambda: sdk.request("GET", doc["url"])),
+                ]
+                for what, call in calls:
+                    started = time.monotonic()
+                    try:
+                        status, body = await asyncio.wait_for(call(), bound)
+                    except TimeoutError:
+                        raise AssertionError(f"{what}: no answer within {bound:.1f} s while Redis is frozen") from None
+                    assert (what, status, body.get("code")) == (what, 503, 20503), body
+                    assert time.monotonic() - started < bound
+                during = (await asyncio.to_thread(log.read_text))[before:]
+                assert during.count("Redis unavailable") == 1 and "Traceback" not in during, during
+
+                freeze(False)
+                r = await http.get(doc_path)
+                assert r.status_code == 200, r.text
+                r = await http.post(doc_path, data={"Data": '{"n":3}'})
+                assert r.status_code == 200, r.text
+                # pub/sub works again: the update reaches the subscription (the POST that answered 503
+                # may still have been applied once Redis resumed: a timeout says nothing about it)
+                seen = [(await sdk.next_event(15 * SCALE))["event"]["document_data"]]
+                if seen[0] == {"n": 2}:
+                    seen.append((await sdk.next_event(15 * SCALE))["event"]["document_data"])
+                assert seen[-1] == {"n": 3}, seen
+                status, body = await sdk.request("GET", doc["url"])
+                assert status == 200 and body["data"] == {"n": 3}, body
+            after = (await asyncio.to_thread(log.read_text))[before:]
+            assert "Traceback" not in after, after
+            assert after.count("Redis unavailable") == 1 and after.count("Redis reachable again") == 1, after
+    finally:
+        if frozen:
+            freeze(False)
+        await asyncio.to_thread(server.stop)
+
+
+async def _answer(pending: Awaitable[httpx.Response]) -> tuple[int, Any]:
+    r = await pending
+    return r.status_code, r.json()
+
+
+async def _token_maker(redis_url: str, service: str) -> Callable[[], str]:
+    """What makes SDK tokens for alice on ``service``, signed by a new API key (made while Redis is up)."""
+    store = await Store.connect(redis_url)
+    try:
+        signer = await accounts.create_key(store, ACCOUNT_SID, "signs tokens")
+    finally:
+        await store.close()
+    return lambda: token(signer.sid, signer.secret, service, "alice")
+
+
+async def test_the_broker_notices_a_silent_pubsub_connection_and_subscribes_again(
+    own_redis: RedisProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frozen Valkey leaves the pub/sub connection open and silent: the broker's PING goes
+    unanswered, it drops the connection, reconnects once Valkey answers, subscribes again and
+    runs ``on_reconnect`` (the hub re-reads its feeds); wake-ups flow again."""
+    monkeypatch.setattr(broker, "PING_S", 0.5)
+    monkeypatch.setattr(broker, "REPLY_S", 1.0)
+    wakes: list[tuple[str, bytes]] = []
+    reconnects: list[bool] = []
+    b = broker.RedisBroker(
+        own_redis.url, lambda channel, data: wakes.append((channel, data)), lambda: reconnects.append(True)
+    )
+    publisher = aioredis.Redis.from_url(own_redis.url)
+    await b.start()
+    try:
+        await b.subscribe("wake")
+        os.kill(own_redis.proc.pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(3.0)  # silence, a PING, no answer within REPLY_S: dropped
+        finally:
+            os.kill(own_redis.proc.pid, signal.SIGCONT)
+        for _ in range(int(10 * SCALE / 0.1)):
+            if reconnects:
+                break
+            await asyncio.sleep(0.1)
+        assert reconnects, "the silent pub/sub connection was not replaced"
+        await publisher.publish("wake", b"after")
+        for _ in range(int(5 * SCALE / 0.05)):
+            if wakes:
+                break
+            await asyncio.sleep(0.05)
+        assert wakes == [("wake", b"after")]
+    finally:
+        await b.close()
+        await publisher.aclose()

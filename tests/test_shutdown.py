@@ -20,6 +20,7 @@ from realtime.client import SyncClient
 from storage import Store, accounts
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, SCALE, ServerProcess
 from tests.sdk import token
+from tests.webhook_receiver import Receiver
 
 AUTH = (ACCOUNT_SID, AUTH_TOKEN)
 
@@ -119,3 +120,64 @@ def test_rest_request_in_flight_when_sigterm_arrives_still_gets_its_answer() -> 
         server.stop(signal.SIGKILL)
     assert "Traceback" not in Path(server.log_path).read_text()
     assert not (Path(data_dir) / "redis" / "url").exists()
+
+
+async def test_a_webhook_attempt_in_flight_at_sigterm_is_finished_and_recorded() -> None:
+    """SIGTERM while the receiver is still answering (~1 s): the attempt finishes, its outcome is
+    recorded (acknowledged), so the server started again does not send it a second time."""
+    data_dir = tempfile.mkdtemp(prefix="sync-sigterm-hook-")
+    receiver, server = await _held_delivery(data_dir)
+    try:
+        server.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(1.0)  # the receiver takes its time to answer
+        receiver.hold.set()
+        assert await asyncio.to_thread(_exit_code, server) == 0
+        assert [r.status for r in receiver.requests] == [200]
+        again = await asyncio.to_thread(ServerProcess(data_dir=data_dir).start)
+        try:
+            await asyncio.sleep(2.0 * SCALE)  # several scans (SYNC_WEBHOOK_SCAN_INTERVAL_S=0.3 in tests)
+        finally:
+            await asyncio.to_thread(again.stop)
+        tokens = [r.headers["i-twilio-idempotency-token"] for r in receiver.requests]
+        assert len(tokens) == 1, f"delivered again after the restart: {tokens}"
+    finally:
+        server.stop(signal.SIGKILL)
+        await receiver.stop()
+    assert "Traceback" not in await asyncio.to_thread(Path(server.log_path).read_text)
+
+
+async def test_a_webhook_attempt_that_outlasts_the_grace_is_cancelled_and_stays_queued() -> None:
+    """A receiver that never answers does not hold the shutdown beyond the grace (5 s): the attempt
+    is cancelled, its entry stays queued, and the next start delivers it."""
+    data_dir = tempfile.mkdtemp(prefix="sync-sigterm-hook-")
+    receiver, server = await _held_delivery(data_dir)
+    try:
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(_exit_code, server) == 0
+        assert time.monotonic() - started < 5.0 + 6.0 * SCALE  # the grace, then acks, leases, Valkey
+        receiver.hold.set()
+        again = await asyncio.to_thread(ServerProcess(data_dir=data_dir).start)
+        try:
+            got = await receiver.wait_for(2)  # the one answered too late (after its cancel) and the retry
+        finally:
+            await asyncio.to_thread(again.stop)
+        assert got[0].headers["i-twilio-idempotency-token"] == got[1].headers["i-twilio-idempotency-token"]
+    finally:
+        server.stop(signal.SIGKILL)
+        await receiver.stop()
+
+
+async def _held_delivery(data_dir: str) -> tuple[Receiver, ServerProcess]:
+    """A server on ``data_dir`` whose one webhook request is being held by the receiver."""
+    receiver = await Receiver().start()
+    receiver.hold = asyncio.Event()
+    server = await asyncio.to_thread(ServerProcess(data_dir=data_dir).start)
+    async with httpx.AsyncClient(base_url=server.base_url, auth=AUTH, timeout=10) as http:
+        data = {"FriendlyName": "hooks", "WebhookUrl": receiver.url, "WebhooksFromRestEnabled": "true"}
+        service = (await http.post("/v1/Services", data=data)).json()["sid"]
+        r = await http.post(f"/v1/Services/{service}/Documents", data={"UniqueName": "d", "Data": "{}"})
+        assert r.status_code == 201, r.text
+    await receiver.wait_held(1)
+    assert server.proc is not None
+    return receiver, server

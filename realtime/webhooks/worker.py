@@ -13,6 +13,12 @@ dead-lettered and nothing has succeeded since) its next entries get one attempt 
 outage drains to the dead letters instead of taking ``max_retries`` backoffs per entry; the first
 success ends that. Entries are acknowledged only after a 2xx, so a crash re-delivers (at least once);
 ``I-Twilio-Idempotency-Token`` lets receivers drop duplicates.
+
+Stopping (``close``, at shutdown): no new attempt starts (no new entry, no retry), the attempts in
+flight finish and their outcome is recorded (acknowledged, or a failure and its dead letter) for at
+most ``close_grace_s`` (or an attempt's own time limit, if shorter); whatever still runs then is
+cancelled and stays queued for the next start. So a receiver that answers in time is not sent the
+same request again after a restart.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from .signing import signature
 
 log = logging.getLogger("sync.webhooks")
 
+_CLOSE_SLACK_S = 2.0  # at close, after the grace: time to acknowledge and release the leases
+
 
 @dataclass(frozen=True, kw_only=True)  # no defaults for settings (SYNC_WEBHOOK_*): the app declares them
 class WebhookOptions:
@@ -50,6 +58,7 @@ class WebhookOptions:
     concurrency: int  # requests in flight, all Services of this process
     service_concurrency: int  # requests in flight for one Service
     batch: int = 200  # entries of one Service read ahead (in memory) at most
+    close_grace_s: float = 5.0  # at close, how long attempts in flight may take to finish at most
     lease_ms: int  # a crashed worker's Services are taken over after this
     scan_interval_s: float  # safety net for missed wake-ups and crashed workers
     dead_letter_max: int  # dead letters kept per Service
@@ -97,6 +106,7 @@ class WebhookWorker:
         self._tokens: dict[str, tuple[str | None, float]] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._http: WebhookClient | None = None
+        self._finish_by = 0.0  # when closing: until when attempts in flight may run (monotonic)
 
     async def start(self) -> None:
         policy = NetworkPolicy(self.options.allow_networks, self.options.deny_networks)
@@ -106,10 +116,23 @@ class WebhookWorker:
         self._loops = [asyncio.create_task(self._listen()), asyncio.create_task(self._scan())]
 
     async def close(self) -> None:
+        """Stop taking work, let the attempts in flight finish and be recorded (bounded, see the
+        module docstring), then stop; each Service's session acknowledges what it delivered and
+        releases its lease on the way out."""
+        o = self.options
+        grace = min(o.close_grace_s, o.connect_timeout_s + o.read_timeout_s)
+        self._finish_by = time.monotonic() + grace
         self._stop.set()
-        for t in [*self._loops, *self._tasks.values()]:
+        for t in self._loops:
             t.cancel()
-        await asyncio.gather(*self._loops, *self._tasks.values(), return_exceptions=True)
+        for run in self._runs.values():
+            run.wake.set()  # its queue loop sees the stop and waits for its chains
+        serving = list(self._tasks.values())
+        if serving:  # beyond the grace: the acknowledgements and lease releases (Redis round trips)
+            _, late = await asyncio.wait(serving, timeout=grace + _CLOSE_SLACK_S)
+            for t in late:
+                t.cancel()
+        await asyncio.gather(*self._loops, *serving, return_exceptions=True)
         if self._http is not None:
             await self._http.aclose()
 
@@ -256,6 +279,8 @@ class WebhookWorker:
                 await run.wake.wait()  # a chain finished an entry, or new entries were queued
         finally:
             del self._runs[sid]
+            if run.tasks and self._stop.is_set():  # closing: attempts in flight finish (bounded)
+                await asyncio.wait(run.tasks, timeout=max(0.0, self._finish_by - time.monotonic()))
             for t in run.tasks:
                 t.cancel()
             await asyncio.gather(*run.tasks, return_exceptions=True)
@@ -282,8 +307,9 @@ class WebhookWorker:
     async def _chain(self, run: _Run, key: str, queue: deque[webhooks.Delivery]) -> None:
         """One order key's deliveries, strictly in order: the next waits until this one is done."""
         try:
-            while queue:
-                await self._deliver_one(queue[0], run)
+            while queue and not self._stop.is_set():
+                if not await self._deliver_one(queue[0], run):
+                    break  # closing: not attempted (again); it stays queued for the next start
                 queue.popleft()
                 run.inflight -= 1
                 run.wake.set()
@@ -293,20 +319,24 @@ class WebhookWorker:
         finally:
             del run.queues[key]  # no await since the emptiness check: a new entry starts a new chain
 
-    async def _deliver_one(self, d: webhooks.Delivery, run: _Run) -> None:
+    async def _deliver_one(self, d: webhooks.Delivery, run: _Run) -> bool:
+        """Deliver or dead-letter ``d``; False if the worker is closing before that (the entry stays
+        queued). An attempt already sent when closing begins is finished and recorded."""
         o = self.options
         attempts = 0
         while True:
             attempts += 1
             async with run.limit:
-                outcome = await self._post(d)
+                outcome = None if self._stop.is_set() else await self._post(d)
+            if outcome is None:
+                return False
             if outcome.ok:
                 run.failing = False
                 if run.failing_recorded is not False:  # once per session, or after a failure
                     run.failing_recorded = False
                     await webhooks.clear_failing(self.store, d.service_sid)
                 run.delivered.append(d.id)  # the queue loop acknowledges it (it is woken next)
-                return
+                return True
             if not run.failing_recorded:  # the first failure since a success (an earlier time is kept)
                 run.failing_recorded = True
                 await webhooks.mark_failing(self.store, d.service_sid, int(time.time() * 1000))
@@ -316,14 +346,15 @@ class WebhookWorker:
                 await webhooks.dead_letter(self.store, d, outcome.error, attempts, o.dead_letter_max)
                 run.failing = True
                 log.warning("webhook %s of %s moved to the dead letters: %s", d.id, d.service_sid, outcome.error)
-                return
+                return True
             delay = min(o.backoff_max_s, o.backoff_base_s * 2 ** (attempts - 1))
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            await self._sleep(delay * random.uniform(0.5, 1.0))  # cut short by close()
 
-    async def _post(self, d: webhooks.Delivery) -> _Outcome:
+    async def _post(self, d: webhooks.Delivery) -> _Outcome | None:
         """One attempt. Whatever fails while building or sending the request is a failed attempt
         (retried, then dead-lettered): an exception escaping here would leave the entry pending
-        forever and, once ``batch`` such entries are read, stall the Service's queue."""
+        forever and, once ``batch`` such entries are read, stall the Service's queue. None: not
+        sent, the worker is closing."""
         token = await self._auth_token(d.account_sid)
         if token is None:
             return _Outcome(False, f"unknown account {d.account_sid}", retry=False)
@@ -338,6 +369,8 @@ class WebhookWorker:
             ]
             body = urlencode(params).encode()
             async with self._slots:
+                if self._stop.is_set():  # waited for a slot until closing began: not sent
+                    return None
                 status = await self._http.post(d.url, body, headers)
         except DestinationBlockedError as exc:
             return _Outcome(False, str(exc), retry=False)

@@ -228,7 +228,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 # --- the realtime options come from the settings, with no defaults of their own ------------------
 
 # constants, not knobs
-NOT_SETTINGS = {"init_timeout_s", "reconnect_backoff_ms", "drain_timeout_s", "queue_bytes", "batch"}
+NOT_SETTINGS = {"init_timeout_s", "reconnect_backoff_ms", "drain_timeout_s", "queue_bytes", "batch", "close_grace_s"}
 
 
 def test_realtime_options_are_built_from_settings_only() -> None:
