@@ -238,6 +238,7 @@ async def test_stream_messages_reach_every_other_subscriber_once(two: Sdk, twili
     sdk = two
     await sdk.open_both("stream", "chat", "s")
     await settle(sdk, "sb")
+    await settle(sdk, "sa")  # a Stream message reaches only subscriptions established before it
     sent = await sdk.call("sa", "publishMessage", {"text": "hello"})
     assert sent["sid"].startswith("TZ")
     (ev,) = await sdk.expect("messagePublished", "sb")

@@ -1,0 +1,301 @@
+"""realtime/websocket.py: the RFC 6455 server connection, driven byte by byte through a recording
+transport (the end-to-end tests drive it through real clients: the SDK, websockets, browsers)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import struct
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from realtime import twilsock
+from realtime.gateway import is_ack
+from realtime.websocket import ENDPOINTS, Message, ServerConnection, frame
+
+KEY = base64.b64encode(b"0123456789abcdef").decode()
+
+
+class Transport:
+    """Records what the connection writes; enough of asyncio.Transport for ServerConnection."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.closed = False
+        self.aborted = False
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed
+        self.out += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = self.closed = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def take(self) -> bytes:
+        data, self.out = bytes(self.out), bytearray()
+        return data
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        self.closed = 0
+
+    def on_message(self, data: bytes) -> None:
+        self.messages.append(data)
+
+    def on_drained(self) -> None:
+        pass
+
+    def on_close(self) -> None:
+        self.closed += 1
+
+
+class Endpoint:
+    def __init__(self) -> None:
+        self.handler = Recorder()
+
+    def connect(self, ws: ServerConnection) -> Recorder:
+        return self.handler
+
+
+def opened(max_size: int = 1 << 20, deflate: bool = False) -> tuple[ServerConnection, Transport, Recorder]:
+    endpoint = Endpoint()
+    config = SimpleNamespace(ws_max_size=max_size, ws_ping_interval=None, ws_per_message_deflate=deflate)
+    state = SimpleNamespace(connections=set(), default_headers=[(b"server", b"test")])
+    ws = ServerConnection(config, state, {ENDPOINTS: {"/v3/wsconnect": endpoint}})
+    t = Transport()
+    ws.connection_made(t)  # type: ignore[arg-type]
+    ws.data_received(request())
+    head = t.take()
+    assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"), head
+    # RFC 6455's own example: key dGhlIHNhbXBsZSBub25jZQ== is accepted as s3pPLMBiTxaQ9kYGzzhZRbK+xOo=
+    return ws, t, endpoint.handler
+
+
+def request(path: str = "/v3/wsconnect", key: str = KEY, version: str = "13", method: str = "GET") -> bytes:
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        "host: example.com",
+        "upgrade: websocket",
+        "connection: Upgrade",
+        f"sec-websocket-key: {key}",
+        f"sec-websocket-version: {version}",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def client_frame(payload: bytes, opcode: int = 0x2, fin: bool = True, mask: bytes | None = None) -> bytes:
+    """A masked client frame."""
+    mask = mask if mask is not None else os.urandom(4)
+    first = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        head = bytes((first, 0x80 | n))
+    elif n < 65536:
+        head = struct.pack("!BBH", first, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", first, 0x80 | 127, n)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
+def server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """Parse unmasked server frames: [(opcode, payload)]."""
+    out, pos = [], 0
+    while pos < len(data):
+        first, size = data[pos], data[pos + 1] & 0x7F
+        pos += 2
+        if size == 126:
+            size, pos = struct.unpack("!H", data[pos : pos + 2])[0], pos + 2
+        elif size == 127:
+            size, pos = struct.unpack("!Q", data[pos : pos + 8])[0], pos + 8
+        out.append((first & 0x0F, data[pos : pos + size]))
+        pos += size
+    return out
+
+
+def test_the_handshake_answers_rfc_6455s_example_key() -> None:
+    endpoint = Endpoint()
+    config = SimpleNamespace(ws_max_size=1024, ws_ping_interval=None, ws_per_message_deflate=False)
+    state = SimpleNamespace(connections=set(), default_headers=[])
+    ws = ServerConnection(config, state, {ENDPOINTS: {"/v3/wsconnect": endpoint}})
+    t = Transport()
+    ws.connection_made(t)  # type: ignore[arg-type]
+    ws.data_received(request(path="/v3/wsconnect?x=1", key="dGhlIHNhbXBsZSBub25jZQ=="))
+    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in t.take()
+    assert ws.path == "/v3/wsconnect" and ws.query == "x=1" and ws.headers["host"] == "example.com"
+    assert ws in state.connections
+
+
+@pytest.mark.parametrize(
+    ("req", "status", "code"),
+    [
+        (request(path="/elsewhere"), 404, 20404),
+        (request(version="8"), 426, 20001),
+        (request(key="short"), 400, 20001),
+        (request(method="POST"), 405, 20004),
+    ],
+)
+def test_a_refused_upgrade_gets_twilios_json_error_and_is_closed(req: bytes, status: int, code: int) -> None:
+    config = SimpleNamespace(ws_max_size=1024, ws_ping_interval=None, ws_per_message_deflate=False)
+    state = SimpleNamespace(connections=set(), default_headers=[])
+    ws = ServerConnection(config, state, {ENDPOINTS: {"/v3/wsconnect": Endpoint()}})
+    t = Transport()
+    ws.connection_made(t)  # type: ignore[arg-type]
+    ws.data_received(req)
+    head, _, body = t.take().partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode())
+    assert json.loads(body)["code"] == code and json.loads(body)["status"] == status
+    assert t.closed
+
+
+def test_messages_fragments_and_control_frames() -> None:
+    ws, t, h = opened()
+    ws.data_received(client_frame(b"one") + client_frame(b"tw", fin=False) + client_frame(b"o", opcode=0))
+    ws.data_received(client_frame(b"ping!", opcode=0x9))
+    assert h.messages == [b"one", b"two"]
+    assert server_frames(t.take()) == [(0xA, b"ping!")]  # pong with the ping's payload
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.binary(max_size=70000), min_size=1, max_size=5),
+    st.lists(st.integers(min_value=1, max_value=9000), min_size=1, max_size=50),
+)
+def test_any_split_of_the_byte_stream_gives_the_same_messages(messages: list[bytes], cuts: list[int]) -> None:
+    ws, _, h = opened()
+    stream = b"".join(client_frame(m) for m in messages)
+    pos, i = 0, 0
+    while pos < len(stream):
+        step = cuts[i % len(cuts)]
+        ws.data_received(stream[pos : pos + step])
+        pos, i = pos + step, i + 1
+    assert h.messages == messages
+
+
+async def test_an_unmasked_or_oversized_frame_closes_the_connection() -> None:
+    ws, t, h = opened(max_size=100)
+    ws.data_received(bytes((0x82, 3)) + b"abc")  # unmasked
+    assert server_frames(t.take())[0][0] == 0x8 and not h.messages
+    ws2, t2, h2 = opened(max_size=100)
+    ws2.data_received(client_frame(b"x" * 101))
+    opcode, payload = server_frames(t2.take())[0]
+    assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == 1009 and not h2.messages
+
+
+async def test_the_closing_handshake_either_way() -> None:
+    ws, t, h = opened()
+    ws.data_received(client_frame(struct.pack("!H", 1000), opcode=0x8))  # the client closes
+    assert server_frames(t.take()) == [(0x8, struct.pack("!H", 1000))] and t.closed
+    ws.connection_lost(None)
+    assert h.closed == 1
+    ws, t, h = opened()
+    ws.close(1000, "bye")  # the server closes: waits for the client's answer
+    assert server_frames(t.take())[0][0] == 0x8 and not t.closed
+    ws.send(b"late")  # nothing is sent after the close frame
+    assert t.take() == b""
+    ws.data_received(client_frame(struct.pack("!H", 1000), opcode=0x8))
+    assert t.closed
+
+
+async def test_a_close_the_peer_never_answers_ends_in_an_abort() -> None:
+    import realtime.websocket as module
+
+    ws, t, _ = opened()
+    old, module.CLOSE_TIMEOUT_S = module.CLOSE_TIMEOUT_S, 0.01
+    try:
+        ws.close()
+        await asyncio.sleep(0.05)
+    finally:
+        module.CLOSE_TIMEOUT_S = old
+    assert t.aborted
+
+
+def test_paused_reading_keeps_frames_for_later() -> None:
+    ws, t, h = opened()
+    ws.pause_reading()
+    ws.data_received(client_frame(b"a") + client_frame(b"b"))
+    assert h.messages == [] and not t.reading
+    ws.resume_reading()
+    assert h.messages == [b"a", b"b"] and t.reading
+
+
+def test_a_message_is_framed_once_for_every_connection() -> None:
+    m = Message(b"x" * 300)
+    assert m.wire == frame(b"x" * 300)
+    conns = [opened() for _ in range(3)]
+    for ws, _, _ in conns:
+        ws.send_message(m)
+    assert {t.take() for _, t, _ in conns} == {m.wire}
+    ws, t, _ = conns[0]
+    ws.send_many([Message(b"a"), Message(b"bc")])
+    assert server_frames(t.take()) == [(0x2, b"a"), (0x2, b"bc")]
+
+
+def test_compressed_messages_when_enabled_and_offered() -> None:
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+    from websockets.headers import parse_extension
+
+    endpoint = Endpoint()
+    config = SimpleNamespace(ws_max_size=1 << 20, ws_ping_interval=None, ws_per_message_deflate=True)
+    state = SimpleNamespace(connections=set(), default_headers=[])
+    ws = ServerConnection(config, state, {ENDPOINTS: {"/v3/wsconnect": endpoint}})
+    t = Transport()
+    ws.connection_made(t)  # type: ignore[arg-type]
+    offer = request().replace(
+        b"\r\n\r\n", b"\r\nsec-websocket-extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+    )
+    ws.data_received(offer)
+    head = t.take().decode()
+    agreed = [line.split(": ", 1)[1] for line in head.split("\r\n") if line.startswith("Sec-WebSocket-Extensions")]
+    assert agreed and agreed[0].startswith("permessage-deflate")
+    client = ClientPerMessageDeflateFactory(client_max_window_bits=True)
+    ext = client.process_response_params(parse_extension(agreed[0])[0][1], [])
+    from websockets.frames import Frame, Opcode
+
+    payload = b'{"hello": "world"}' * 20
+    ws.send(payload)
+    data = t.take()
+    assert data[0] & 0x40  # RSV1: compressed
+    (_, body) = server_frames(data)[0]
+    assert ext.decode(Frame(Opcode.BINARY, body, rsv1=True)).data == payload
+    sent = ext.encode(Frame(Opcode.BINARY, b"from the client" * 10))
+    first = 0x80 | 0x40 | 0x2
+    masked = client_frame(bytes(sent.data))
+    ws.data_received(bytes((first,)) + masked[1:])
+    assert endpoint.handler.messages == [b"from the client" * 10]
+
+
+def test_acknowledgements_are_recognised_without_decoding() -> None:
+    sdk_ack = twilsock.encode({"id": "TM1", "method": "reply", "payload_type": "application/json",
+                               "status": {"code": 200, "status": "OK"}})  # fmt: skip
+    assert is_ack(sdk_ack)
+    assert is_ack(twilsock.encode({"method": "reply", "id": "TM2"}))
+    request = {"method": "GET", "path": "/v3/Documents/x"}
+    assert not is_ack(twilsock.encode({"id": "TM3", "method": "message", "http_request": request}))
+    nested = {"id": "TM4", "method": "message", "x": {"a": "b", "method": "reply"}}
+    assert not is_ack(twilsock.encode(nested))
+    assert not is_ack(twilsock.encode({"id": "TM5", "method": "message"}, {"method": "reply"}))
+    assert not is_ack(b"not twilsock at all")
