@@ -2,7 +2,7 @@
 
 Usage:  python tests/bench/fanout.py [--subscribers 100,1000,5000 | --quick] [--seconds 4]
         [--paced-seconds 5] [--rate 2000] [--writers 4] [--clients 2] [--servers reference,sync]
-        [--no-deflate] [--no-acks]
+        [--no-deflate] [--no-acks] [--kind document|map] [--compression] [--server-compression]
 
 Starts its own Valkey, then for each N runs the reference server and one sync-server process one
 after the other, with the same client code, N, payload (~200-byte Document data) and writer (REST
@@ -21,7 +21,9 @@ Each server gets, per N:
   * paced: --rate deliveries/s offered (--rate/N writes/s, at least 6 writes); publish→receipt
     p50/p99 (each write carries its wall-clock send time);
   * idle memory again with a fresh server and clients that offer permessage-deflate (as Node's ws
-    under the SDK and browsers do).
+    under the SDK and browsers do; --compression: offered in every phase; --server-compression:
+    sync-server accepts it, SYNC_WS_COMPRESSION; the reference accepts it, as websockets does).
+--kind map subscribes to a Map and updates its items (100 keys) instead of a Document.
 Server CPU is utime+stime of the server's process tree from /proc (Valkey not counted).
 Nothing lost: after each write phase every subscriber must have received every write exactly once
 (sampled ones: in order); otherwise the run prints FAIL and exits 1.
@@ -58,6 +60,7 @@ from tests.bench.loadgen import Conn  # noqa: E402
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, RedisProcess, ServerProcess  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
+KIND = "document"  # or "map" (--kind): set before the subscriber processes fork
 PAD = "x" * 150  # Data = {"t": …, "n": …, "pad": PAD}: ~200 bytes
 _T = re.compile(rb'"t":\s*([0-9.eE+-]+)')
 _EVENT_ID = re.compile(rb'"event":\s*\{\s*"id":\s*(\d+)')
@@ -245,7 +248,7 @@ class Sub(asyncio.Protocol):
                     "action": "establish",
                     "correlation_id": 1,
                     "ttl_in_s": -1,
-                    "requests": [{"object_sid": self.sid, "object_type": "document", "last_event_id": 0}],
+                    "requests": [{"object_sid": self.sid, "object_type": KIND, "last_event_id": 0}],
                 }  # fmt: skip
             ).encode()
             header = json.dumps(
@@ -406,7 +409,7 @@ async def write_loop(port: int, path: str, seconds: float, rate: float | None, c
         nonlocal written, failed, seq
         seq += 1
         data = json.dumps({"t": time.time(), "n": seq, "pad": PAD}, separators=(",", ":"))
-        status, body = await conn.request("POST", path, {"Data": data})
+        status, body = await conn.request("POST", path.format(k=seq % 100), {"Data": data})
         if status < 300:
             written += 1
         else:
@@ -476,11 +479,15 @@ def start_reference(redis: RedisProcess) -> Target:
     return Target("reference", f"ws://127.0.0.1:{port}/v3/wsconnect", http_port, "/publish", proc.pid, stop)
 
 
-def start_sync(redis: RedisProcess, service: str, sid: str) -> Target:
+def start_sync(redis: RedisProcess, service: str, sid: str, compression: bool) -> Target:
     env = {"SYNC_WS_MAX_CONNECTIONS": "20000", "SYNC_WS_QUEUE_FRAMES": "10000", "SYNC_LOG_LEVEL": "warning"}
+    if compression:
+        env["SYNC_WS_COMPRESSION"] = "true"
     server = ServerProcess(redis_url=redis.url, env=env).start()
     assert server.proc is not None
     path = f"/v1/Services/{service}/Documents/{sid}"
+    if KIND == "map":
+        path = f"/v1/Services/{service}/Maps/{sid}/Items/k{{k}}"  # the writer fills in k
     return Target("sync-server", server.ws_url, server.port, path, server.proc.pid, server.stop)
 
 
@@ -489,7 +496,7 @@ def run_target(target: Target, tokens: list[str], sid: str, n: int, args: argpar
     res: dict[str, Any] = {}
     pids = tree(target.pid)
     before_rss, before_cpu = rss_kb(pids), cpu_s(pids)
-    clients = Clients(target.ws_url, tokens, sid, False, args.clients)
+    clients = Clients(target.ws_url, tokens, sid, args.compression, args.clients)
     try:
         subscribed, wall = clients.ready()
         pids = tree(target.pid)
@@ -626,7 +633,12 @@ def main() -> None:
     ap.add_argument("--servers", default="reference,sync", help="which of reference,sync to run")
     ap.add_argument("--no-deflate", action="store_true", help="skip the idle memory with deflate offered")
     ap.add_argument("--no-acks", action="store_true", help="skip the acking burst phase")
+    ap.add_argument("--kind", choices=["document", "map"], default="document", help="subscribe to and update this")
+    ap.add_argument("--compression", action="store_true", help="subscribers offer permessage-deflate in every phase")
+    ap.add_argument("--server-compression", action="store_true", help="sync-server accepts it (SYNC_WS_COMPRESSION)")
     args = ap.parse_args()
+    global KIND
+    KIND = args.kind
     ns = [100, 1000] if args.quick else [int(x) for x in args.subscribers.split(",")]
     servers = args.servers.split(",")
     redis = RedisProcess()
@@ -646,10 +658,13 @@ def main() -> None:
         key = asyncio.run(make_key())
         with httpx.Client(base_url=setup.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN)) as http:
             service = http.post("/v1/Services", data={"FriendlyName": "bench"}).json()["sid"]
-            docs, idle_docs = {}, {}  # the deflate pass subscribes to a Document with no events to replay
+            docs, idle_docs = {}, {}  # the deflate pass subscribes to an object with no events to replay
+            coll = "Documents" if KIND == "document" else "Maps"
             for n in ns:
                 for name, into in ((f"fan-{n}", docs), (f"idle-{n}", idle_docs)):
-                    into[n] = http.post(f"/v1/Services/{service}/Documents", data={"UniqueName": name}).json()["sid"]
+                    into[n] = http.post(f"/v1/Services/{service}/{coll}", data={"UniqueName": name}).json()["sid"]
+                for k in range(100 if KIND == "map" else 0):  # the items the writes update
+                    http.post(f"/v1/Services/{service}/Maps/{docs[n]}/Items", data={"Key": f"k{k}", "Data": "{}"})
         setup.stop()
         print(
             f"fan-out bench: 1 server process each, {os.cpu_count()} cores, {args.clients} client processes, "
@@ -661,7 +676,7 @@ def main() -> None:
             results[n] = {}
             for which in servers:
                 start = (lambda: start_reference(redis)) if which == "reference" else (
-                    lambda n=n: start_sync(redis, service, docs[n]))  # fmt: skip
+                    lambda n=n: start_sync(redis, service, docs[n], args.server_compression))  # fmt: skip
                 target = start()
                 try:
                     res = run_target(target, toks, docs[n], n, args)
