@@ -22,7 +22,8 @@ Each server gets, per N:
     p50/p99 (each write carries its wall-clock send time);
   * idle memory again with a fresh server and clients that offer permessage-deflate (as Node's ws
     under the SDK and browsers do; --compression: offered in every phase; --server-compression:
-    sync-server accepts it, SYNC_WS_COMPRESSION; the reference accepts it, as websockets does).
+    both servers accept it, sync-server with SYNC_WS_COMPRESSION, the reference with websockets'
+    defaults; by default both decline it).
 --kind map subscribes to a Map and updates its items (100 keys) instead of a Document.
 Server CPU is utime+stime of the server's process tree from /proc (Valkey not counted).
 Nothing lost: after each write phase every subscriber must have received every write exactly once
@@ -449,7 +450,7 @@ class Target:
     stop: Any
 
 
-def start_reference(redis: RedisProcess) -> Target:
+def start_reference(redis: RedisProcess, compression: bool) -> Target:
     port, http_port = free_port(), free_port()
     proc = subprocess.Popen(
         [
@@ -461,7 +462,8 @@ def start_reference(redis: RedisProcess) -> Target:
             str(http_port),
             "--redis-url",
             redis.url,
-        ]  # fmt: skip
+        ]
+        + (["--compression"] if compression else [])
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -635,7 +637,7 @@ def main() -> None:
     ap.add_argument("--no-acks", action="store_true", help="skip the acking burst phase")
     ap.add_argument("--kind", choices=["document", "map"], default="document", help="subscribe to and update this")
     ap.add_argument("--compression", action="store_true", help="subscribers offer permessage-deflate in every phase")
-    ap.add_argument("--server-compression", action="store_true", help="sync-server accepts it (SYNC_WS_COMPRESSION)")
+    ap.add_argument("--server-compression", action="store_true", help="the servers accept it (SYNC_WS_COMPRESSION)")
     args = ap.parse_args()
     global KIND
     KIND = args.kind
@@ -675,7 +677,7 @@ def main() -> None:
             toks = [mint(ACCOUNT_SID, key.sid, key.secret, f"user{i}", service, 3600) for i in range(n)]
             results[n] = {}
             for which in servers:
-                start = (lambda: start_reference(redis)) if which == "reference" else (
+                start = (lambda: start_reference(redis, args.server_compression)) if which == "reference" else (
                     lambda n=n: start_sync(redis, service, docs[n], args.server_compression))  # fmt: skip
                 target = start()
                 try:
