@@ -1,24 +1,51 @@
-"""Realtime fan-out: one writer, N subscribers to one Document and to one Map.
+"""Realtime fan-out, side by side: the reference (reference_ws.py) and sync-server, in one run.
 
-Usage:  python tests/bench/fanout.py [--subscribers 100,1000,5000] [--seconds 5] [--rate 20]
-Starts its own Valkey and one `sync-server` process. Subscribers are raw twilsock clients (the same
-frames twilio-sync sends) in two child processes, so the load generator is not the bottleneck of
-one core. For each N and object kind it prints:
-  * idle memory per connection: server RSS growth / N after every subscriber is established;
-  * saturated: the writer sends as fast as the server takes writes for --seconds; deliveries/s and
-    write-to-receive p50/p99 (each write carries its send time);
-  * paced: --rate writes/s (deliveries/s = rate x N); write-to-receive p50/p99.
+Usage:  python tests/bench/fanout.py [--subscribers 100,1000,5000 | --quick] [--seconds 4]
+        [--paced-seconds 5] [--rate 2000] [--writers 4] [--clients 2] [--servers reference,sync]
+        [--no-deflate] [--no-acks] [--kind document|map] [--compression] [--server-compression]
+
+Starts its own Valkey, then for each N runs the reference server and one sync-server process one
+after the other, with the same client code, N, payload (~200-byte Document data) and writer (REST
+POSTs, --writers in flight; for the reference its tiny publish endpoint, see reference_ws.py).
+Subscribers are raw twilsock-over-WebSocket clients on uvloop in --clients separate processes: a
+hand-rolled asyncio Protocol (handshake, unmasked frame parsing, zero-key masked sends), so that a
+delivery costs the load generator a few µs; only one connection in 10 parses JSON (latency, order).
+Each server gets, per N:
+  * connect: N clients open a WebSocket, send ``init`` with an access token, subscribe to one
+    Document; server CPU ms per client and wall time for all N;
+  * idle memory per connection: server RSS growth / N once all are subscribed;
+  * burst: --seconds of writes with --writers in flight; deliveries/s (deliveries over the time from
+    the first write to the last receipt) and server CPU µs per delivery, first with subscribers that
+    never answer, then with subscribers that ack every notification as twilio-sync 4.0.1 does (a
+    binary twilsock ``reply`` frame with the notification's id, header in the SDK's key order);
+  * paced: --rate deliveries/s offered (--rate/N writes/s, at least 6 writes); publish→receipt
+    p50/p99 (each write carries its wall-clock send time);
+  * idle memory again with a fresh server and clients that offer permessage-deflate (as Node's ws
+    under the SDK and browsers do; --compression: offered in every phase; --server-compression:
+    both servers accept it, sync-server with SYNC_WS_COMPRESSION, the reference with websockets'
+    defaults; by default both decline it).
+--kind map subscribes to a Map and updates its items (100 keys) instead of a Document.
+Server CPU is utime+stime of the server's process tree from /proc (Valkey not counted).
+Nothing lost: after each write phase every subscriber must have received every write exactly once
+(sampled ones: in order); otherwise the run prints FAIL and exits 1.
+The table prints each sync-server figure followed by its ratio to the reference's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import multiprocessing as mp
 import os
+import re
+import subprocess
 import sys
 import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +53,53 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-from websockets.asyncio.client import connect  # noqa: E402
+import uvloop  # noqa: E402
 
-from realtime import twilsock  # noqa: E402
 from realtime.tokens import mint  # noqa: E402
+from storage.embedded import free_port  # noqa: E402
+from tests.bench.loadgen import Conn  # noqa: E402
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, RedisProcess, ServerProcess  # noqa: E402
 
-COMPRESSION: str | None = None  # "deflate" offers permessage-deflate, as the SDK's ws and browsers do
+TICK = os.sysconf("SC_CLK_TCK")
+KIND = "document"  # or "map" (--kind): set before the subscriber processes fork
+PAD = "x" * 150  # Data = {"t": …, "n": …, "pad": PAD}: ~200 bytes
+_T = re.compile(rb'"t":\s*([0-9.eE+-]+)')
+_EVENT_ID = re.compile(rb'"event":\s*\{\s*"id":\s*(\d+)')
+_ID = re.compile(rb'"id":"([^"]*)"')
 
 
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+# -- /proc ------------------------------------------------------------------------------------------
+
+
+def tree(pid: int) -> list[int]:
+    out = [pid]
+    kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    for k in kids:
+        out += tree(int(k))
+    return out
+
+
+def cpu_s(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / TICK
+
+
+def rss_kb(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -49,226 +109,604 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
 
 
-# -- subscriber processes ---------------------------------------------------------------------------
+# -- subscriber processes: a raw WebSocket client ---------------------------------------------------
 
 
-async def _subscriber(
-    url: str, tok: str, sid: str, kind: str, state: dict[str, Any], ready: asyncio.Event, sample: bool
-) -> None:
-    try:
-        await _subscribe(url, tok, sid, kind, state, ready, sample)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        print(f"subscriber failed: {exc!r}", file=sys.stderr, flush=True)
+def ws_frame(payload: bytes, opcode: int = 2) -> bytes:
+    """A client frame, masked with the all-zero key (legal, and the payload stays as it is)."""
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x80 | opcode, 0x80 | n])
+    elif n < 65536:
+        head = bytes([0x80 | opcode, 0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([0x80 | opcode, 0x80 | 127]) + n.to_bytes(8, "big")
+    return head + b"\0\0\0\0" + payload
 
 
-async def _subscribe(
-    url: str, tok: str, sid: str, kind: str, state: dict[str, Any], ready: asyncio.Event, sample: bool
-) -> None:
-    """One subscriber. Only ``sample`` connections parse payloads for latency; the others count
-    frames, so that the load generator's CPU (shared with the server on this machine) stays low."""
-    async with connect(url, compression=COMPRESSION, max_size=2**22, open_timeout=60, ping_interval=None) as ws:
-        await ws.send(twilsock.encode({"method": "init", "id": twilsock.new_id(), "token": tok}))
-        reply = twilsock.decode(await ws.recv())
-        if reply.header["status"]["code"] != 200:
-            raise RuntimeError(f"init refused: {reply.header['status']}")
-        poke = {"event_protocol_version": 4, "action": "establish", "correlation_id": 1, "ttl_in_s": -1,
-                "requests": [{"object_sid": sid, "object_type": kind, "last_event_id": 0}]}  # fmt: skip
-        request = {"host": "bench", "path": "/v4/Subscriptions", "method": "POST", "headers": {}}
-        await ws.send(twilsock.encode({"method": "message", "id": twilsock.new_id(), "http_request": request}, poke))
-        field = "document_data" if kind == "document" else "item_data"
-        async for data in ws:
-            raw = data if isinstance(data, bytes) else data.encode()
-            if b"subscription_established" in raw:
-                state["established"] += 1
-                if state["established"] == state["expected"]:
-                    ready.set()
-                continue
-            if not state["recording"] or b'"t":' not in raw:
-                continue
-            state["count"] += 1
-            if sample:
-                body = json.loads(twilsock.decode(raw).payload)
-                state["lat"].append((time.time() - body["event"][field]["t"]) * 1000)
+def twilsock_frame(head: bytes, payload: bytes = b"") -> bytes:
+    """As twilsock's Parser.createPacket: the header is JSON.stringify of the message object."""
+    return b"TWILSOCK V3.0 %d\r\n%s\r\n%s" % (len(head), head, payload)
 
 
-def _child(url: str, tokens: list[str], sid: str, kind: str, cmd: Any, out: Any) -> None:
+def sdk_ack(msg_id: bytes) -> bytes:
+    """twilio-sync 4.0.1's ack (twilsock Reply: id, method, payload_type, status, then payload_size)."""
+    return ws_frame(
+        twilsock_frame(
+            b'{"id":"' + msg_id + b'","method":"reply","payload_type":"application/json",'
+            b'"status":{"code":200,"status":"OK"},"payload_size":0}'
+        )
+    )
+
+
+class Sub(asyncio.Protocol):
+    """One subscriber: handshake, init, subscribe, then count (and maybe ack) notifications."""
+
+    def __init__(self, child: Child, host: str, path: str, token: str, sid: str, sample: bool) -> None:
+        self.child, self.host, self.path, self.token, self.sid, self.sample = child, host, path, token, sid, sample
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.upgraded = False
+        self.inflate: Any = None
+        self.stage = "init"
+        self.count = 0
+        self.last_n = -1
+        self.disorder = 0
+        self.done = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport
+        key = base64.b64encode(os.urandom(16)).decode()
+        ext = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" if self.child.deflate else ""
+        transport.write(
+            f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n".encode()
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(ConnectionError(f"closed in stage {self.stage}: {exc!r}"))
+        elif self.stage == "ready" and not self.child.stopping:
+            self.child.lost += 1
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = buf
+                return
+            head, buf = buf[:end], buf[end + 4 :]
+            if not head.startswith(b"HTTP/1.1 101"):
+                self.done.set_exception(ConnectionError(head.split(b"\r\n")[0].decode()))
+                return
+            self.upgraded = True
+            if b"permessage-deflate" in head.lower():
+                self.inflate = zlib.decompressobj(-15)
+            self.send_init()
+        pos, size = 0, len(buf)
+        while size - pos >= 2:
+            b0, n = buf[pos], buf[pos + 1] & 0x7F
+            start = pos + 2
+            if n == 126:
+                if size - pos < 4:
+                    break
+                n, start = int.from_bytes(buf[pos + 2 : pos + 4], "big"), pos + 4
+            elif n == 127:
+                if size - pos < 10:
+                    break
+                n, start = int.from_bytes(buf[pos + 2 : pos + 10], "big"), pos + 10
+            if size - start < n:
+                break
+            payload = buf[start : start + n]
+            pos = start + n
+            opcode = b0 & 0x0F
+            if opcode == 9:
+                assert self.transport is not None
+                self.transport.write(ws_frame(payload, 10))
+            elif opcode in (1, 2):
+                if b0 & 0x40:
+                    payload = self.inflate.decompress(payload + b"\x00\x00\xff\xff")
+                self.on_message(payload)
+        self.buf = buf[pos:]
+
+    def send_init(self) -> None:
+        assert self.transport is not None
+        init = {"id": f"TM{uuid.uuid4()}", "method": "init", "token": self.token, "continuation_token": None,
+                "metadata": {}, "registrations": None, "tweaks": None,
+                "capabilities": ["client_update", "offline_storage", "telemetry.v1"]}  # fmt: skip
+        self.transport.write(ws_frame(twilsock_frame(json.dumps(init, separators=(",", ":")).encode())))
+
+    def on_message(self, raw: bytes) -> None:
+        child = self.child
+        if self.stage == "ready":
+            if child.acking and raw.startswith(b"TWILSOCK V3.0 ") and b'"method":"notification"' in raw[:300]:
+                m = _ID.search(raw, 0, 400)
+                if m and self.transport is not None:
+                    self.transport.write(sdk_ack(m[1]))
+            if child.recording and b'"t":' in raw:
+                self.count += 1
+                child.last_recv = time.monotonic()
+                if self.sample:
+                    m = _T.search(raw)
+                    if m:
+                        child.lat.append((time.time() - float(m[1])) * 1000)
+                    m = _EVENT_ID.search(raw)
+                    n = int(m[1]) if m else -1
+                    if n <= self.last_n:
+                        self.disorder += 1  # the server's event ids: out of order, or none
+                    self.last_n = n
+            return
+        assert self.transport is not None
+        if self.stage == "init":
+            if b'"code":200' not in raw:
+                self.done.set_exception(ConnectionError(f"init refused: {raw[:300]!r}"))
+                return
+            self.stage = "subscribe"
+            poke = json.dumps(
+                {
+                    "event_protocol_version": 4,
+                    "action": "establish",
+                    "correlation_id": 1,
+                    "ttl_in_s": -1,
+                    "requests": [{"object_sid": self.sid, "object_type": KIND, "last_event_id": 0}],
+                }  # fmt: skip
+            ).encode()
+            header = json.dumps(
+                {
+                    "method": "message",
+                    "active_grant": "data_sync",
+                    "payload_type": "application/json",
+                    "http_request": {
+                        "host": "cds.twilio.com",
+                        "path": "/v4/Subscriptions",
+                        "method": "POST",
+                        "params": {},
+                        "headers": {"Content-Type": "application/json"},
+                    },
+                    "id": f"TM{uuid.uuid4()}",
+                    "payload_size": len(poke),
+                },
+                separators=(",", ":"),  # fmt: skip
+            ).encode()
+            self.transport.write(ws_frame(twilsock_frame(header, poke)))
+        elif self.stage == "subscribe" and b"subscription_established" in raw:
+            self.stage = "ready"
+            self.done.set_result(None)
+        elif self.stage == "subscribe" and b"subscription_failed" in raw:
+            self.done.set_exception(ConnectionError(f"subscription failed: {raw[:300]!r}"))
+
+
+@dataclass
+class Child:
+    deflate: bool
+    acking: bool = False
+    recording: bool = False
+    stopping: bool = False
+    last_recv: float = 0.0
+    lost: int = 0
+    lat: list[float] = field(default_factory=list)
+
+
+def _child(url: str, tokens: list[str], sid: str, deflate: bool, index: int, cmd: Any, out: Any) -> None:
     async def main() -> None:
-        state: dict[str, Any] = {"established": 0, "expected": len(tokens), "count": 0, "lat": [], "recording": False}
-        ready = asyncio.Event()
-        tasks = []
-        for i, tok in enumerate(tokens):
-            tasks.append(asyncio.create_task(_subscriber(url, tok, sid, kind, state, ready, i % 10 == 0)))
-            if i % 100 == 99:
-                await asyncio.sleep(0.05)  # do not stampede the accept queue
-        await ready.wait()
-        out.put(("ready", state["established"]))
+        child = Child(deflate)
+        host, port_path = url.removeprefix("ws://").split(":", 1)
+        port, path = port_path.split("/", 1)
         loop = asyncio.get_running_loop()
+        gate = asyncio.Semaphore(32)  # handshakes in flight per process: stay under the accept backlog
+        subs: list[Sub] = []
+
+        async def connect(i: int, tok: str) -> Sub | None:
+            async with gate:
+                try:
+                    sub = Sub(child, f"{host}:{port}", "/" + path, tok, sid, (index + i) % 10 == 0)
+                    await loop.create_connection(lambda: sub, host, int(port))
+                    await asyncio.wait_for(sub.done, 120)
+                    return sub
+                except Exception as exc:
+                    print(f"subscriber failed: {exc!r}", file=sys.stderr, flush=True)
+                    return None
+
+        t0 = time.monotonic()
+        got = await asyncio.gather(*(connect(i, tok) for i, tok in enumerate(tokens)))
+        subs = [s for s in got if s is not None]
+        out.put(("ready", len(subs), t0, time.monotonic()))
         while True:
-            op = await loop.run_in_executor(None, cmd.get)
+            op, *rest = await loop.run_in_executor(None, cmd.get)
             if op == "start":
-                state.update(count=0, lat=[], recording=True)
-            elif op == "report":
-                state["recording"] = False
-                out.put(("report", state["count"], state["lat"]))
+                for s in subs:
+                    s.count, s.last_n, s.disorder = 0, -1, 0
+                child.lat, child.acking, child.recording, child.last_recv = [], rest[0], True, 0.0
+            elif op == "report":  # wait until every subscriber has every write, or nothing moves for 3 s
+                expected = rest[0]
+                total, moved = -1, time.monotonic()
+                while True:
+                    now_total = sum(s.count for s in subs)
+                    if now_total != total:
+                        total, moved = now_total, time.monotonic()
+                    if all(s.count >= expected for s in subs) or time.monotonic() - moved > 3.0:
+                        break
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.2)  # a duplicate arriving late still counts
+                child.recording = False
+                missed = sum(1 for s in subs if s.count < expected)
+                dup = sum(1 for s in subs if s.count > expected)
+                disorder = sum(s.disorder for s in subs)
+                out.put(("report", total, child.last_recv, child.lat, missed, dup, disorder, child.lost))
             elif op == "stop":
-                for t in tasks:
-                    t.cancel()
+                child.stopping = True
+                for s in subs:
+                    if s.transport is not None:
+                        s.transport.close()
+                await asyncio.sleep(0.2)
                 return
 
-    asyncio.run(main())
+    uvloop.run(main())
+
+
+class Clients:
+    """--clients processes holding N subscribers between them."""
+
+    def __init__(self, url: str, tokens: list[str], sid: str, deflate: bool, parts: int) -> None:
+        parts = min(parts, len(tokens))
+        self.cmds = [mp.Queue() for _ in range(parts)]
+        self.outs = [mp.Queue() for _ in range(parts)]
+        self.procs = [
+            mp.Process(target=_child, args=(url, tokens[p::parts], sid, deflate, p, self.cmds[p], self.outs[p]))
+            for p in range(parts)
+        ]
+        for proc in self.procs:
+            proc.daemon = True
+            proc.start()
+
+    def ready(self) -> tuple[int, float]:
+        """(subscribed, wall seconds from the first connect to the last subscription)."""
+        got = [out.get(timeout=900) for out in self.outs]
+        return sum(g[1] for g in got), max(g[3] for g in got) - min(g[2] for g in got)
+
+    def start(self, acking: bool) -> None:
+        for q in self.cmds:
+            q.put(("start", acking))
+
+    def report(self, expected: int) -> dict[str, Any]:
+        for q in self.cmds:
+            q.put(("report", expected))
+        agg: dict[str, Any] = {"total": 0, "last": 0.0, "lat": [], "missed": 0, "dup": 0, "disorder": 0, "lost": 0}
+        for out in self.outs:
+            _, total, last, lat, missed, dup, disorder, lost = out.get(timeout=600)
+            agg["total"] += total
+            agg["last"] = max(agg["last"], last)
+            agg["lat"] += lat
+            agg["missed"] += missed
+            agg["dup"] += dup
+            agg["disorder"] += disorder
+            agg["lost"] += lost
+        return agg
+
+    def stop(self) -> None:
+        for q in self.cmds:
+            q.put(("stop",))
+        for proc in self.procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
 
 
 # -- the writer -------------------------------------------------------------------------------------
 
 
-async def write_loop(base: str, path: str, kind: str, seconds: float, rate: float | None, concurrency: int) -> int:
-    """Write for ``seconds`` (as fast as possible, or ``rate`` per second); return the write count."""
-    written = 0
-    deadline = time.monotonic() + seconds
-    async with httpx.AsyncClient(base_url=base, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=30) as http:
+async def write_loop(port: int, path: str, seconds: float, rate: float | None, concurrency: int) -> tuple[int, float]:
+    """POST Document updates for ``seconds`` (``concurrency`` in flight, or ``rate`` per second).
+    Returns (writes that succeeded, monotonic time of the first write)."""
+    written, failed = 0, 0
+    conns = [Conn("127.0.0.1", port, (ACCOUNT_SID, AUTH_TOKEN)) for _ in range(1 if rate else concurrency)]
+    await asyncio.gather(*(c.open() for c in conns))
+    t0 = time.monotonic()
+    deadline = t0 + seconds
+    seq = 0
 
-        async def one(n: int) -> None:
-            nonlocal written
-            data = json.dumps({"t": time.time(), "n": n})
-            url = path if kind == "document" else f"{path}/Items/k{n % 100}"
-            r = await http.post(url, data={"Data": data})
-            if r.status_code == 404 and kind == "map":
-                r = await http.post(f"{path}/Items", data={"Key": f"k{n % 100}", "Data": data})
-            if r.status_code < 300:
-                written += 1
-
-        n = 0
-        if rate:
-            start = time.monotonic()
-            while time.monotonic() < deadline:
-                await one(n)
-                n += 1
-                await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
+    async def one(conn: Conn) -> None:
+        nonlocal written, failed, seq
+        seq += 1
+        data = json.dumps({"t": time.time(), "n": seq, "pad": PAD}, separators=(",", ":"))
+        status, body = await conn.request("POST", path.format(k=seq % 100), {"Data": data})
+        if status < 300:
+            written += 1
         else:
+            failed += 1
+            if failed == 1:
+                print(f"  write failed: {status} {body[:200]!r}", file=sys.stderr)
 
-            async def worker(k: int) -> None:
-                i = k
-                while time.monotonic() < deadline:
-                    await one(i)
-                    i += concurrency
+    if rate:
+        n = 0
+        while time.monotonic() < deadline or n < 6:
+            await one(conns[0])
+            n += 1
+            await asyncio.sleep(max(0.0, t0 + n / rate - time.monotonic()))
+    else:
 
-            await asyncio.gather(*[worker(k) for k in range(concurrency)])
-    return written
+        async def worker(conn: Conn) -> None:
+            while time.monotonic() < deadline:
+                await one(conn)
 
-
-def collect(outs: list[Any], cmds: list[Any], settle_s: float) -> tuple[int, list[float]]:
-    """Let deliveries in flight arrive, then gather counts and latency samples from the children."""
-    time.sleep(settle_s)
-    for q in cmds:
-        q.put("report")
-    total, lat = 0, []
-    for out in outs:
-        _, count, samples = out.get()
-        total += count
-        lat += samples
-    return total, lat
+        await asyncio.gather(*(worker(c) for c in conns))
+    await asyncio.gather(*(c.close() for c in conns))
+    return written, t0
 
 
-def scenario(redis: RedisProcess, key: Any, service: str, kind: str, n: int, args: argparse.Namespace) -> None:
-    """One server process per scenario, so its memory growth is this scenario's alone."""
+# -- one server, one N ------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """A running server: where clients connect, where writes go, which processes to measure."""
+
+    name: str
+    ws_url: str
+    http_port: int
+    write_path: str
+    pid: int
+    stop: Any
+
+
+def start_reference(redis: RedisProcess, compression: bool) -> Target:
+    port, http_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "tests/bench/reference_ws.py"),
+            "--port",
+            str(port),
+            "--http-port",
+            str(http_port),
+            "--redis-url",
+            redis.url,
+        ]
+        + (["--compression"] if compression else [])
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    time.sleep(0.3)  # its pub/sub subscription
+
+    def stop() -> None:
+        proc.terminate()
+        proc.wait(10)
+
+    return Target("reference", f"ws://127.0.0.1:{port}/v3/wsconnect", http_port, "/publish", proc.pid, stop)
+
+
+def start_sync(redis: RedisProcess, service: str, sid: str, compression: bool) -> Target:
     env = {"SYNC_WS_MAX_CONNECTIONS": "20000", "SYNC_WS_QUEUE_FRAMES": "10000", "SYNC_LOG_LEVEL": "warning"}
-    if args.server_compression:
+    if compression:
         env["SYNC_WS_COMPRESSION"] = "true"
     server = ServerProcess(redis_url=redis.url, env=env).start()
-    try:
-        _scenario(server, key, service, kind, n, args)
-    finally:
-        server.stop()
-
-
-def _scenario(server: ServerProcess, key: Any, service: str, kind: str, n: int, args: argparse.Namespace) -> None:
-    base = server.base_url
-    svc = f"/v1/Services/{service}"
-    with httpx.Client(base_url=base, auth=(ACCOUNT_SID, AUTH_TOKEN)) as http:
-        coll = "Documents" if kind == "document" else "Maps"
-        body = {"UniqueName": f"fan-{kind}-{n}"}
-        sid = http.post(f"{svc}/{coll}", data=body).json()["sid"]
-    path = f"{svc}/{coll}/{sid}"
-    url = f"ws://127.0.0.1:{server.port}/v3/wsconnect"
-    toks = [mint(ACCOUNT_SID, key.sid, key.secret, f"user{i}", service, 3600) for i in range(n)]
     assert server.proc is not None
-    before = rss_kb(server.proc.pid)
-    procs, cmds, outs = [], [], []
-    parts = 2 if n >= 100 else 1
-    for p in range(parts):
-        cmd, out = mp.Queue(), mp.Queue()
-        proc = mp.Process(target=_child, args=(url, toks[p::parts], sid, kind, cmd, out), daemon=True)
-        proc.start()
-        procs.append(proc)
-        cmds.append(cmd)
-        outs.append(out)
-    established = sum(out.get(timeout=600)[1] for out in outs)
-    time.sleep(1.0)
-    idle_kb = (rss_kb(server.proc.pid) - before) / max(1, established)
-    print(f"  {kind:8s} N={n:5d}  established={established}  idle memory/connection={idle_kb:.1f} KB")
+    path = f"/v1/Services/{service}/Documents/{sid}"
+    if KIND == "map":
+        path = f"/v1/Services/{service}/Maps/{sid}/Items/k{{k}}"  # the writer fills in k
+    return Target("sync-server", server.ws_url, server.port, path, server.proc.pid, server.stop)
 
-    for label, rate in (("saturated", None), ("paced", args.rate)):
-        for q in cmds:
-            q.put("start")
-        time.sleep(0.2)
-        t0 = time.monotonic()
-        written = asyncio.run(write_loop(base, path, kind, args.seconds, rate, args.writers))
-        elapsed = time.monotonic() - t0
-        total, lat = collect(outs, cmds, settle_s=3.0)
-        rate_txt = "max" if rate is None else f"{rate:g}/s"
-        print(
-            f"  {kind:8s} N={n:5d}  {label:9s} writes={written} ({written / elapsed:.0f}/s, {rate_txt})"
-            f"  deliveries={total}/{written * n} ({total / elapsed:.0f}/s)"
-            f"  p50={percentile(lat, 50):.1f} ms  p99={percentile(lat, 99):.1f} ms"
-        )
-    for q in cmds:
-        q.put("stop")
-    for proc in procs:
-        proc.join(10)
-        if proc.is_alive():
-            proc.kill()
+
+def run_target(target: Target, tokens: list[str], sid: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Connect N subscribers to ``target`` and run the write phases; returns the figures."""
+    res: dict[str, Any] = {}
+    pids = tree(target.pid)
+    before_rss, before_cpu = rss_kb(pids), cpu_s(pids)
+    clients = Clients(target.ws_url, tokens, sid, args.compression, args.clients)
+    try:
+        subscribed, wall = clients.ready()
+        pids = tree(target.pid)
+        res["connect_ms"] = (cpu_s(pids) - before_cpu) * 1000 / max(1, subscribed)
+        res["connect_wall"] = wall
+        time.sleep(1.0)
+        res["idle_kb"] = (rss_kb(pids) - before_rss) / max(1, subscribed)
+        if subscribed != n:
+            res["fail"] = f"{n - subscribed} of {n} subscribers did not subscribe"
+            return res
+        phases: list[tuple[str, bool, float | None]] = [("burst", False, None)]
+        if not args.no_acks:
+            phases.append(("burst_ack", True, None))
+        phases.append(("paced", False, args.rate / n))
+        for label, acking, rate in phases:
+            clients.start(acking)
+            time.sleep(0.2)
+            cpu0 = cpu_s(pids)
+            seconds = args.paced_seconds if rate else args.seconds
+            written, t0 = uvloop.run(write_loop(target.http_port, target.write_path, seconds, rate, args.writers))
+            agg = clients.report(written)
+            cpu = cpu_s(pids) - cpu0
+            total = agg["total"]
+            span = max(1e-9, agg["last"] - t0)
+            res[label] = {
+                "rate": total / span,
+                "cpu_us": cpu * 1e6 / max(1, total),
+                "p50": percentile(agg["lat"], 50),
+                "p99": percentile(agg["lat"], 99),
+                "writes": written,
+                "total": total,
+            }
+            print(
+                f"  {target.name:11s} N={n:<5d} {label:9s} writes={written:<6d} deliveries={total}/{written * n} "
+                f"({total / span:,.0f}/s)  cpu/delivery={cpu * 1e6 / max(1, total):.1f} µs  "
+                f"p50={percentile(agg['lat'], 50):.1f} ms p99={percentile(agg['lat'], 99):.1f} ms",
+                flush=True,
+            )
+            problems = []
+            if agg["missed"]:
+                problems.append(f"{agg['missed']} subscribers missed messages")
+            if agg["dup"]:
+                problems.append(f"{agg['dup']} subscribers got duplicates")
+            if agg["disorder"]:
+                problems.append(f"{agg['disorder']} out-of-order receipts")
+            if agg["lost"]:
+                problems.append(f"{agg['lost']} connections closed")
+            if problems:
+                res["fail"] = f"{label}: " + ", ".join(problems)
+                print(f"  FAIL {target.name} N={n} {res['fail']}", flush=True)
+    finally:
+        clients.stop()
+    return res
+
+
+def idle_deflate(target: Target, tokens: list[str], sid: str, args: argparse.Namespace) -> float:
+    pids = tree(target.pid)
+    before = rss_kb(pids)
+    clients = Clients(target.ws_url, tokens, sid, True, args.clients)
+    try:
+        subscribed, _ = clients.ready()
+        time.sleep(1.0)
+        return (rss_kb(pids) - before) / max(1, subscribed)
+    finally:
+        clients.stop()
+
+
+# -- the table --------------------------------------------------------------------------------------
+
+
+def fmt_rate(x: float) -> str:
+    return f"{x / 1000:.0f}k" if x >= 10000 else f"{x / 1000:.1f}k"
+
+
+def ratio(sync: float | None, ref: float | None) -> str:
+    if not sync or not ref or sync != sync or ref != ref:
+        return ""
+    return f" ({sync / ref:.2f}x)"
+
+
+def table(ns: list[int], results: dict[int, dict[str, dict[str, Any]]]) -> None:
+    def get(n: int, server: str, *keys: str) -> float | None:
+        v: Any = results.get(n, {}).get(server, {})
+        for k in keys:
+            if not isinstance(v, dict) or k not in v:
+                return None
+            v = v[k]
+        return float(v)
+
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(title: str, fmt: Any, *keys: str, ref_keys: tuple[str, ...] | None = None) -> None:
+        cells = []
+        for n in ns:
+            r = get(n, "reference", *(ref_keys or keys))
+            s = get(n, "sync-server", *keys)
+            cells.append(f"{fmt(r) if r is not None else '-'} / {fmt(s) if s is not None else '-'}{ratio(s, r)}")
+        rows.append((title, cells))
+
+    row("deliveries/s, burst, clients that never answer", fmt_rate, "burst", "rate")
+    row("deliveries/s, burst, clients that ack as the SDK (vs ref never answering)", fmt_rate, "burst_ack", "rate",
+        ref_keys=("burst", "rate"))  # fmt: skip
+    row("deliveries/s, burst, clients that ack (both acked)", fmt_rate, "burst_ack", "rate")
+    row("server CPU µs/delivery, never answer", lambda x: f"{x:.1f}", "burst", "cpu_us")
+    row("server CPU µs/delivery, acking (vs ref never answering)", lambda x: f"{x:.1f}", "burst_ack", "cpu_us",
+        ref_keys=("burst", "cpu_us"))  # fmt: skip
+    row("publish→receipt p50 ms at 2,000 deliveries/s", lambda x: f"{x:.1f}", "paced", "p50")
+    row("publish→receipt p99 ms at 2,000 deliveries/s", lambda x: f"{x:.1f}", "paced", "p99")
+    row("idle KB/connection, no deflate offered", lambda x: f"{x:.1f}", "idle_kb")
+    row("idle KB/connection, deflate offered", lambda x: f"{x:.1f}", "idle_kb_deflate")
+    row("connect+init+subscribe, server CPU ms/client", lambda x: f"{x:.2f}", "connect_ms")
+    row("connect+init+subscribe, wall s for all N", lambda x: f"{x:.2f}", "connect_wall")
+    width = max(len(t) for t, _ in rows)
+    colw = [max(len(f"N={n:,}"), *(len(c[i]) for _, c in rows)) for i, n in enumerate(ns)]
+    print()
+    print("reference / sync-server (ratio sync-server ÷ reference)")
+    print(f"{'':{width}}  " + "  ".join(f"{f'N={n:,}':>{w}}" for n, w in zip(ns, colw, strict=True)))
+    for title, cells in rows:
+        print(f"{title:{width}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(cells, colw, strict=True)))
+
+
+# -- main -------------------------------------------------------------------------------------------
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subscribers", default="100,1000,5000")
-    ap.add_argument("--kinds", default="document,map")
-    ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--rate", type=float, default=20.0, help="writes/s of the paced phase")
-    ap.add_argument("--writers", type=int, default=4, help="concurrent writes in the saturated phase")
-    ap.add_argument(
-        "--compression", action="store_true", help="subscribers offer permessage-deflate (as real SDK clients do)"
-    )
-    ap.add_argument("--server-compression", action="store_true", help="the server accepts it (SYNC_WS_COMPRESSION)")
+    ap.add_argument("--quick", action="store_true", help="N = 100,1000")
+    ap.add_argument("--seconds", type=float, default=4.0, help="length of each burst phase")
+    ap.add_argument("--paced-seconds", type=float, default=4.0, help="length of the paced phase (at least 6 writes)")
+    ap.add_argument("--rate", type=float, default=2000.0, help="deliveries/s offered in the paced phase")
+    ap.add_argument("--writers", type=int, default=4, help="writes in flight in the burst phases")
+    ap.add_argument("--clients", type=int, default=2, help="subscriber processes")
+    ap.add_argument("--servers", default="reference,sync", help="which of reference,sync to run")
+    ap.add_argument("--no-deflate", action="store_true", help="skip the idle memory with deflate offered")
+    ap.add_argument("--no-acks", action="store_true", help="skip the acking burst phase")
+    ap.add_argument("--kind", choices=["document", "map"], default="document", help="subscribe to and update this")
+    ap.add_argument("--compression", action="store_true", help="subscribers offer permessage-deflate in every phase")
+    ap.add_argument("--server-compression", action="store_true", help="the servers accept it (SYNC_WS_COMPRESSION)")
     args = ap.parse_args()
-    global COMPRESSION
-    COMPRESSION = "deflate" if args.compression else None  # forked subscriber processes inherit it
+    global KIND
+    KIND = args.kind
+    ns = [100, 1000] if args.quick else [int(x) for x in args.subscribers.split(",")]
+    servers = args.servers.split(",")
     redis = RedisProcess()
-    server = ServerProcess(redis_url=redis.url).start()  # for the set-up only
+    setup = ServerProcess(redis_url=redis.url).start()
+    failures: list[str] = []
+    results: dict[int, dict[str, dict[str, Any]]] = {}
     try:
         from storage import Store, accounts
 
-        async def setup() -> tuple[Any, str]:
+        async def make_key() -> Any:
             store = await Store.connect(redis.url)
             try:
-                key = await accounts.create_key(store, ACCOUNT_SID, "bench")
+                return await accounts.create_key(store, ACCOUNT_SID, "bench")
             finally:
                 await store.close()
-            async with httpx.AsyncClient(base_url=server.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN)) as http:
-                service = (await http.post("/v1/Services", data={"FriendlyName": "bench"})).json()["sid"]
-            return key, service
 
-        key, service = asyncio.run(setup())
-        server.stop()
-        print(f"fan-out bench: 1 sync-server process, {os.cpu_count()} cores, {args.seconds:g} s per phase")
-        for n in [int(x) for x in args.subscribers.split(",")]:
-            for kind in args.kinds.split(","):
-                scenario(redis, key, service, kind, n, args)
+        key = asyncio.run(make_key())
+        with httpx.Client(base_url=setup.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN)) as http:
+            service = http.post("/v1/Services", data={"FriendlyName": "bench"}).json()["sid"]
+            docs, idle_docs = {}, {}  # the deflate pass subscribes to an object with no events to replay
+            coll = "Documents" if KIND == "document" else "Maps"
+            for n in ns:
+                for name, into in ((f"fan-{n}", docs), (f"idle-{n}", idle_docs)):
+                    into[n] = http.post(f"/v1/Services/{service}/{coll}", data={"UniqueName": name}).json()["sid"]
+                for k in range(100 if KIND == "map" else 0):  # the items the writes update
+                    http.post(f"/v1/Services/{service}/Maps/{docs[n]}/Items", data={"Key": f"k{k}", "Data": "{}"})
+        setup.stop()
+        print(
+            f"fan-out bench: 1 server process each, {os.cpu_count()} cores, {args.clients} client processes, "
+            f"{args.seconds:g} s bursts with {args.writers} writes in flight, paced {args.rate:g} deliveries/s",
+            flush=True,
+        )
+        for n in ns:
+            toks = [mint(ACCOUNT_SID, key.sid, key.secret, f"user{i}", service, 3600) for i in range(n)]
+            results[n] = {}
+            for which in servers:
+                start = (lambda: start_reference(redis, args.server_compression)) if which == "reference" else (
+                    lambda n=n: start_sync(redis, service, docs[n], args.server_compression))  # fmt: skip
+                target = start()
+                try:
+                    res = run_target(target, toks, docs[n], n, args)
+                finally:
+                    target.stop()
+                if not args.no_deflate:
+                    target = start()
+                    try:
+                        res["idle_kb_deflate"] = idle_deflate(target, toks, idle_docs[n], args)
+                    finally:
+                        target.stop()
+                print(
+                    f"  {target.name:11s} N={n:<5d} idle KB/conn={res.get('idle_kb', 0):.1f} "
+                    f"(deflate offered: {res.get('idle_kb_deflate', float('nan')):.1f})  "
+                    f"connect: {res.get('connect_ms', 0):.2f} ms CPU/client, {res.get('connect_wall', 0):.2f} s wall",
+                    flush=True,
+                )
+                if "fail" in res:
+                    failures.append(f"{target.name} N={n}: {res['fail']}")
+                results[n][target.name] = res
+        table(ns, results)
     finally:
-        server.stop()
+        setup.stop()
         redis.stop()
+    if failures:
+        print("\nFAIL: " + "; ".join(failures))
+        sys.exit(1)
+    print("\nnothing lost: every subscriber received every write exactly once (sampled ones in order)")
 
 
 if __name__ == "__main__":

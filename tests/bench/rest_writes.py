@@ -1,10 +1,23 @@
-"""REST write throughput and latency: Document updates, List item appends, Map item writes.
+"""REST writes: sync-server's Document update beside a naive HSET + PUBLISH endpoint, and a table.
 
-Usage:  python tests/bench/rest_writes.py [--url http://127.0.0.1:8080 --account AC… --token …]
-        [--seconds 5] [--clients 1,16,64]
-Without --url it starts its own `sync-server` (one process, embedded Valkey, temp data dir).
-Load comes from two client processes, each with half the connections, so the load generator is
-not the bottleneck. Prints writes/s, p50/p99 latency and the server's and Valkey's memory.
+Usage:  python tests/bench/rest_writes.py [--workers 1,2] [--connections 64] [--seconds 5]
+                                          [--loadgen auto|wrk|python]
+        python tests/bench/rest_writes.py --table [--url http://127.0.0.1:8080 --account AC… --token …]
+                                          [--seconds 5] [--clients 1,16,64] [--scenarios …]
+
+Default (issue 10's REST goal): starts one Valkey, then for each worker count runs sync-server
+(SYNC_WORKERS) and the naive Starlette endpoint of naive_rest.py (uvicorn, httptools + uvloop,
+--workers) one after the other, each loaded with Document updates (form body ``Data=…``, Basic
+auth, --connections connections over 64 Documents) for --seconds after a 1 s warm-up. Prints
+writes/s and server CPU µs per write (utime+stime of the server's process tree from /proc, and
+Valkey's apart), each sync-server figure with its ratio to the naive endpoint's. The load comes
+from wrk when it is installed (``apt-get install -y wrk``), else from the in-repo Python load
+generator (loadgen.py) in two processes, which is slower than the servers on 2 cores: its writes/s
+are then a floor, the CPU per write still holds.
+
+--table (or --url): the per-scenario table of sync-server alone: Document updates, List item
+appends, Map item writes, one Map with many writers, at 1, 16, 64 clients (Python load generator),
+with writes/s, p50/p99 latency and memory; without --url it starts its own sync-server.
 """
 
 from __future__ import annotations
@@ -14,15 +27,21 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from tests.bench.fanout import cpu_s, tree  # noqa: E402
 from tests.bench.loadgen import percentile, run_load  # noqa: E402
+from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, RedisProcess, ServerProcess  # noqa: E402
 
 DATA = json.dumps({"text": "hello world", "n": 1, "tags": ["a", "b"], "nested": {"x": 1.5}})
 
@@ -70,6 +89,7 @@ def measure(url: str, auth: tuple[str, str], clients: int, seconds: float, name:
     for p in ps:
         p.join()
     return {
+        "elapsed": elapsed,
         "rate": ok / elapsed,
         "p50": percentile(lat, 50),
         "p99": percentile(lat, 99),
@@ -108,15 +128,7 @@ def rss_mb(pid: int) -> float:
     return total / 1024
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--url")
-    ap.add_argument("--account")
-    ap.add_argument("--token")
-    ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--clients", default="1,16,64")
-    ap.add_argument("--scenarios", default="document updates,list item appends,map item writes,one map, many writers")
-    args = ap.parse_args()
+def table_main(args: argparse.Namespace) -> None:
     clients = [int(x) for x in args.clients.split(",")]
     names = []
     for s in ["document updates", "list item appends", "map item writes", "one map, many writers"]:
@@ -127,8 +139,6 @@ def main() -> None:
     if args.url:
         url, auth = args.url, (args.account, args.token)
     else:
-        from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ServerProcess
-
         server = ServerProcess(data_dir=tempfile.mkdtemp(prefix="sync-bench-"), env={"SYNC_LOG_LEVEL": "error"}).start()
         url, auth = server.base_url, (ACCOUNT_SID, AUTH_TOKEN)
     try:
@@ -154,6 +164,152 @@ def main() -> None:
     finally:
         if server is not None:
             server.stop()
+
+
+# -- sync-server beside the naive endpoint ----------------------------------------------------------
+
+WRK_SCRIPT = """
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.headers["Authorization"] = "%(auth)s"
+wrk.body = "%(body)s"
+request = function()
+  i = i + 1
+  return wrk.format(nil, "%(base)s/Documents/bench-0-" .. (i %% 64))
+end
+"""
+
+
+def load(port: int, service: str, connections: int, seconds: float, how: str) -> tuple[int, int, float]:
+    """Document updates at ``connections`` for ``seconds``: (2xx answers, other answers, elapsed)."""
+    base = f"/v1/Services/{service}"
+    if how == "wrk":
+        import base64
+        from urllib.parse import urlencode
+
+        auth = "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+            f.write(WRK_SCRIPT % {"auth": auth, "body": urlencode({"Data": DATA}).replace('"', '\\"'), "base": base})
+        cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "-s", f.name,
+               f"http://127.0.0.1:{port}"]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        os.unlink(f.name)
+        m = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
+        assert m, out
+        total, elapsed = int(m[1]), float(m[2]) / (1000 if m[3] == "ms" else 1)
+        bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        errors = int(bad[1]) if bad else 0
+        errors += sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+        return total - (int(bad[1]) if bad else 0), errors, elapsed
+    m2 = measure(f"http://127.0.0.1:{port}", (ACCOUNT_SID, AUTH_TOKEN), connections, seconds, "document updates",
+                 service)  # fmt: skip
+    return int(m2["rate"] * m2["elapsed"]), m2["errors"], m2["elapsed"]
+
+
+def start_naive(redis: RedisProcess, workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    from storage.embedded import free_port
+
+    port = free_port()
+    env = {**os.environ, "NAIVE_REDIS_URL": redis.url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "tests.bench.naive_rest:app", "--http", "httptools", "--loop", "uvloop",
+         "--workers", str(workers), "--port", str(port), "--log-level", "warning", "--no-access-log"],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.post(f"http://127.0.0.1:{port}/v1/Services/IS0/Documents/ready", data={"Data": "{}"}, timeout=1)
+            if r.status_code == 200:
+                time.sleep(0.5 if workers > 1 else 0)  # the other workers
+                return proc, port
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("naive_rest did not start")
+
+
+def compare(args: argparse.Namespace) -> None:
+    how = args.loadgen
+    if how == "auto":
+        how = "wrk" if shutil.which("wrk") else "python"
+    if how == "python":
+        print("load: the Python load generator (install wrk for writes/s that the servers, not the load, bound:"
+              " apt-get install -y wrk)")  # fmt: skip
+    redis = RedisProcess()
+    results: dict[tuple[str, int], dict[str, float]] = {}
+    try:
+        for workers in [int(x) for x in args.workers.split(",")]:
+            for name in ("naive", "sync-server"):
+                if name == "naive":
+                    proc, port = start_naive(redis, workers)
+                    pid, service = proc.pid, "IS0"
+
+                    def stop(proc: subprocess.Popen[bytes] = proc) -> None:
+                        proc.terminate()
+                        proc.wait(20)
+                else:
+                    env = {"SYNC_WORKERS": str(workers), "SYNC_LOG_LEVEL": "error"}
+                    server = ServerProcess(redis_url=redis.url, env=env).start()
+                    assert server.proc is not None
+                    pid, port, stop = server.proc.pid, server.port, server.stop
+                    import httpx
+
+                    with httpx.Client(base_url=server.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=30) as c:
+                        service = c.post("/v1/Services", data={"FriendlyName": "bench"}).json()["sid"]
+                        for part in range(2):
+                            for n in range(args.connections):
+                                body = {"UniqueName": f"bench-{part}-{n}", "Data": DATA}
+                                c.post(f"/v1/Services/{service}/Documents", data=body)
+                try:
+                    load(port, service, args.connections, 1.0, how)  # warm-up
+                    pids = tree(pid)
+                    cpu0, rcpu0 = cpu_s(pids), cpu_s([redis.proc.pid])
+                    ok, errors, elapsed = load(port, service, args.connections, args.seconds, how)
+                    cpu, rcpu = cpu_s(pids) - cpu0, cpu_s([redis.proc.pid]) - rcpu0
+                finally:
+                    stop()
+                res = {"rate": ok / elapsed, "cpu_us": cpu * 1e6 / max(1, ok), "redis_us": rcpu * 1e6 / max(1, ok)}
+                results[(name, workers)] = res
+                print(
+                    f"  {name:11s} workers={workers}  writes={ok} errors={errors}  {res['rate']:,.0f}/s  "
+                    f"server CPU {res['cpu_us']:.0f} µs/write  Valkey CPU {res['redis_us']:.0f} µs/write",
+                    flush=True,
+                )
+    finally:
+        redis.stop()
+    print()
+    print(f"Document updates, {args.connections} connections, load: {how}, {os.cpu_count()} cores")
+    print("naive HSET+PUBLISH / sync-server (ratio sync-server ÷ naive)")
+    for workers in [int(x) for x in args.workers.split(",")]:
+        nv, sy = results[("naive", workers)], results[("sync-server", workers)]
+        print(
+            f"  {workers} worker{'s' if workers > 1 else ' '}  writes/s {nv['rate']:,.0f} / {sy['rate']:,.0f} "
+            f"({sy['rate'] / nv['rate']:.2f}x)   server CPU µs/write {nv['cpu_us']:.0f} / {sy['cpu_us']:.0f} "
+            f"({sy['cpu_us'] / nv['cpu_us']:.2f}x)   Valkey CPU µs/write {nv['redis_us']:.0f} / {sy['redis_us']:.0f}"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--table", action="store_true", help="the per-scenario table of sync-server alone")
+    ap.add_argument("--url", help="an already running sync-server (implies --table)")
+    ap.add_argument("--account")
+    ap.add_argument("--token")
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--clients", default="1,16,64", help="--table: connection counts")
+    ap.add_argument("--scenarios", default="document updates,list item appends,map item writes,one map, many writers")
+    ap.add_argument("--workers", default="1,2", help="server worker processes to compare at")
+    ap.add_argument("--connections", type=int, default=64, help="connections of the comparison")
+    ap.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    args = ap.parse_args()
+    if args.table or args.url:
+        table_main(args)
+    else:
+        compare(args)
 
 
 if __name__ == "__main__":
