@@ -69,7 +69,7 @@ class Request:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Caller:
     """Who is asking: the token's Service and identity, this connection's endpoint and URL base."""
 

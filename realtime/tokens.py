@@ -28,7 +28,7 @@ def invalid(detail: str, status: int = 401) -> TwilioError:
     return errors.INVALID_ACCESS_TOKEN(f": {detail}", status=status)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Grant:
     """What a verified token allows: one identity on one Service, until ``expires`` (epoch s)."""
 
