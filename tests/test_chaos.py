@@ -263,9 +263,9 @@ def _check_writes(run: Run, final: Final) -> list[str]:
     return problems
 
 
-def _applied_unacked(run: Run, final: Final) -> int:
-    """Writes answered 5xx or cut off ("maybe") whose data is in the final state anyway."""
-    unacked = {(w.writer, w.seq) for w in run.writes if w.outcome in ("failed", "maybe")}
+def _applied_unacked(run: Run, final: Final, outcome: str) -> int:
+    """Writes of that outcome (5xx "failed", cut off "maybe") whose data is in the final state anyway."""
+    unacked = {(w.writer, w.seq) for w in run.writes if w.outcome == outcome}
     present = [(d["w"], d["seq"]) for d in [*(d["data"] for d in final.docs.values()), *final.items.values()]]
     present += [(d["w"], d["seq"]) for d in final.map.values()]
     return sum(1 for p in present if p in unacked)
@@ -431,7 +431,8 @@ async def test_kill_valkey_and_server_in_turn_loses_nothing_and_heals_itself() -
             sdk_events, py_events = _counts(sdk, sub)
             summary = (
                 f"chaos: {len(run.writes)} writes: {by['acked']} acked, {by['maybe']} maybe, {by['failed']} failed "
-                f"(5xx), {by['unsent']} unsent ({_applied_unacked(run, final)} unacked found applied); 0 acked lost; "
+                f"(5xx), {by['unsent']} unsent; found applied: {_applied_unacked(run, final, 'maybe')} maybe, "
+                f"{_applied_unacked(run, final, 'failed')} failed; 0 acked lost; "
                 f"{len(final.items)} list items; events received: sdk {sdk_events}, python {py_events} "
                 f"({sub.connections} connections); {len(problems)} subscriber problems; faults {', '.join(faults)}; "
                 f"{time.monotonic() - started:.1f}s"
