@@ -20,8 +20,11 @@ class (the same parser and speed, one timer handle per request at most, no task)
 - never touches a connection upgraded to a WebSocket: its timer is cancelled at the upgrade, and
   uvicorn hands the transport to the websockets protocol.
 
-The limits travel as a picklable ``HttpLimits`` in a ``functools.partial`` of the class (uvicorn's
-``http=``), so worker processes (``SYNC_WORKERS`` > 1, spawned with a pickled Config) get them too.
+uvicorn is given the class by its import string (``http=PROTOCOL``), and the class reads its limits
+from the environment once per process, as ``app.main:create_app`` reads its settings: worker
+processes (``SYNC_WORKERS`` > 1) rebuild everything from the environment the CLI filled, and a string
+is imported only once a worker runs (a class in the pickled Config would import the whole app while
+the worker unpickles it, outside uvicorn's Ctrl-C handling).
 """
 
 from __future__ import annotations
@@ -59,9 +62,12 @@ class HttpLimits:
         )
 
 
-def protocol_factory(settings: Settings) -> Any:
-    """What ``uvicorn.run(http=...)`` takes: called per connection like the protocol class itself."""
-    return functools.partial(LimitedHttpToolsProtocol, limits=HttpLimits.of(settings))
+PROTOCOL = "app.http_protocol:LimitedHttpToolsProtocol"  # what uvicorn.run(http=...) takes
+
+
+@functools.cache
+def limits_from_env() -> HttpLimits:
+    return HttpLimits.of(Settings.from_env())
 
 
 class _HeadTooLarge(Exception):
@@ -69,9 +75,9 @@ class _HeadTooLarge(Exception):
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    def __init__(self, *args: Any, limits: HttpLimits, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, limits: HttpLimits | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.limits = limits
+        self.limits = limits or limits_from_env()
         self._waiting = _IDLE
         self._since = 0.0  # when the wait began, or the body last progressed
         self._timer: asyncio.TimerHandle | None = None

@@ -115,7 +115,7 @@ async def test_a_trickled_head_is_closed_while_another_client_is_served(limited:
             assert r.status_code == 200
             await asyncio.sleep(0.2)
     seconds, received = await task
-    assert HEAD_S * 0.8 <= seconds <= HEAD_S + 2 * SCALE
+    assert HEAD_S * 0.5 <= seconds <= HEAD_S + 2 * SCALE
     assert received == b""  # closed without an answer, as nginx does
     sock.close()
 
@@ -124,7 +124,7 @@ def test_a_connection_that_sends_nothing_is_closed(limited: ServerProcess) -> No
     sock = _connect(limited)
     start = time.monotonic()
     assert sock.recv(1) == b""
-    assert HEAD_S * 0.8 <= time.monotonic() - start <= HEAD_S + 2 * SCALE
+    assert HEAD_S * 0.5 <= time.monotonic() - start <= HEAD_S + 2 * SCALE
     sock.close()
 
 
@@ -136,7 +136,7 @@ def test_the_head_of_a_keep_alive_request_is_timed_from_its_first_byte(limited: 
         sock.sendall(request)
         assert _one_response(sock).startswith(b"HTTP/1.1 200 ")
     seconds, received = _closed_after(sock, b"GET /v1/Services HTTP/1.1\r\n" + b"X" * 100, 0.1, 10 * SCALE)
-    assert HEAD_S * 0.8 <= seconds <= HEAD_S + 2 * SCALE and received == b""
+    assert HEAD_S * 0.5 <= seconds <= HEAD_S + 2 * SCALE and received == b""
     sock.close()
 
 
@@ -148,7 +148,7 @@ def test_a_stalled_body_is_answered_408_and_closed(limited: ServerProcess) -> No
         b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nFriendlyName=a"
     )
     status, body, head = _response(sock)
-    assert BODY_S * 0.8 <= time.monotonic() - start <= BODY_S + 2 * SCALE
+    assert BODY_S * 0.5 <= time.monotonic() - start <= BODY_S + 2 * SCALE
     assert status == 408 and body["code"] == 20408 and body["status"] == 408, body
     assert b"connection: close" in head.lower()
     sock.close()

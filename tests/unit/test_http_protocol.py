@@ -1,18 +1,16 @@
 """app/http_protocol.py without a server: the body stall timer does not count time where the server
-itself is not reading (flow control, 100-continue not yet sent), and the protocol factory pickles
-(uvicorn sends it to worker processes)."""
+itself is not reading (flow control, 100-continue not yet sent), and uvicorn builds it, by its import string, with the
+limits of the environment (as in every worker process)."""
 
 from __future__ import annotations
 
 import asyncio
-import pickle
 from typing import Any
 
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from app.http_protocol import HttpLimits, LimitedHttpToolsProtocol, protocol_factory
-from app.settings import Settings
+from app.http_protocol import PROTOCOL, HttpLimits, LimitedHttpToolsProtocol, limits_from_env
 
 BODY_S = 0.25
 LIMITS = HttpLimits(head_timeout_s=BODY_S, body_timeout_s=BODY_S, max_header_bytes=1024, max_headers=10)
@@ -118,7 +116,16 @@ async def test_a_head_over_the_cap_in_pieces_is_refused_before_it_completes() ->
     await _finish(protocol)
 
 
-def test_the_factory_pickles_for_worker_processes() -> None:
-    factory = pickle.loads(pickle.dumps(protocol_factory(Settings.from_env(http_max_headers=7))))
-    assert factory.func is LimitedHttpToolsProtocol
-    assert factory.keywords["limits"].max_headers == 7
+async def test_without_limits_given_the_protocol_reads_them_from_the_environment(monkeypatch: Any) -> None:
+    """How uvicorn builds it (``http=PROTOCOL``, in every worker process): from SYNC_HTTP_*."""
+    monkeypatch.setenv("SYNC_HTTP_MAX_HEADERS", "7")
+    monkeypatch.setenv("SYNC_HTTP_BODY_TIMEOUT_S", "2.5")
+    limits_from_env.cache_clear()
+    try:
+        config = Config(app=_never_reads, http=PROTOCOL, lifespan="off")
+        config.load()
+        protocol = config.http_protocol_class(config=config, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
+        assert isinstance(protocol, LimitedHttpToolsProtocol)
+        assert (protocol.limits.max_headers, protocol.limits.body_timeout_s) == (7, 2.5)
+    finally:
+        limits_from_env.cache_clear()
