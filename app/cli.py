@@ -296,6 +296,8 @@ def serve(settings: Settings) -> None:
     reach it, is stopped last and its url file removed. Exit status 0 (1 if Valkey was lost)."""
     import uvicorn
 
+    from .http_protocol import PROTOCOL
+
     valkey_lost = threading.Event()
 
     def lose_valkey(reason: str) -> None:  # the supervisor thread, after its last failed restart
@@ -336,6 +338,9 @@ def serve(settings: Settings) -> None:
         uvicorn.run(
             "app.main:create_app",
             factory=True,
+            # httptools with head/body read timeouts and a head size cap (SYNC_HTTP_*, read from
+            # the environment like the app's settings)
+            http=PROTOCOL,
             host=settings.host,
             port=settings.port,
             workers=settings.workers,
