@@ -296,7 +296,9 @@ def serve(settings: Settings) -> None:
     reach it, is stopped last and its url file removed. Exit status 0 (1 if Valkey was lost)."""
     import uvicorn
 
-    from realtime.websocket import ServerConnection
+    from realtime.websocket import PROTOCOL as WS_PROTOCOL
+
+    from .http_protocol import PROTOCOL
 
     valkey_lost = threading.Event()
 
@@ -338,6 +340,9 @@ def serve(settings: Settings) -> None:
         uvicorn.run(
             "app.main:create_app",
             factory=True,
+            # httptools with head/body read timeouts and a head size cap (SYNC_HTTP_*, read from
+            # the environment like the app's settings)
+            http=PROTOCOL,
             host=settings.host,
             port=settings.port,
             workers=settings.workers,
@@ -347,7 +352,7 @@ def serve(settings: Settings) -> None:
             # the gateway's own WebSocket protocol (realtime/websocket.py: no ASGI, no task per
             # connection), its heartbeats and hard frame cap (the gateway answers frames above
             # SYNC_WS_MAX_FRAME_BYTES with a twilsock close 406 itself; this guards memory)
-            ws=ServerConnection,
+            ws=WS_PROTOCOL,
             ws_ping_interval=settings.ws_ping_s,
             ws_ping_timeout=settings.ws_ping_s,
             ws_max_size=settings.ws_max_frame_bytes * 2,

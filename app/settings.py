@@ -58,6 +58,16 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 for all interfaces)")
     port: int = Field(8080, description="port to listen on")
     workers: int = Field(1, description="uvicorn worker processes; all share one Redis")
+    http_head_timeout_s: float = Field(
+        10.0, gt=0, description="a request head not complete this long after it began: connection closed"
+    )
+    http_body_timeout_s: float = Field(
+        30.0, gt=0, description="a request body that makes no progress this long: 408, connection closed"
+    )
+    http_max_header_bytes: int = Field(
+        32768, ge=1024, description="largest request head (request line and headers; beyond: 431)"
+    )
+    http_max_headers: int = Field(100, ge=1, description="most header fields in a request (beyond: 431)")
     redis_url: str | None = Field(
         None, validation_alias="REDIS_URL", description="redis://host:port/db of an external Redis/Valkey (7.0+)"
     )

@@ -50,6 +50,7 @@ except ImportError:  # pragma: no cover - websockets always ships its C speedups
 log = logging.getLogger("sync.realtime.websocket")
 
 ENDPOINTS = "sync.websocket.endpoints"  # lifespan state key: {path: Endpoint}
+PROTOCOL = "realtime.websocket:ServerConnection"  # what uvicorn.run(ws=...) takes (workers import it)
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CLOSE_TIMEOUT_S = 2.0
 

@@ -71,6 +71,12 @@ NOT_FOUND = ErrorSpec(404, 20404, "The requested resource {path} was not found")
 TOO_MANY_REQUESTS = ErrorSpec(429, 20429, "{detail}")
 INTERNAL = ErrorSpec(500, 20500, "Internal server error")
 UNAVAILABLE = ErrorSpec(503, 20503, "Service unavailable: the data store is not reachable")
+# Refused by the HTTP layer (app/http_protocol.py) before any route runs. Twilio publishes no code
+# for these statuses; they are numbered 20000 + status like every other HTTP error (http_error).
+REQUEST_TIMEOUT = ErrorSpec(408, 20408, "Request Timeout: no request body received for {seconds:g} seconds")
+HEADERS_TOO_LARGE = ErrorSpec(
+    431, 20431, "Request Header Fields Too Large: at most {max_bytes} bytes in at most {max_fields} header fields"
+)
 _HTTP_BASE = 20000  # other HTTP errors: 20000 + status, as Twilio numbers them
 
 # -- Sync (54xxx) and the grant (51xxx) ---------------------------------------------------------------

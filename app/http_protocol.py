@@ -1,0 +1,226 @@
+"""uvicorn's httptools HTTP/1.1 protocol with the limits it lacks: head and body read timeouts and a
+cap on the request head.
+
+uvicorn (httptools implementation) times out only an idle keep-alive connection *after* a response:
+a client that opens a connection and trickles its request head a byte at a time, or announces a body
+and stops sending it, holds a connection (a file descriptor, a parser, perhaps an app task) for ever,
+and some thousands of them stop the server accepting. Nor does it bound the head: an 8 MiB header
+or 10,000 headers are buffered and handed to the app. ``LimitedHttpToolsProtocol`` is the same
+class (the same parser and speed, one timer handle per request at most, no task) that
+
+- closes a connection whose request head is not complete ``head_timeout_s`` after the connection
+  was made or after the request's first byte (the idle wait between keep-alive requests stays
+  uvicorn's ``timeout_keep_alive``), as nginx's ``client_header_timeout`` does (no answer);
+- closes a connection whose request body makes no progress for ``body_timeout_s``, answering 408
+  first when nothing of a response was sent (nginx's ``client_body_timeout``). Time while the server
+  itself is not reading (flow control, waiting for the app to ask for ``100 Continue``) or while a
+  previous pipelined request is answered never counts against the client;
+- answers 431 (Twilio's JSON error body) and closes once the head's bytes (request line and header
+  lines) exceed ``max_header_bytes`` or its header fields ``max_headers``, before buffering more;
+- never touches a connection upgraded to a WebSocket: its timer is cancelled at the upgrade, and
+  uvicorn hands the transport to the websockets protocol.
+
+uvicorn is given the class by its import string (``http=PROTOCOL``), and the class reads its limits
+from the environment once per process, as ``app.main:create_app`` reads its settings: worker
+processes (``SYNC_WORKERS`` > 1) rebuild everything from the environment the CLI filled, and a string
+is imported only once a worker runs (a class in the pickled Config would import the whole app while
+the worker unpickles it, outside uvicorn's Ctrl-C handling).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from app.settings import Settings
+from storage.wire import errors
+from storage.wire.errors import TwilioError
+
+_IDLE, _HEAD, _BODY = 0, 1, 2  # what the connection is waiting for from the client
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    head_timeout_s: float
+    body_timeout_s: float
+    max_header_bytes: int
+    max_headers: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> HttpLimits:
+        return cls(
+            settings.http_head_timeout_s,
+            settings.http_body_timeout_s,
+            settings.http_max_header_bytes,
+            settings.http_max_headers,
+        )
+
+
+PROTOCOL = "app.http_protocol:LimitedHttpToolsProtocol"  # what uvicorn.run(http=...) takes
+
+
+@functools.cache
+def limits_from_env() -> HttpLimits:
+    return HttpLimits.of(Settings.from_env())
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop parsing (httptools wraps it in HttpParserCallbackError)."""
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, limits: HttpLimits | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = limits or limits_from_env()
+        self._waiting = _IDLE
+        self._since = 0.0  # when the wait began, or the body last progressed
+        self._timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0  # request line and header lines parsed so far (exact)
+        self._head_fields = 0
+        self._head_chunks = 0  # bytes of the chunks that were wholly head (an unfinished header)
+        self._head_open = False  # a request began and its head is not complete
+
+    # -- the one timer: a deadline checked when it fires, re-armed for what is left -----------------
+
+    def _wait_for(self, what: int) -> None:
+        self._waiting = what
+        self._since = self.loop.time()
+        if self._timer is None:
+            self._timer = self.loop.call_later(self._timeout(), self._check)
+
+    def _stop_waiting(self) -> None:
+        self._waiting = _IDLE
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timeout(self) -> float:
+        return self.limits.head_timeout_s if self._waiting == _HEAD else self.limits.body_timeout_s
+
+    def _server_is_the_one_waiting(self) -> bool:
+        """Reading is paused (flow control, a pipelined request queued), the app has not asked for
+        the body of an ``Expect: 100-continue`` request yet, or a previous request is being answered."""
+        cycle = self.cycle
+        if self.flow.read_paused:
+            return True
+        if self._waiting == _BODY:
+            return cycle is not None and cycle.waiting_for_100_continue
+        return cycle is not None and not cycle.response_complete
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._waiting == _IDLE or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self._server_is_the_one_waiting():
+            self._since = now
+        deadline = self._since + self._timeout()
+        if now < deadline:
+            self._timer = self.loop.call_at(deadline, self._check)
+            return
+        cycle = self.cycle
+        if self._waiting == _BODY and cycle is not None and not cycle.response_started:
+            self._refuse(errors.REQUEST_TIMEOUT(seconds=self.limits.body_timeout_s))
+        else:
+            self.transport.close()  # a head that never completes: closed without an answer (as nginx)
+
+    def _refuse(self, error: TwilioError) -> None:
+        body = json.dumps(error.body()).encode()
+        head = [STATUS_LINE[error.status]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
+
+    # -- connection and parser callbacks ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._wait_for(_HEAD)  # the first request's head (uvicorn has no timer before it)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        # uvicorn's, but a head over the limits is answered 431 (not 400), and a head still open
+        # after a whole chunk of it counts that chunk: httptools buffers an unfinished header itself
+        self._unset_keepalive_if_required()
+        head_was_open = self._head_open
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:  # a callback's exception is its __context__
+            if isinstance(exc.__context__, _HeadTooLarge):
+                self._refuse_head()
+                return
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+            return
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        if head_was_open and self._head_open:
+            self._head_chunks += len(data)
+            if self._head_chunks > self.limits.max_header_bytes:
+                self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        self._stop_waiting()
+        self._head_open = False
+        limits = self.limits
+        self._refuse(errors.HEADERS_TOO_LARGE(max_bytes=limits.max_header_bytes, max_fields=limits.max_headers))
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_open = True
+        self._head_bytes = self._head_fields = self._head_chunks = 0
+        if self._waiting != _HEAD:  # the first request's head is timed from the connection
+            self._wait_for(_HEAD)
+
+    def on_url(self, url: bytes) -> None:
+        self._head_bytes += len(url)
+        if self._head_bytes > self.limits.max_header_bytes:
+            raise _HeadTooLarge
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4  # "name: value\r\n"
+        self._head_fields += 1
+        if self._head_bytes > self.limits.max_header_bytes or self._head_fields > self.limits.max_headers:
+            raise _HeadTooLarge
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._head_open = False
+        super().on_headers_complete()
+        if self.parser.should_upgrade() and self._should_upgrade():
+            self._stop_waiting()  # a WebSocket: never timed here
+        else:
+            self._wait_for(_BODY)  # ends at on_message_complete, at once when there is no body
+
+    def on_body(self, body: bytes) -> None:
+        self._since = self.loop.time()  # progress
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._stop_waiting()
+        super().on_message_complete()
+
+    def handle_websocket_upgrade(self) -> None:
+        self._stop_waiting()
+        super().handle_websocket_upgrade()

@@ -1,0 +1,131 @@
+"""app/http_protocol.py without a server: the body stall timer does not count time where the server
+itself is not reading (flow control, 100-continue not yet sent), and uvicorn builds it, by its import string, with the
+limits of the environment (as in every worker process)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from app.http_protocol import PROTOCOL, HttpLimits, LimitedHttpToolsProtocol, limits_from_env
+
+BODY_S = 0.25
+LIMITS = HttpLimits(head_timeout_s=BODY_S, body_timeout_s=BODY_S, max_header_bytes=1024, max_headers=10)
+
+
+class Transport:
+    """What the protocol uses of an asyncio transport, recording what it is told."""
+
+    def __init__(self) -> None:
+        self.written = b""
+        self.closed = False
+        self.reading = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 1234) if name in ("peername", "sockname") else default
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+def _protocol(app: Any) -> tuple[LimitedHttpToolsProtocol, Transport]:
+    config = Config(app=app, loop="asyncio", lifespan="off")
+    config.load()
+    protocol = LimitedHttpToolsProtocol(
+        config=config, server_state=ServerState(), app_state={}, _loop=asyncio.get_running_loop(), limits=LIMITS
+    )
+    transport = Transport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    return protocol, transport
+
+
+async def _finish(protocol: LimitedHttpToolsProtocol) -> None:
+    protocol.connection_lost(None)
+    tasks = list(protocol.tasks)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _never_reads(scope: Any, receive: Any, send: Any) -> None:
+    await asyncio.sleep(3600)
+
+
+HEAD = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+
+
+async def test_a_stalled_body_is_answered_408() -> None:
+    protocol, transport = _protocol(_never_reads)
+    protocol.data_received(HEAD + b"\r\nsome")
+    await asyncio.sleep(BODY_S * 3)
+    assert transport.closed and transport.written.startswith(b"HTTP/1.1 408 ")
+    await _finish(protocol)
+
+
+async def test_time_with_reading_paused_does_not_count() -> None:
+    protocol, transport = _protocol(_never_reads)
+    protocol.data_received(HEAD + b"\r\nsome")
+    protocol.flow.pause_reading()  # as uvicorn does while the app has not consumed the body
+    await asyncio.sleep(BODY_S * 3)
+    assert not transport.closed
+    protocol.flow.resume_reading()
+    await asyncio.sleep(BODY_S * 3)
+    assert transport.closed
+    await _finish(protocol)
+
+
+async def test_time_before_the_app_asks_for_a_100_continue_body_does_not_count() -> None:
+    protocol, transport = _protocol(_never_reads)
+    protocol.data_received(HEAD + b"Expect: 100-continue\r\n\r\n")
+    await asyncio.sleep(BODY_S * 3)
+    assert not transport.closed and transport.written == b""
+    await _finish(protocol)
+
+
+async def test_progress_resets_the_body_timer() -> None:
+    protocol, transport = _protocol(_never_reads)
+    protocol.data_received(HEAD + b"\r\n")
+    for _ in range(12):  # 3 times the timeout in all
+        await asyncio.sleep(BODY_S / 4)
+        protocol.data_received(b"x")
+    assert not transport.closed
+    await _finish(protocol)
+
+
+async def test_a_head_over_the_cap_in_pieces_is_refused_before_it_completes() -> None:
+    protocol, transport = _protocol(_never_reads)
+    protocol.data_received(b"GET / HTTP/1.1\r\nX-Big: ")
+    for _ in range(4):
+        protocol.data_received(b"a" * 300)  # one unfinished header: httptools buffers it
+    assert transport.closed and transport.written.startswith(b"HTTP/1.1 431 ")
+    await _finish(protocol)
+
+
+async def test_without_limits_given_the_protocol_reads_them_from_the_environment(monkeypatch: Any) -> None:
+    """How uvicorn builds it (``http=PROTOCOL``, in every worker process): from SYNC_HTTP_*."""
+    monkeypatch.setenv("SYNC_HTTP_MAX_HEADERS", "7")
+    monkeypatch.setenv("SYNC_HTTP_BODY_TIMEOUT_S", "2.5")
+    limits_from_env.cache_clear()
+    try:
+        config = Config(app=_never_reads, http=PROTOCOL, lifespan="off")
+        config.load()
+        protocol = config.http_protocol_class(config=config, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
+        assert isinstance(protocol, LimitedHttpToolsProtocol)
+        assert (protocol.limits.max_headers, protocol.limits.body_timeout_s) == (7, 2.5)
+    finally:
+        limits_from_env.cache_clear()
