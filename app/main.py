@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import threading
@@ -58,6 +59,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if worker is not None:
             await worker.start()
         restore = _drain_on_signal(gateway.drain)
+        # Everything made so far (modules, the app, the store) lives as long as the process: moved
+        # out of the collector's reach, a full collection walks only what connections and requests
+        # made, so its pauses (which delay every subscriber's next frame) stay short.
+        gc.collect()
+        gc.freeze()
         try:
             # the lifespan state is where the server's WebSocket protocol (realtime/websocket.py,
             # given to uvicorn as ws=) finds the endpoint of each path

@@ -30,7 +30,7 @@ from urllib.parse import unquote
 
 from redis.exceptions import RedisError
 
-from storage import Store, StoreError, accounts, reachability, services
+from storage import Store, StoreError, accounts, reachability
 from storage.errors import StoreUnavailableError
 from storage.wire import errors
 from storage.wire.errors import TwilioError
@@ -255,7 +255,7 @@ class Connection:
         store = gateway.store
         try:
             grant = await verify(store, _token(first))
-            acl = (await services.get(store, grant.account_sid, grant.service_sid)).acl_enabled
+            acl = grant.acl_enabled
             offline = _offline_storage(await accounts.store_id(store), grant)
         except TwilioError as exc:
             ws.send(_error_reply(first.id, exc))

@@ -51,6 +51,10 @@ def frame(ev: ChangeEvent, base: str) -> Message | None:
     return Message(twilsock.notification(payload)) if payload is not None else None
 
 
+# One event as offered: (event id, frame or None, origin endpoint, is a removal)
+Offer = tuple[int, Message | None, str | None, bool]
+
+
 class Subscriber(Protocol):
     """One receiver of one object's events on this process.
 
@@ -75,6 +79,10 @@ class Subscriber(Protocol):
 
     def offer(self, eid: int, frame: Message | None, origin: str | None, removal: bool, replay: bool = False) -> None:
         """Take event ``eid`` (``replay`` = sent while catching up, before ``active``)."""
+
+    def offer_many(self, offers: list[Offer]) -> None:
+        """Take several events at once, in order, as ``offer`` would each (live delivery only), so
+        that what a connection is due leaves in one write."""
 
     async def recheck(self, identities: frozenset[str] | None) -> None:
         """The right to read this object may have been taken away from ``identities`` (None: from
@@ -122,8 +130,7 @@ class Feed:
                 except Exception:  # Redis trouble: the next wake-up (or reconnect) retries
                     log.exception("reading the event log of %s failed", self.sid)
                     return
-                for ev in batch:
-                    self._dispatch(ev)
+                self._dispatch(batch)
                 if len(batch) == BATCH:
                     self._again = True
             if not self._again:
@@ -135,20 +142,26 @@ class Feed:
             if isinstance(r, Exception):  # Redis trouble: the subscriber keeps its subscription
                 log.warning("re-checking the readers of %s failed: %s", self.sid, r)
 
-    def _dispatch(self, ev: ChangeEvent) -> None:
-        eid = ev.id
-        if self.last_read is not None and eid <= self.last_read:
+    def _dispatch(self, batch: list[ChangeEvent]) -> None:
+        """Offer the events of ``batch`` not read here yet to every active subscriber, each rendered
+        (and framed) once per URL base; a subscriber due several gets them in one ``offer_many``."""
+        last = self.last_read
+        fresh = batch if last is None else [ev for ev in batch if ev.id > last]
+        if not fresh:
             return
-        self.last_read = eid
-        frames: dict[str, Message | None] = {}
-        removal, origin = ev.is_removal, ev.endpoint
+        self.last_read = fresh[-1].id
+        rendered: dict[str, list[Offer]] = {}
         for sub in list(self.subs):
-            if not sub.active or eid <= sub.cursor:
+            if not sub.active:
                 continue
             base = sub.base
-            if base not in frames:
-                frames[base] = frame(ev, base)
-            sub.offer(eid, frames[base], origin, removal)
+            offers = rendered.get(base)
+            if offers is None:
+                offers = rendered[base] = [(ev.id, frame(ev, base), ev.endpoint, ev.is_removal) for ev in fresh]
+            if len(offers) == 1:
+                sub.offer(*offers[0])
+            else:
+                sub.offer_many(offers)
 
 
 class Hub:

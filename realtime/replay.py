@@ -27,11 +27,15 @@ from .websocket import Message
 ITEM_PAGE = 1000
 
 
-async def catch_up(hub: Hub, sub: Subscriber, kind: Kind) -> bool:
+async def catch_up(hub: Hub, sub: Subscriber, kind: Kind, latest: int | None = None) -> bool:
     """Send ``sub`` everything after its cursor, then activate it. False if the object was removed
-    (the removal was delivered and the subscription ended)."""
+    (the removal was delivered and the subscription ended). ``latest``: the object's last event id
+    as just read, if known: a subscriber already there needs no read of the log to start with."""
     while True:
-        batch = await events.read_since(hub.store, sub.service_sid, sub.sid, sub.cursor, BATCH)
+        if latest is not None and sub.cursor >= latest:
+            batch, latest = [], None  # only the first time: a failed activation reads the log
+        else:
+            batch = await events.read_since(hub.store, sub.service_sid, sub.sid, sub.cursor, BATCH)
         if batch and batch[0].id > sub.cursor + 1:
             await _send_state(hub.store, sub, kind)  # the log no longer reaches back: current state
             continue

@@ -40,7 +40,7 @@ from storage.wire.errors import TwilioError
 
 from . import cds, replay, twilsock
 from .cds import Caller
-from .hub import Hub
+from .hub import Hub, Offer
 from .tokens import Grant
 from .websocket import Message, ServerConnection
 
@@ -78,14 +78,37 @@ class Subscription:
         if eid <= self.cursor or not (self.active or replay):
             return
         self.cursor = eid
-        session = self.session
-        if frame is not None and origin != session.endpoint:
-            if session.ws.write_paused and self.kind is Kind.DOCUMENT:
-                session.hold(self, frame)  # conflated: only the latest state waits (module docstring)
-            else:
-                session.push(frame)
+        if frame is not None and origin != self.session.endpoint:
+            self._send([frame])
         if removal:
-            session.forget(self)
+            self.session.forget(self)
+
+    def offer_many(self, offers: list[Offer]) -> None:
+        """Deliver several events in one write (the hub's batch for this object)."""
+        due: list[Message] = []
+        endpoint = self.session.endpoint
+        for eid, frame, origin, removal in offers:
+            if eid <= self.cursor or not self.active:
+                continue
+            self.cursor = eid
+            if frame is not None and origin != endpoint:
+                due.append(frame)
+            if removal:
+                self._send(due)
+                self.session.forget(self)
+                return
+        self._send(due)
+
+    def _send(self, due: list[Message]) -> None:
+        if not due:
+            return
+        session = self.session
+        if session.ws.write_paused and self.kind is Kind.DOCUMENT:
+            session.hold(self, due[-1])  # conflated: only the latest state waits (module docstring)
+        elif len(due) == 1:
+            session.push(due[0])
+        else:
+            session.push_many(due)
 
     async def recheck(self, identities: frozenset[str] | None) -> None:
         if identities is None or self.session.caller.identity in identities:
@@ -142,6 +165,14 @@ class Session:
         if self.closed:
             return
         self.ws.send_message(message)
+        if self.ws.write_paused:
+            self._check_backlog()
+
+    def push_many(self, messages: list[Message]) -> None:
+        """Send several notifications in one write."""
+        if self.closed:
+            return
+        self.ws.send_many(messages)
         if self.ws.write_paused:
             self._check_backlog()
 
@@ -276,7 +307,7 @@ class Session:
         sub = Subscription(self, kind, obj.sid, cursor)
         self.subs[obj.sid] = sub
         await self.hub.join(sub)
-        if not await replay.catch_up(self.hub, sub, kind):
+        if not await replay.catch_up(self.hub, sub, kind, latest=obj.last_event_id):
             return  # removed while the client was away: the removal event was its answer
         if self.subs.get(obj.sid) is sub:
             self._notify(

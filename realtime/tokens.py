@@ -15,7 +15,7 @@ from typing import Any
 
 import jwt
 
-from storage import NotFoundError, Store, accounts, ids, services
+from storage import NotFoundError, Service, Store, accounts, ids, services
 from storage.wire import errors
 from storage.wire.errors import TwilioError
 
@@ -38,6 +38,7 @@ class Grant:
     service_sid: str
     endpoint_id: str | None
     expires: int
+    acl_enabled: bool = False  # the Service's, as read when the token was verified
 
 
 async def verify(store: Store, token: str, leeway_s: int = 0) -> Grant:
@@ -52,7 +53,7 @@ async def verify(store: Store, token: str, leeway_s: int = 0) -> Grant:
     issuer = unverified.get("iss")
     if not isinstance(issuer, str) or not ids.is_sid(issuer, ids.API_KEY):
         raise invalid("iss is not an API key SID")
-    key = await accounts.get_key(store, issuer)
+    key = await _key(store, issuer)
     if key is None:
         raise invalid("unknown API key")
     try:
@@ -74,29 +75,41 @@ async def verify(store: Store, token: str, leeway_s: int = 0) -> Grant:
     if not isinstance(identity, str) or not 1 <= len(identity) <= 256:
         raise invalid("the grant has no identity", 403)
     sync = grants["data_sync"]
-    service_sid = await _service(store, key.account_sid, sync.get("service_sid"))
+    service = await _service(store, key.account_sid, sync.get("service_sid"))
     endpoint = sync.get("endpoint_id")
     return Grant(
         account_sid=key.account_sid,
         key_sid=key.sid,
         identity=identity,
-        service_sid=service_sid,
+        service_sid=service.sid,
         endpoint_id=endpoint if isinstance(endpoint, str) and endpoint else None,
         expires=int(claims["exp"]),
+        acl_enabled=service.acl_enabled,
     )
 
 
-async def _service(store: Store, account_sid: str, requested: Any) -> str:
+async def _key(store: Store, key_sid: str) -> accounts.ApiKey | None:
+    """The signing key, trusted for the store's cache time (like REST credentials): every connect
+    of a crowd of clients signed by one key would otherwise read it again."""
+    cached: accounts.ApiKey | None = store.cache.get(("api-key", key_sid))
+    if cached is None:
+        cached = await accounts.get_key(store, key_sid)
+        if cached is not None:
+            store.cache.put(("api-key", key_sid), cached)
+    return cached
+
+
+async def _service(store: Store, account_sid: str, requested: Any) -> Service:
     """The grant's Service, which must be the account's; none given = the account's oldest Service."""
     if requested in (None, "", "default"):
         first = await services.page(store, account_sid, 1, None)
         if not first.items:
             raise errors.SERVICE_NOT_SPECIFIED()
-        return first.items[0].sid
+        return first.items[0]
     if not isinstance(requested, str):
         raise invalid("bad service_sid", 403)
     try:
-        return (await services.get(store, account_sid, requested)).sid
+        return await services.get(store, account_sid, requested)
     except NotFoundError:
         raise invalid(f"no Service {requested} in this account", 403) from None
 

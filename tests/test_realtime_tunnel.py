@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 
 from realtime import twilsock
 from realtime.client import SyncClient
-from storage import keys
+from storage import StoreConfig, keys
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, Backend, ServerProcess
 from tests.sdk import JS_DIR, ensure_installed, token
 
@@ -139,6 +139,7 @@ async def test_init_reply_carries_a_storage_id_per_identity_service_and_store(
     assert await storage_id(service, "bob") != alice
     assert await storage_id(other, "alice") != alice
     await redis.delete(keys.STORE_ID)  # as if the server now served another data store
+    await asyncio.sleep(StoreConfig().cache_s)  # each process reads it again after its cache time
     assert await storage_id(service, "alice") != alice
 
 
