@@ -6,6 +6,7 @@ Verification looks the signing key and the Service up in Redis, so it is tested 
 
 from __future__ import annotations
 
+import json
 import time
 
 import jwt
@@ -14,6 +15,7 @@ from twilio.jwt.access_token import AccessToken
 from twilio.jwt.access_token.grants import SyncGrant
 
 from realtime import tokens
+from storage.wire.errors import TwilioError
 
 ACCOUNT = "AC" + "0" * 32
 KEY = "SK" + "1" * 32
@@ -64,3 +66,29 @@ def test_a_refusal_is_invalid_access_token_with_the_reason() -> None:
     err = tokens.invalid("no Sync grant", 403)
     assert (err.status, err.code, err.message) == (403, 20101, "Invalid Access Token: no Sync grant")
     assert tokens.invalid("unknown API key").status == 401
+
+
+def test_parse_and_signed_by_agree_with_pyjwt_and_twilios_helper() -> None:
+    helper = AccessToken(ACCOUNT, KEY, SECRET, identity="alice", ttl=3600)
+    helper.add_grant(SyncGrant(service_sid=SERVICE))
+    theirs = str(helper.to_jwt())
+    parsed = tokens.parse(theirs)
+    assert parsed.header == jwt.get_unverified_header(theirs)
+    assert parsed.claims == _decode(theirs)
+    assert tokens.signed_by(parsed, SECRET)
+    assert not tokens.signed_by(parsed, "another-secret-long-enough-for-hs256")
+
+
+def test_a_tampered_token_is_not_signed() -> None:
+    head, body, sig = tokens.mint(ACCOUNT, KEY, SECRET, "alice", SERVICE).split(".")
+    claims = _decode(f"{head}.{body}.{sig}")
+    claims["grants"]["identity"] = "mallory"
+    forged_body = jwt.utils.base64url_encode(json.dumps(claims).encode()).decode()
+    assert not tokens.signed_by(tokens.parse(f"{head}.{forged_body}.{sig}"), SECRET)
+
+
+@pytest.mark.parametrize("token", ["", "a.b", "a.b.c.d", "!!.??.**", "e30.W10.AA", "bm90IGpzb24.e30.AA"])
+def test_what_is_not_a_jwt_is_refused_with_20101(token: str) -> None:
+    with pytest.raises(TwilioError) as err:
+        tokens.parse(token)
+    assert (err.value.status, err.value.code) == (401, 20101)
