@@ -113,13 +113,15 @@ class Settings(BaseSettings):
     )
     ws_max_connections: int = Field(10000, description="WebSocket connections per process")
     ws_max_frame_bytes: int = Field(262144, description="largest twilsock frame accepted (larger: close 406)")
-    ws_queue_frames: int = Field(2000, description="per-connection send queue (a slower connection: close 308)")
+    ws_queue_frames: int = Field(
+        2000, description="collection frames sent while a socket is backed up (beyond: close 308)"
+    )
     ws_max_inflight: int = Field(32, ge=1, description="tunnelled requests in flight per connection (beyond: not read)")
     ws_subscriptions: int = Field(2000, description="subscriptions per connection (beyond: 54419)")
     ws_token_warn_s: int = Field(180, description="token_about_to_expire is sent this long before expiry")
     ws_ping_s: float = Field(20.0, description="WebSocket ping interval and pong timeout")
     ws_compression: YesNo = Field(
-        False, description="negotiate permessage-deflate (compressed frames; about 45 KB more per connection)"
+        False, description="negotiate permessage-deflate (each connection then compresses its own frames)"
     )
 
     @classmethod
