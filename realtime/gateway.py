@@ -154,13 +154,14 @@ class Connection:
     """The gateway's side of one WebSocket (websocket.py ``Handler``): the twilsock ``init``, then
     every frame to its session."""
 
-    __slots__ = ("_init", "_timer", "ended", "gateway", "session", "ws")
+    __slots__ = ("_init", "_timer", "ended", "gateway", "reachable", "session", "ws")
 
     def __init__(self, gateway: Gateway, ws: ServerConnection) -> None:
         self.gateway = gateway
         self.ws = ws
         self.session: Session | None = None
         self.ended = False
+        self.reachable = False  # connect recorded for the reachability webhooks (so is the disconnect)
         self._init: asyncio.Task[None] | None = None
         timeout = gateway.config.init_timeout_s
         self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(timeout, self._no_init)
@@ -215,7 +216,8 @@ class Connection:
         await session.close()
         if self._init is not None:  # its reachability record first, so "disconnected" comes last
             await asyncio.wait([self._init])
-        await self.gateway._reach(session, False)
+        if self.reachable:
+            await self.gateway._reach(session, False)
 
     # -- ending --------------------------------------------------------------------------------
 
@@ -291,7 +293,9 @@ class Connection:
         )
         session.start_token_timer(time.time)
         ws.resume_reading()
-        await gateway._reach(session, True)
+        if grant.reachability:  # a script per connect and disconnect only where webhooks need them
+            self.reachable = True
+            await gateway._reach(session, True)
 
     # -- frames --------------------------------------------------------------------------------
 

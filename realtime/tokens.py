@@ -44,6 +44,7 @@ class Grant:
     endpoint_id: str | None
     expires: int
     acl_enabled: bool = False  # the Service's, as read when the token was verified
+    reachability: bool = False  # the Service's reachability_webhooks_enabled, likewise
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,7 @@ async def verify(store: Store, token: str, leeway_s: int = 0) -> Grant:
         endpoint_id=endpoint if isinstance(endpoint, str) and endpoint else None,
         expires=int(exp),
         acl_enabled=service.acl_enabled,
+        reachability=service.reachability_webhooks_enabled,
     )
 
 

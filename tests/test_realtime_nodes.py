@@ -83,6 +83,7 @@ async def test_a_stalled_collection_reader_is_closed_and_never_delays_the_others
 ) -> None:
     # heartbeats are slow here (60 s): only the overflow policy can end the stalled connection in time
     srv = ServerProcess(redis_url=redis_server.url, env={"SYNC_WS_QUEUE_FRAMES": "150", "SYNC_WS_PING_S": "60"}).start()
+    reachable(twilio, service)
     try:
         sync = twilio.sync.v1.services(service)
         m = sync.sync_maps.create(unique_name="firehose")
@@ -112,6 +113,7 @@ async def test_a_stalled_document_reader_is_conflated_to_the_latest_state(
     """A Document's reader that falls behind is not closed and gets no backlog: while its socket is
     backed up only the latest state waits, and it arrives once the reader reads again."""
     srv = ServerProcess(redis_url=redis_server.url, env={"SYNC_WS_QUEUE_FRAMES": "10", "SYNC_WS_PING_S": "60"}).start()
+    reachable(twilio, service)
     try:
         sync = twilio.sync.v1.services(service)
         doc = sync.documents.create(unique_name="firehose")
@@ -141,6 +143,11 @@ async def test_a_stalled_document_reader_is_conflated_to_the_latest_state(
         srv.stop()
 
 
+def reachable(twilio: Any, service: str) -> None:
+    """Connections are recorded (keys.endpoints) only in a Service with reachability webhooks."""
+    twilio.sync.v1.services(service).update(reachability_webhooks_enabled=True)
+
+
 async def disconnected(redis: Any, service: str, identity: str) -> None:
     """Wait until no endpoint of ``identity`` is connected any more (the gateway's reachability record)."""
     async with asyncio.timeout(30 * SCALE):
@@ -151,8 +158,9 @@ async def disconnected(redis: Any, service: str, identity: str) -> None:
 
 
 async def test_heartbeat_drops_a_peer_that_stops_answering(
-    redis_server: Any, api_key: Any, service: str, redis: Any
+    redis_server: Any, api_key: Any, service: str, redis: Any, twilio: Any
 ) -> None:
+    reachable(twilio, service)
     srv = ServerProcess(redis_url=redis_server.url, env={"SYNC_WS_PING_S": "1"}).start()
     try:
         async with connect(ws_url(srv), close_timeout=0.5) as ws:
@@ -208,3 +216,15 @@ async def test_connect_and_disconnect_become_reachability_webhooks(
         assert connected.signature_valid
     finally:
         await receiver.stop()
+
+
+async def test_without_reachability_webhooks_connections_cost_no_record(
+    server: ServerProcess, api_key: Any, http: Any, redis: Any
+) -> None:
+    """A Service without reachability webhooks (the default) runs no reachability script per connect."""
+    r = await http.post("/v1/Services", data={"FriendlyName": "quiet", "WebhookUrl": "http://127.0.0.1:9/x"})
+    service = r.json()["sid"]
+    async with await SyncClient.connect(ws_url(server), token(api_key.sid, api_key.secret, service, "alice")) as c:
+        await c.open("document", "d")
+        assert not await redis.smembers(keys.endpoints(service, "alice"))
+    assert await redis.xlen(keys.webhook_queue(service)) == 1  # document_created, no endpoint_* webhook

@@ -318,10 +318,13 @@ async def test_acl_refusals_reach_the_sdk_as_permission_errors(sdk: Sdk, tokens:
     assert ev["data"] == {"v": 3}
 
 
-async def test_client_shutdown_closes_the_endpoint(sdk: Sdk, tokens: Any, service: str, redis: Any) -> None:
+async def test_client_shutdown_closes_the_endpoint(
+    sdk: Sdk, tokens: Any, service: str, redis: Any, twilio: Any
+) -> None:
     from storage import keys
-    from tests.test_realtime_nodes import disconnected
+    from tests.test_realtime_nodes import disconnected, reachable
 
+    reachable(twilio, service)
     await sdk.client("a", tokens("leaving"))
     await sdk.connected("a")
     assert await redis.smembers(keys.endpoints(service, "leaving"))
