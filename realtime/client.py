@@ -49,11 +49,14 @@ class SyncClient:
         self.init_reply: dict[str, Any] = {}
 
     @classmethod
-    async def connect(cls, url: str, token: str, cds_base: str | None = None) -> SyncClient:
-        """Open the socket and send ``init``; raise SyncClientError if the token is refused."""
+    async def connect(
+        cls, url: str, token: str, cds_base: str | None = None, headers: dict[str, str] | None = None
+    ) -> SyncClient:
+        """Open the socket (with extra HTTP ``headers``) and send ``init``; raise SyncClientError if
+        the token is refused."""
         parts = urlsplit(url)
         base = cds_base or f"{'https' if parts.scheme == 'wss' else 'http'}://{parts.netloc}"
-        ws = await connect(url, max_size=2**24)
+        ws = await connect(url, max_size=2**24, additional_headers=headers)
         client = cls(ws, base)
         client._reader = asyncio.create_task(client._read())
         header = {

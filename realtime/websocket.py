@@ -29,7 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import functools
 import hashlib
+import ipaddress
 import json
 import logging
 import struct
@@ -110,6 +113,7 @@ class ServerConnection(asyncio.Protocol):
         "_close_timer",
         "_connections",
         "_endpoints",
+        "_proxies",
         "_ext",
         "_fragments",
         "_handler",
@@ -137,6 +141,10 @@ class ServerConnection(asyncio.Protocol):
         self.default_headers: list[tuple[bytes, bytes]] = server_state.default_headers
         self._max_size: int = config.ws_max_size
         self._ping_s: float | None = config.ws_ping_interval
+        # X-Forwarded-Proto is believed from these peers, as uvicorn believes it for HTTP requests
+        allowed = config.forwarded_allow_ips
+        allowed = tuple(allowed) if isinstance(allowed, list) else allowed
+        self._proxies = _trusted(allowed) if getattr(config, "proxy_headers", False) else None
         self.deflate: bool = bool(config.ws_per_message_deflate)
         self._state = _CONNECTING
         self._buf = bytearray()
@@ -403,6 +411,7 @@ class ServerConnection(asyncio.Protocol):
             name, value = name.strip().lower(), value.strip()
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         self.headers = headers
+        self._forwarded()
         endpoint = self._endpoints.get(self.path)
         key = headers.get("sec-websocket-key", "")
         if method != "GET":
@@ -430,6 +439,16 @@ class ServerConnection(asyncio.Protocol):
             self._handler = endpoint.connect(self)
             if self._ping_s:
                 self._ping_timer = asyncio.get_running_loop().call_later(self._ping_s, self._keepalive)
+
+    def _forwarded(self) -> None:
+        """``wss`` behind a TLS-terminating proxy that says so (X-Forwarded-Proto), if trusted."""
+        proto = self.headers.get("x-forwarded-proto", "").strip().lower()
+        if not proto or self._proxies is None or self.transport is None:
+            return
+        peer = self.transport.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        if _believed(host, self._proxies) and proto in ("http", "https", "ws", "wss"):
+            self.scheme = "wss" if proto in ("https", "wss") else "ws"
 
     def _negotiate(self, offer: str) -> list[str]:
         """Accept permessage-deflate if enabled and offered (the first acceptable offer)."""
@@ -466,6 +485,32 @@ class ServerConnection(asyncio.Protocol):
         self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
         self._state = _CLOSED
         self.transport.close()
+
+
+Proxies = tuple[bool, frozenset[str], tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]]
+
+
+@functools.lru_cache(maxsize=8)
+def _trusted(allowed: str | tuple[str, ...]) -> Proxies:
+    """uvicorn's ``forwarded_allow_ips`` ("*", or addresses and networks, comma-separated)."""
+    items = [h.strip() for h in (allowed.split(",") if isinstance(allowed, str) else allowed) if h.strip()]
+    networks = []
+    for item in items:
+        if "/" in item:
+            with contextlib.suppress(ValueError):
+                networks.append(ipaddress.ip_network(item, strict=False))
+    return "*" in items, frozenset(items), tuple(networks)
+
+
+def _believed(host: str, proxies: Proxies) -> bool:
+    anyone, literals, networks = proxies
+    if anyone or host in literals:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return str(address) in literals or any(address in n for n in networks)
 
 
 def _valid_key(key: str) -> bool:

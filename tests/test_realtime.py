@@ -361,3 +361,15 @@ async def test_ttl_options_on_creates_and_writes(client: SyncClient) -> None:
     for bad in (-1, "10", 31_536_001, True):
         status, body = await client.request("POST", doc["url"], {"ttl": bad})
         assert (status, body["code"]) == (400, 54011)
+
+
+@pytest.mark.parametrize(("proto", "scheme"), [(None, "http"), ("https", "https"), ("http", "http")])
+async def test_urls_follow_a_trusted_proxys_x_forwarded_proto(
+    server: ServerProcess, api_key: Any, service: str, proto: str | None, scheme: str
+) -> None:
+    """Behind a TLS-terminating proxy on loopback (uvicorn's default FORWARDED_ALLOW_IPS), as for REST."""
+    headers = {"X-Forwarded-Proto": proto} if proto else None
+    tok = token(api_key.sid, api_key.secret, service, "alice")
+    async with await SyncClient.connect(server.ws_url, tok, headers=headers) as c:
+        doc = await c.open("document", f"proxied-{scheme}-{proto}")
+        assert doc["url"].startswith(f"{scheme}://127.0.0.1:{server.port}/")
