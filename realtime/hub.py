@@ -111,6 +111,28 @@ class Feed:
             self._recheck.add(identity)
         self.kick()
 
+    def woken(self, eid: int | None, packed: bytes) -> None:
+        """A wake-up for event ``eid`` (newer than what was read here), carrying the event packed
+        (empty from an older server). The next event in line, with no read or re-check pending, is
+        delivered from the wake-up itself; anything else (a gap: a wake-up lost, or events of a
+        read in flight) is left to a read of the log, which delivers in order from ``last_read``."""
+        reading = self._task is not None and not self._task.done()
+        if (
+            packed
+            and self.last_read is not None
+            and eid == self.last_read + 1
+            and not reading
+            and self._recheck == set()
+        ):
+            try:
+                ev = events.decode(packed)
+            except Exception:  # not an event after all: the log has it
+                ev = None
+            if ev is not None and ev.id == eid:
+                self._dispatch([ev])
+                return
+        self.kick()
+
     def kick(self) -> None:
         """Read the log now (or once more after the read in progress)."""
         if self._task is not None and not self._task.done():
@@ -178,11 +200,14 @@ class Hub:
         self.acl_enabled: dict[str, bool] = {}
 
     def on_wake(self, channel: str, data: bytes) -> None:
-        """A write script's PUBLISH ``"<SID> <event id>"``: read that object's log if it is watched;
+        """A write script's PUBLISH ``"<SID> <event id> <packed event>"``: deliver the event at once
+        if the object is watched and its feed is exactly one event behind, else read the log;
         ``"<SID> acl <identity>"`` / ``"* acl"``: re-check the right of its readers (of the Service's)."""
-        sid, _, eid = data.decode().partition(" ")
-        eid, _, identity = eid.partition(" ")
-        if eid == "acl":
+        raw_sid, _, rest = data.partition(b" ")
+        raw_eid, _, tail = rest.partition(b" ")
+        sid = raw_sid.decode(errors="replace")
+        if raw_eid == b"acl":
+            identity = tail.decode(errors="replace")
             if sid == "*":
                 service = keys.wake_channel_service(channel)
                 if identity in ("0", "1"):
@@ -198,8 +223,9 @@ class Hub:
         feed = self.feeds.get(sid)
         if feed is None:
             return
-        if feed.last_read is None or not eid.isdigit() or int(eid) > feed.last_read:
-            feed.kick()
+        eid = int(raw_eid) if raw_eid.isdigit() else None
+        if eid is None or feed.last_read is None or eid > feed.last_read:
+            feed.woken(eid, tail)
 
     def on_reconnect(self) -> None:
         """Wake-ups may have been lost while pub/sub was down: re-read every feed."""

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any, cast
 
 from realtime.hub import Hub
-from storage import Store, keys
+from storage import ChangeEvent, Kind, Store, events, keys
 
 
 class Probe:
@@ -46,3 +46,56 @@ async def test_acl_wake_ups_reach_only_the_readers_concerned() -> None:
     await _settle()
     assert a1.asked[1:] == a2.asked == [None]
     assert b1.asked == []
+
+
+class Taker(Probe):
+    """A Subscriber that records the events it is offered."""
+
+    def __init__(self, service_sid: str, sid: str) -> None:
+        super().__init__(service_sid, sid)
+        self.got: list[int] = []
+
+    def offer(self, eid: int, frame: Any, origin: str | None, removal: bool, replay: bool = False) -> None:
+        if eid > self.cursor:
+            self.cursor = eid
+            self.got.append(eid)
+
+    def offer_many(self, offers: list[Any]) -> None:
+        for offer in offers:
+            self.offer(*offer)
+
+
+def _wake(eid: int, packed: bool = True) -> bytes:
+    ev = ChangeEvent(type="document_updated", id=eid, sid="ET1", kind=Kind.DOCUMENT, revision=str(eid), data="{}")
+    return b"ET1 %d" % eid + (b" " + events.encode(ev) if packed else b"")
+
+
+async def test_the_next_event_is_delivered_from_its_wake_up_without_reading_the_log() -> None:
+    hub = Hub(cast(Store, None))  # any read of a log would fail: there is no Redis
+    sub = Taker("ISa", "ET1")
+    sub.cursor = 4
+    await hub.join(cast(Any, sub))
+    feed = hub.feeds["ET1"]
+    kicked: list[int] = []
+    feed.kick = lambda: kicked.append(1)  # type: ignore[method-assign]
+    assert hub.activate(cast(Any, sub))
+    kicked.clear()  # activation's own look at the log
+    for eid in (5, 6, 7):
+        hub.on_wake(keys.wake_channel("ISa"), _wake(eid))
+    hub.on_wake(keys.wake_channel("ISa"), _wake(6))  # a duplicate: nothing
+    assert sub.got == [5, 6, 7] and feed.last_read == 7 and not kicked
+
+
+async def test_a_gap_or_a_bare_wake_up_reads_the_log() -> None:
+    hub = Hub(cast(Store, None))
+    sub = Taker("ISa", "ET1")
+    sub.cursor = 4
+    await hub.join(cast(Any, sub))
+    feed = hub.feeds["ET1"]
+    kicked: list[int] = []
+    feed.kick = lambda: kicked.append(1)  # type: ignore[method-assign]
+    assert hub.activate(cast(Any, sub))
+    kicked.clear()
+    hub.on_wake(keys.wake_channel("ISa"), _wake(6))  # 5 was lost: the log has it
+    hub.on_wake(keys.wake_channel("ISa"), _wake(5, packed=False))  # an older server's wake-up
+    assert sub.got == [] and len(kicked) == 2
