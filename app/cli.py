@@ -20,6 +20,7 @@ from storage import NotFoundError, Store, accounts, services, webhooks
 from storage.embedded import DataDirInUse, EmbeddedRedis
 
 from .flags import overrides, settings_parent
+from .observe import configure_logging, log_config
 from .settings import Settings
 
 log = logging.getLogger("sync.cli")
@@ -82,9 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = Settings.from_env(**overrides(args))
     except ValueError as exc:
         sys.exit(f"sync-server: {exc}")
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging(settings.log_format, settings.log_level)
     command = args.command or "serve"
     if command == "serve" and getattr(args, "account", None):
         sys.exit("sync-server: --account is for the admin commands; serve uses TWILIO_ACCOUNT_SID")
@@ -289,8 +288,9 @@ GIVE_UP_GRACE_S = 30.0
 
 
 def serve(settings: Settings) -> None:
-    """Run the server until SIGINT (Ctrl-C) or SIGTERM, then shut down in order: the gateway tells
-    WebSocket clients to reconnect (app/main.py ``_drain_on_signal``), uvicorn stops accepting and
+    """Run the server until SIGINT (Ctrl-C) or SIGTERM, then shut down in order: /readyz answers
+    503 and the gateway tells WebSocket clients to reconnect, REST being served on for SYNC_DRAIN_S
+    after a SIGTERM (app/main.py ``_drain_on_signal``), uvicorn stops accepting and
     lets in-flight requests finish (at most 10 s), the lifespan stops the webhook worker and the
     store, and the embedded Valkey, in a process group of its own so a terminal's Ctrl-C does not
     reach it, is stopped last and its url file removed. Exit status 0 (1 if Valkey was lost)."""
@@ -347,6 +347,9 @@ def serve(settings: Settings) -> None:
             port=settings.port,
             workers=settings.workers,
             log_level=settings.log_level,
+            # one format for the app's and uvicorn's logs (SYNC_LOG_FORMAT); uvicorn applies it in
+            # every worker process too
+            log_config=log_config(settings.log_format, settings.log_level),
             timeout_graceful_shutdown=10,
             access_log=settings.log_level == "debug",
             # the gateway's own WebSocket protocol (realtime/websocket.py: no ASGI, no task per
