@@ -24,7 +24,7 @@ from realtime.websocket import ENDPOINTS as WEBSOCKET_ENDPOINTS
 from storage import Store, StoreConfig, StoreError, StoreUnavailableError, accounts, expiry, services
 from storage.wire.errors import TwilioError
 
-from . import errors, observe, routes
+from . import errors, observe, openapi, routes
 from .auth import Authenticator
 from .settings import Settings
 
@@ -91,7 +91,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await asyncio.gather(*tasks, return_exceptions=True)
             await store.close()
 
-    probes = [Route("/healthz", observe.healthz, methods=["GET"]), Route("/readyz", observe.readyz, methods=["GET"])]
+    probes = [
+        Route("/healthz", observe.healthz, methods=["GET"]),
+        Route("/readyz", observe.readyz, methods=["GET"]),
+        Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
+    ]
     app = Starlette(
         routes=probes + routes.build(),
         middleware=[Middleware(observe.RequestIds)],

@@ -187,3 +187,22 @@ def test_sigterm_drains_readyz_503_first_while_a_slow_request_completes_then_exi
         server.stop(signal.SIGKILL)
     log = Path(server.log_path).read_text()
     assert "Traceback" not in log, log
+
+
+async def test_openapi_json_is_the_implemented_sync_v1_spec_with_this_server(
+    http: httpx.AsyncClient, server: ServerProcess
+) -> None:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as anonymous:
+        r = await anonymous.get("/openapi.json")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    doc = r.json()
+    assert doc["openapi"].startswith("3.") and doc["servers"] == [{"url": server.base_url}]
+    ops = {(p, m) for p, item in doc["paths"].items() for m in item if m in ("get", "post", "delete")}
+    assert len(ops) == 48
+    assert ("/v1/Services/{ServiceSid}/Streams/{StreamSid}/Messages", "post") in ops
+    # every path it lists is served here: a GET of each collection answers (not 404 as unknown)
+    service = (await http.post("/v1/Services", data={"FriendlyName": "spec"})).json()["sid"]
+    for path in doc["paths"]:
+        if path.endswith(("Services", "Documents", "Lists", "Maps", "Streams")):
+            got = await http.get(path.replace("{ServiceSid}", service))
+            assert got.status_code == 200, (path, got.text)
