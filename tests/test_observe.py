@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -15,7 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
+from realtime.client import SyncClient, SyncClientError
+from storage import Store, accounts
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, SCALE, RedisProcess, ServerProcess
+from tests.sdk import token
 
 AUTH = (ACCOUNT_SID, AUTH_TOKEN)
 RQ = re.compile(r"^RQ[0-9a-f]{32}$")
@@ -206,3 +210,32 @@ async def test_openapi_json_is_the_implemented_sync_v1_spec_with_this_server(
         if path.endswith(("Services", "Documents", "Lists", "Maps", "Streams")):
             got = await http.get(path.replace("{ServiceSid}", service))
             assert got.status_code == 200, (path, got.text)
+
+
+async def test_sigterm_refuses_new_websockets_and_tells_open_ones_to_reconnect_while_rest_is_served() -> None:
+    server = ServerProcess(env={"SYNC_DRAIN_S": "4"}).start()
+    try:
+        assert server.data_dir is not None and server.proc is not None
+        url_file = Path(server.data_dir, "redis", "url")
+        store = await Store.connect((await asyncio.to_thread(url_file.read_text)).strip())
+        try:
+            key = await accounts.create_key(store, ACCOUNT_SID, "drain test")
+        finally:
+            await store.close()
+        async with httpx.AsyncClient(base_url=server.base_url, auth=AUTH, timeout=10 * SCALE) as http:
+            service = (await http.post("/v1/Services", data={"FriendlyName": "drain"})).json()["sid"]
+            tok = token(key.sid, key.secret, service, "al")
+            async with await SyncClient.connect(server.ws_url, tok) as client:
+                began = time.monotonic()
+                server.proc.send_signal(signal.SIGTERM)
+                first = await asyncio.wait_for(client.control.get(), 10 * SCALE)
+                assert first["method"] == "close" and first["status"]["code"] == 308, first
+            with pytest.raises(SyncClientError) as refused:
+                await SyncClient.connect(server.ws_url, tok)
+            assert refused.value.status == 429
+            assert (await http.get("/readyz")).status_code == 503
+            assert (await http.get(f"/v1/Services/{service}")).status_code == 200
+            assert time.monotonic() - began < 4  # all of it within the window
+        assert await asyncio.to_thread(server.proc.wait, 30 * SCALE) == 0
+    finally:
+        server.stop(signal.SIGKILL)
