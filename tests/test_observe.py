@@ -239,3 +239,9 @@ async def test_sigterm_refuses_new_websockets_and_tells_open_ones_to_reconnect_w
         assert await asyncio.to_thread(server.proc.wait, 30 * SCALE) == 0
     finally:
         server.stop(signal.SIGKILL)
+
+
+async def test_answers_of_the_http_limits_carry_a_request_id_too(http: httpx.AsyncClient) -> None:
+    r = await http.get("/v1/Services", headers={f"X-Pad-{i}": "x" for i in range(150)})  # > SYNC_HTTP_MAX_HEADERS
+    assert r.status_code == 431, r.text
+    assert RQ.match(r.headers["Twilio-Request-Id"]), r.headers
