@@ -10,16 +10,19 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
 from types import FrameType
+from typing import TextIO
 
 from realtime.tokens import mint
 from storage import NotFoundError, Store, accounts, services, webhooks
 from storage.embedded import DataDirInUse, EmbeddedRedis
 
 from .flags import overrides, settings_parent
+from .observe import configure_logging, log_config
 from .settings import Settings
 
 log = logging.getLogger("sync.cli")
@@ -73,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     for cmd in (status, failed, replay):
         cmd.add_argument("--service", help="only this Service (IS…)")
     replay.add_argument("ids", nargs="*", help="only these dead-letter ids (needs --service)")
+    command(sub, "purge", "delete now what deleted Services left (the running server does it in the background)")
     return p
 
 
@@ -82,9 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = Settings.from_env(**overrides(args))
     except ValueError as exc:
         sys.exit(f"sync-server: {exc}")
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging(settings.log_format, settings.log_level)
     command = args.command or "serve"
     if command == "serve" and getattr(args, "account", None):
         sys.exit("sync-server: --account is for the admin commands; serve uses TWILIO_ACCOUNT_SID")
@@ -192,6 +194,12 @@ async def _admin(settings: Settings, url: str, args: argparse.Namespace) -> None
         if args.command == "webhooks":  # across the store's Services, whatever their account
             await _webhooks(store, args)
             return
+        if args.command == "purge":  # every account's deleted Services
+            counter = Progress("purged objects")
+            removed = await services.purge_pending(store, progress=counter.update)
+            counter.close()
+            print(f"purged {removed} object(s) of deleted Services")
+            return
         try:
             account, token, why = await accounts.chosen_account(
                 store, getattr(args, "account", None) or settings.account_sid
@@ -279,9 +287,53 @@ async def _webhooks(store: Store, args: argparse.Namespace) -> None:
         sys.exit("sync-server: replaying chosen ids needs --service")
     sids = [args.service] if args.service else sorted({d.service_sid for d in await webhooks.failed(store)})
     total = 0
-    for sid in sids:
-        total += await webhooks.replay(store, sid, args.ids or None)
+    counter = Progress("queued again")
+    for n, sid in enumerate(sids, 1):
+        part = counter.part(total, f"Service {n}/{len(sids)} {sid}")
+        total += await webhooks.replay(store, sid, args.ids or None, part)
+    counter.close()
     print(f"queued {total} webhook(s) again")
+
+
+class Progress:
+    """A counter line for long admin work, on a terminal only (stderr a TTY): rewritten in place at
+    most ``every_s`` apart and once more at the end, then ended with a newline. Quiet when stderr is
+    a file or a pipe, so scripts and logs get only the summary line printed after it."""
+
+    def __init__(self, what: str, stream: TextIO | None = None, every_s: float = 0.1) -> None:
+        self.what = what
+        self.stream = stream or sys.stderr
+        self.on = self.stream.isatty()
+        self.every_s = every_s
+        self._last = -every_s
+        self._line = ""  # the latest count
+        self._shown = ""  # what the terminal shows
+
+    def update(self, done: int, detail: str = "") -> None:
+        if not self.on:
+            return
+        self._line = f"{self.what}: {done}" + (f" ({detail})" if detail else "")
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self._last = now
+            self._show()
+
+    def part(self, before: int, label: str) -> Callable[[int, int], None]:
+        """The callback of one part of the work (a Service) that ``before`` items preceded."""
+        return lambda done, of: self.update(before + done, f"{label}: {done} of {of}")
+
+    def _show(self) -> None:
+        self.stream.write(f"\r{self._line}\x1b[K")  # back to the line's start, erase a longer one
+        self.stream.flush()
+        self._shown = self._line
+
+    def close(self) -> None:
+        if not self._line:
+            return
+        if self._shown != self._line:
+            self._show()
+        self.stream.write("\n")
+        self.stream.flush()
 
 
 # How long the server may take to shut down after its Valkey is lost for good before it just exits.
@@ -289,8 +341,9 @@ GIVE_UP_GRACE_S = 30.0
 
 
 def serve(settings: Settings) -> None:
-    """Run the server until SIGINT (Ctrl-C) or SIGTERM, then shut down in order: the gateway tells
-    WebSocket clients to reconnect (app/main.py ``_drain_on_signal``), uvicorn stops accepting and
+    """Run the server until SIGINT (Ctrl-C) or SIGTERM, then shut down in order: /readyz answers
+    503 and the gateway tells WebSocket clients to reconnect, REST being served on for SYNC_DRAIN_S
+    after a SIGTERM (app/main.py ``_drain_on_signal``), uvicorn stops accepting and
     lets in-flight requests finish (at most 10 s), the lifespan stops the webhook worker and the
     store, and the embedded Valkey, in a process group of its own so a terminal's Ctrl-C does not
     reach it, is stopped last and its url file removed. Exit status 0 (1 if Valkey was lost)."""
@@ -347,6 +400,9 @@ def serve(settings: Settings) -> None:
             port=settings.port,
             workers=settings.workers,
             log_level=settings.log_level,
+            # one format for the app's and uvicorn's logs (SYNC_LOG_FORMAT); uvicorn applies it in
+            # every worker process too
+            log_config=log_config(settings.log_format, settings.log_level),
             timeout_graceful_shutdown=10,
             access_log=settings.log_level == "debug",
             # the gateway's own WebSocket protocol (realtime/websocket.py: no ASGI, no task per

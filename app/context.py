@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from storage import Kind, Store, services
 
+from .observe import ACCOUNT, SERVICE
 from .render import base_url
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -33,7 +34,9 @@ async def context(request: Request, service: bool = True) -> Ctx:
     """Authenticate, and check the Service in the path belongs to the caller's account."""
     store: Store = request.app.state.store
     account = await request.app.state.auth.account_for(request)
+    ACCOUNT.set(account)  # for the log lines of this request (app/observe.py)
     sid = ""
     if service:
         sid = await services.check(store, account, request.path_params["ServiceSid"])
+        SERVICE.set(sid)
     return Ctx(store, account, base_url(request), sid)

@@ -18,6 +18,8 @@ from storage.errors import StoreError
 from storage.wire import errors
 from storage.wire.errors import TwilioError
 
+from .observe import request_id_header
+
 log = logging.getLogger("sync.http")
 
 
@@ -67,4 +69,5 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
 
 async def server_error_handler(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(errors.INTERNAL())
+    # sent from outside every middleware (Starlette's ServerErrorMiddleware): the request id here
+    return error_response(errors.INTERNAL(), request_id_header())

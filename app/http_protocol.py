@@ -38,6 +38,7 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from app.observe import HEADER, new_request_id
 from app.settings import Settings
 from storage.wire import errors
 from storage.wire.errors import TwilioError
@@ -136,6 +137,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
         head += [
+            b"%s: %s\r\n" % (HEADER.encode(), new_request_id().encode()),  # as every answer of the app
             b"content-type: application/json\r\n",
             b"content-length: %d\r\n" % len(body),
             b"connection: close\r\n\r\n",

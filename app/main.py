@@ -14,6 +14,8 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import Route
 
 from realtime.gateway import PATH as GATEWAY_PATH, Gateway, GatewayConfig
 from realtime.session import Limits
@@ -22,7 +24,7 @@ from realtime.websocket import ENDPOINTS as WEBSOCKET_ENDPOINTS
 from storage import Store, StoreConfig, StoreError, StoreUnavailableError, accounts, expiry, services
 from storage.wire.errors import TwilioError
 
-from . import errors, routes
+from . import errors, observe, openapi, routes
 from .auth import Authenticator
 from .settings import Settings
 
@@ -58,7 +60,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
         worker = WebhookWorker(store, webhook_options(settings)) if settings.webhooks else None
         if worker is not None:
             await worker.start()
-        restore = _drain_on_signal(gateway.drain)
+        app.state.draining = False
+
+        async def drain(sig: int) -> None:
+            # /readyz answers 503 from now on, so a load balancer stops sending; the gateway
+            # refuses new WebSockets and tells open ones to reconnect (308); REST is served on
+            # for SYNC_DRAIN_S (the balancer's reaction time) on SIGTERM (Ctrl-C: no wait)
+            app.state.draining = True
+            window = settings.drain_s if sig == signal.SIGTERM else 0.0
+            log.info("draining (signal %d): /readyz 503, shutting down in %.1f s", sig, window)
+            await asyncio.gather(gateway.drain(), asyncio.sleep(window))
+
+        restore = _drain_on_signal(drain)
         # Everything made so far (modules, the app, the store) lives as long as the process: moved
         # out of the collector's reach, a full collection walks only what connections and requests
         # made, so its pauses (which delay every subscriber's next frame) stay short.
@@ -78,8 +91,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await asyncio.gather(*tasks, return_exceptions=True)
             await store.close()
 
+    probes = [
+        Route("/healthz", observe.healthz, methods=["GET"]),
+        Route("/readyz", observe.readyz, methods=["GET"]),
+        Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
+    ]
     app = Starlette(
-        routes=routes.build(),
+        routes=probes + routes.build(),
+        middleware=[Middleware(observe.RequestIds)],
         lifespan=lifespan,
         exception_handlers={
             StoreError: errors.store_error_handler,
@@ -150,9 +169,10 @@ SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 Handler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
 
 
-def _drain_on_signal(drain: Callable[[], Awaitable[None]]) -> Callable[[], None]:
-    """Order the shutdown: on SIGINT/SIGTERM, first ``drain()`` (the gateway tells every WebSocket
-    client to reconnect, twilsock close 308, and ends its connection; bounded), and only then hand
+def _drain_on_signal(drain: Callable[[int], Awaitable[None]]) -> Callable[[], None]:
+    """Order the shutdown: on SIGINT/SIGTERM, first ``drain(signal)`` (readiness goes false, the
+    gateway tells every WebSocket client to reconnect, twilsock close 308, and ends its connection;
+    REST is served on for SYNC_DRAIN_S after a SIGTERM; bounded), and only then hand
     the signal to uvicorn, whose graceful shutdown stops accepting, lets in-flight requests finish
     (``timeout_graceful_shutdown``) and runs the lifespan's shutdown; the server command stops the
     embedded Valkey after that (app/cli.py). Returns what puts the previous handlers back.
@@ -179,19 +199,19 @@ def _drain_on_signal(drain: Callable[[], Awaitable[None]]) -> Callable[[], None]
             signal.signal(sig, signal.SIG_DFL)
             signal.raise_signal(sig)
 
-    async def drain_then_pass_on() -> None:
+    async def drain_then_pass_on(sig: int) -> None:
         nonlocal drained
         try:
-            await drain()
+            await drain(sig)
         except Exception:
-            log.exception("draining WebSocket connections failed")
+            log.exception("draining failed")
         drained = True
         while held:
             pass_on(held.pop(0))
 
-    def start() -> None:  # in the event loop
+    def start(sig: int) -> None:  # in the event loop
         if not tasks:
-            tasks.add(loop.create_task(drain_then_pass_on()))
+            tasks.add(loop.create_task(drain_then_pass_on(sig)))
 
     def on_signal(sig: int, frame: FrameType | None) -> None:
         if drained:
@@ -199,7 +219,7 @@ def _drain_on_signal(drain: Callable[[], Awaitable[None]]) -> Callable[[], None]
             return
         held.append(sig)
         if not tasks:
-            loop.call_soon_threadsafe(start)  # a signal handler may interrupt the loop anywhere
+            loop.call_soon_threadsafe(start, sig)  # a signal handler may interrupt the loop anywhere
 
     for sig in SHUTDOWN_SIGNALS:
         signal.signal(sig, on_signal)

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         None, description="base URL of every url, links and meta field (unset: each request's scheme and Host)"
     )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="every log line, uvicorn's included: text, or json (one object a line)"
+    )
+    drain_s: float = Field(
+        5.0, ge=0, description="on SIGTERM: /readyz answers 503 and REST is still served this long, then shutdown"
+    )
     log_level: str = Field("info", description="debug (adds access logs), info, warning, error")
     account_sid: str | None = Field(
         None, validation_alias="TWILIO_ACCOUNT_SID", description="the account to serve (with its auth token)"

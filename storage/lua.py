@@ -16,6 +16,7 @@ give meanings such as "keep the TTL"), an int as a number, a list as an array, N
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Literal, get_args
@@ -67,8 +68,23 @@ class Scripts:
 
     def __init__(self, redis: RedisClient) -> None:
         prelude = source(PRELUDE)
-        self._write = {name: redis.register_script(prelude + "\n" + source(name)) for name in get_args(WriteScript)}
-        self._plain = {name: redis.register_script(source(name)) for name in get_args(PlainScript)}
+        texts = {name: prelude + "\n" + source(name) for name in get_args(WriteScript)}
+        texts |= {name: source(name) for name in get_args(PlainScript)}
+        self._redis = redis
+        self._by_sha = {hashlib.sha1(t.encode()).hexdigest(): t for t in texts.values()}
+        self._write = {name: redis.register_script(texts[name]) for name in get_args(WriteScript)}
+        self._plain = {name: redis.register_script(texts[name]) for name in get_args(PlainScript)}
+
+    async def ensure_loaded(self) -> int:
+        """Load every script Redis does not have (after a restart or a SCRIPT FLUSH) in one round
+        trip when all are there (SCRIPT EXISTS). Calls would load them on NOSCRIPT anyway; this is
+        what the readiness probe checks. Returns how many were loaded."""
+        shas = list(self._by_sha)
+        present = await self._redis.script_exists(*shas)
+        missing = [sha for sha, there in zip(shas, present, strict=True) if not there]
+        for sha in missing:
+            await self._redis.script_load(self._by_sha[sha])
+        return len(missing)
 
     def write(self, name: WriteScript) -> RedisScript:
         return self._write[name]

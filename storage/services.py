@@ -8,6 +8,7 @@ each removal is recorded as an event, and is safe to resume after a crash or run
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from . import ids, keys, lua, objects, webhooks
@@ -135,8 +136,9 @@ async def page(store: Store, account_sid: str, size: int, cursor: Cursor | None)
     return Page([_decode(r) for r in rows if r], nxt, prev)
 
 
-async def purge_pending(store: Store, batch: int = 100) -> int:
-    """Delete the objects of deleted Services (with their removal events). Returns objects removed."""
+async def purge_pending(store: Store, batch: int = 100, progress: Callable[[int], None] | None = None) -> int:
+    """Delete the objects of deleted Services (with their removal events). Returns objects removed;
+    ``progress(removed so far)`` is told after each batch (the CLI's counter line)."""
     removed = 0
     for account in await store.redis.smembers(keys.ACCOUNTS):
         queue = keys.account_purge(text(account))
@@ -151,6 +153,8 @@ async def purge_pending(store: Store, batch: int = 100) -> int:
                         break
                     for m in members:
                         removed += await objects.remove_for_purge(store, sid, text(m), SWEEPER)
+                    if progress is not None:
+                        progress(removed)
             await store.redis.delete(keys.expiry(sid), keys.seq(sid), *[keys.names(sid, k) for k in Kind])
             await store.redis.lrem(queue, 0, sid)
     return removed

@@ -121,6 +121,10 @@ class Store:
         """Raise StoreUnavailableError unless Redis answers."""
         await self.redis.ping()
 
+    async def ensure_scripts(self) -> int:
+        """Raise StoreUnavailableError unless Redis answers; load the scripts it lacks (how many)."""
+        return await self.scripts.ensure_loaded()
+
     async def close(self) -> None:
         await self.redis.aclose()
 

@@ -31,6 +31,7 @@ Design (keys in keys.py):
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis.exceptions import ResponseError
@@ -242,20 +243,28 @@ async def failed(store: Store, service_sid: str | None = None, count: int = 1000
     return out
 
 
-async def replay(store: Store, service_sid: str, entry_ids: list[str] | None = None) -> int:
+async def replay(
+    store: Store,
+    service_sid: str,
+    entry_ids: list[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
     """Queue dead letters again (all of the Service's, or these), to the Service's current URL when it
-    has one. Replayed entries join the end of the queue. Returns how many were queued."""
+    has one. Replayed entries join the end of the queue. Returns how many were queued; ``progress(done,
+    total)`` is told after each (the CLI's counter line)."""
     dead = keys.webhook_dead(service_sid)
     url = await store.redis.hget(keys.webhook_config(service_sid), "url")
     rows = await store.redis.xrange(dead) if entry_ids is None else []
     for wanted in entry_ids or []:
         rows += await store.redis.xrange(dead, wanted, wanted)
-    for entry_id, raw in rows:
+    for done, (entry_id, raw) in enumerate(rows, 1):
         fields = {"e": raw[b"e"], "u": url if url is not None else raw[b"u"], "a": raw[b"a"]}
         async with store.redis.pipeline(transaction=True) as p:
             p.xadd(keys.webhook_queue(service_sid), fields)
             p.xdel(dead, entry_id)
             await p.execute()
+        if progress is not None:
+            progress(done, len(rows))
     if rows:
         await store.redis.sadd(keys.WEBHOOK_SERVICES, service_sid)
         await store.redis.publish(keys.WEBHOOK_WAKE, service_sid)

@@ -89,6 +89,7 @@ class ServerProcess:
             SYNC_SWEEP_INTERVAL_S="0.2",
             SYNC_AUTH_CACHE_S="0.5",
             SYNC_LOG_LEVEL="warning",
+            SYNC_DRAIN_S="0",  # stopping a test's server waits for no load balancer (tests that drain set it)
             **WEBHOOK_TEST_ENV,
         )
         if self.redis_url:
@@ -122,7 +123,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sync-server exited: {Path(self.log_path).read_text()[-3000:]}")
             try:
-                r = httpx.get(f"{self.base_url}/v1/Services", auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=1)
+                r = httpx.get(f"{self.base_url}/readyz", timeout=1)
                 if r.status_code == 200:
                     return
             except httpx.HTTPError:
