@@ -18,10 +18,21 @@ from .params import Paging
 
 
 def base_url(request: Request) -> str:
+    """SYNC_PUBLIC_URL, or the request's own scheme and Host (what ``request.url`` would give, without
+    building a URL object on every answer)."""
     public: str | None = request.app.state.settings.public_url
     if public:
         return public.rstrip("/") + "/v1"
-    return f"{request.url.scheme}://{request.url.netloc}/v1"
+    scope = request.scope
+    scheme: str = scope.get("scheme", "http")
+    host = request.headers.get("host")
+    if not host:
+        server = scope.get("server")
+        if not server:
+            return f"{request.url.scheme}://{request.url.netloc}/v1"
+        name, port = server
+        host = name if port == {"http": 80, "https": 443}.get(scheme) else f"{name}:{port}"
+    return f"{scheme}://{host}/v1"
 
 
 def json_response(body: Any, status: int = 200, etag: str | None = None) -> Response:

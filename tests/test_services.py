@@ -136,3 +136,14 @@ async def test_api_key_credentials_work_and_scope_to_their_account(backend: Back
         r = await c.post("/v1/Services", data={"FriendlyName": "via key"})
         assert r.status_code == 201 and r.json()["account_sid"] == ACCOUNT_SID
         assert (await c.get("/v1/Services", auth=(sid, "bad"))).status_code == 401
+
+
+async def test_urls_follow_the_host_and_a_trusted_proxys_scheme(http: httpx.AsyncClient, service: str) -> None:
+    """Each answer's url names the address the client used (Host), and https behind a TLS-terminating
+    proxy on loopback that says so (uvicorn's default FORWARDED_ALLOW_IPS)."""
+    plain = (await http.get(f"/v1/Services/{service}")).json()["url"]
+    assert plain == f"{str(http.base_url).rstrip('/')}/v1/Services/{service}"
+    named = await http.get(f"/v1/Services/{service}", headers={"Host": "sync.example:8443"})
+    assert named.json()["url"] == f"http://sync.example:8443/v1/Services/{service}"
+    proxied = await http.get(f"/v1/Services/{service}", headers={"X-Forwarded-Proto": "https", "Host": "sync.example"})
+    assert proxied.json()["url"] == f"https://sync.example/v1/Services/{service}"
