@@ -32,7 +32,7 @@ import logging
 from collections import Counter
 from typing import Protocol
 
-from storage import ChangeEvent, Store, events, keys
+from storage import ChangeEvent, Store, StoreUnavailableError, events, keys
 
 from . import twilsock
 from .broker import Broker
@@ -149,6 +149,8 @@ class Feed:
             if self.last_read is not None and any(s.active for s in self.subs):
                 try:
                     batch = await events.read_since(self.hub.store, self.service_sid, self.sid, self.last_read, BATCH)
+                except StoreUnavailableError:  # an outage: Store.health logged it once; a reconnect re-reads
+                    return
                 except Exception:  # Redis trouble: the next wake-up (or reconnect) retries
                     log.exception("reading the event log of %s failed", self.sid)
                     return
