@@ -22,7 +22,7 @@ from realtime.websocket import ENDPOINTS as WEBSOCKET_ENDPOINTS
 from storage import Store, StoreConfig, StoreError, StoreUnavailableError, accounts, expiry, services
 from storage.wire.errors import TwilioError
 
-from . import errors, routes
+from . import console, errors, routes
 from .auth import Authenticator
 from .settings import Settings
 
@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await store.close()
 
     app = Starlette(
-        routes=routes.build(),
+        routes=routes.build() + console.routes(),  # the admin console at /console (app/console)
         lifespan=lifespan,
         exception_handlers={
             StoreError: errors.store_error_handler,
