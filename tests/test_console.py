@@ -180,12 +180,41 @@ async def test_the_service_view_gets_every_object_and_an_idle_service_is_not_wat
     assert (await redis.pubsub_numsub(channel))[0][1] == 0
 
 
-async def test_webhooks_view_and_replay(http: httpx.AsyncClient, service: str) -> None:
+async def test_webhooks_view_shows_the_queue_and_dead_letters_and_replays(
+    http: httpx.AsyncClient, service: str
+) -> None:
+    from tests.webhook_receiver import Receiver
+
     api = f"/console/api/Services/{service}"
     w = (await http.get(api + "/webhooks")).json()
     assert (w["pending"], w["dead_letter_count"], w["dead_letters"], w["url"]) == (0, 0, [], None)
-    r = await http.post(api + "/webhooks/replay")
-    assert r.status_code == 200 and r.json() == {"replayed": 0}
+    assert (await http.post(api + "/webhooks/replay")).json() == {"replayed": 0}
+
+    receiver = await Receiver().start()
+    try:
+        receiver.fail_all = True
+        hooks = {"FriendlyName": "hooks", "WebhookUrl": receiver.url, "WebhooksFromRestEnabled": "true"}
+        r = await http.post("/v1/Services", data=hooks)
+        hooked = r.json()["sid"]
+        api = f"/console/api/Services/{hooked}"
+        await http.post(f"/v1/Services/{hooked}/Documents", data={"UniqueName": "d"})
+        for _ in range(int(20 * SCALE / 0.05)):
+            w = (await http.get(api + "/webhooks")).json()
+            if w["dead_letter_count"]:
+                break
+            await asyncio.sleep(0.05)
+        assert w["url"] == receiver.url and w["dead_letter_count"] == 1 and w["failing_since"] is not None, w
+        dead = w["dead_letters"][0]
+        assert dead["event"]["type"] == "document_created" and "HTTP 500" in dead["error"], dead
+        assert dead["attempts"] >= 1
+        receiver.fail_all = False
+        r = await http.post(api + "/webhooks/replay", data={"Id": dead["id"]})
+        assert r.json() == {"replayed": 1}
+        got = await receiver.wait_for(1)
+        assert got[-1].form["EventType"] == "document_created"
+        assert (await http.get(api + "/webhooks")).json()["dead_letter_count"] == 0
+    finally:
+        await receiver.stop()
 
 
 @pytest.mark.parametrize("identities", [("alice", "alice", "bob")])
