@@ -58,7 +58,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         worker = WebhookWorker(store, webhook_options(settings)) if settings.webhooks else None
         if worker is not None:
             await worker.start()
-        restore = _drain_on_signal(gateway.drain)
+
+        async def drain() -> None:
+            console.end_streams()  # the console's event streams first: none may hold up the shutdown
+            await gateway.drain()
+
+        restore = _drain_on_signal(drain)
         # Everything made so far (modules, the app, the store) lives as long as the process: moved
         # out of the collector's reach, a full collection walks only what connections and requests
         # made, so its pauses (which delay every subscriber's next frame) stay short.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from realtime.client import SyncClient
-from tests.helpers import SCALE, ServerProcess
+from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, SCALE, RedisProcess, ServerProcess
 from tests.sdk import token
 
 TIMEOUT = 10 * SCALE
@@ -237,3 +238,30 @@ async def test_connections_per_identity(
             break
         await asyncio.sleep(0.05)
     assert (await http.get(api)).json()["connections"] == 0
+
+
+async def test_open_event_streams_do_not_hold_up_a_graceful_shutdown(redis_server: RedisProcess) -> None:
+    """SIGTERM ends every open console stream first (the page reconnects elsewhere by Last-Event-ID);
+    without that, uvicorn would wait out its graceful timeout (10 s) for them."""
+    server = await asyncio.to_thread(ServerProcess(redis_url=redis_server.url).start)
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=10) as http:
+            service = (await http.post("/v1/Services", data={"FriendlyName": "x"})).json()["sid"]
+            doc = await _document(http, service, "d", {})
+            async with (
+                stream(http, f"/console/api/Services/{service}/events") as whole,
+                stream(http, f"/console/api/Services/{service}/events?object={doc['sid']}") as one,
+            ):
+                await one.next()
+                started = time.monotonic()
+                server.proc.send_signal(signal.SIGTERM)
+                code = await asyncio.to_thread(server.proc.wait, 30 * SCALE)
+                took = time.monotonic() - started
+                with contextlib.suppress(httpx.HTTPError, StopAsyncIteration):  # both streams ended
+                    await one.frame()
+                with contextlib.suppress(httpx.HTTPError, StopAsyncIteration):
+                    await whole.frame()
+        print(f"shutdown with open streams: {took:.2f} s")
+        assert code == 0 and took < 5 * SCALE, (code, took)
+    finally:
+        server.stop()

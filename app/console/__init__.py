@@ -4,6 +4,6 @@ answer for (live events, webhook queues, connections), authenticated exactly lik
 
 from __future__ import annotations
 
-from .routes import routes
+from .routes import end_streams, routes
 
-__all__ = ["routes"]
+__all__ = ["end_streams", "routes"]

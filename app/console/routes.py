@@ -48,6 +48,15 @@ BATCH = 200
 SERVICE_QUEUE = 10_000  # wake-ups waiting in a per-Service view; beyond: dropped (said in the stream)
 
 Tap = Callable[[str, int | None], None]
+_ENDERS: set[Callable[[], None]] = set()  # one per open event stream of this process: ends it
+
+
+def end_streams() -> None:
+    """Shutdown: end every open event stream now (the page reconnects, to another process or to this
+    server once restarted, and resumes by ``Last-Event-ID``), so that none holds up uvicorn's graceful
+    wait for requests in flight. app/main.py calls it on SIGTERM/SIGINT, before the gateway's drain."""
+    for end in list(_ENDERS):
+        end()
 
 
 class _Hub(Protocol):
@@ -180,9 +189,17 @@ async def _object_events(
 ) -> AsyncIterator[bytes]:
     yield b"retry: 1000\n: watching\n\n"
     watcher = Watcher(service, sid, cursor)
+    ended = False
+
+    def end() -> None:
+        nonlocal ended
+        ended = True
+        watcher.woken.set()
+
+    _ENDERS.add(end)
     await hub.join(watcher)
     try:
-        while True:
+        while not ended:
             batch = await events.read_since(store, service, sid, cursor, BATCH)
             for ev in batch:
                 cursor = ev.id
@@ -198,6 +215,8 @@ async def _object_events(
                     continue  # the feed has read further than this stream: read on first
                 continue  # read once more after joining: nothing written meanwhile is missed
             watcher.woken.clear()
+            if ended:
+                break
             if watcher.cursor > cursor:
                 continue
             with contextlib.suppress(TimeoutError):
@@ -205,6 +224,7 @@ async def _object_events(
             if not watcher.woken.is_set():
                 yield b": keepalive\n\n"
     finally:
+        _ENDERS.discard(end)
         await hub.leave(watcher)
 
 
@@ -222,11 +242,16 @@ async def _service_events(
         except asyncio.QueueFull:
             dropped += 1
 
+    def end() -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            queue.put_nowait(("", None))  # past the last wake-up queued: those are sent first
+
     cursors: dict[str, int] = {}
     if after and ":" in after:
         resume_sid, _, resume_id = after.rpartition(":")
         if resume_id.isdigit():
             cursors[resume_sid] = int(resume_id)
+    _ENDERS.add(end)
     await hub.tap(service, tap)
     try:
         while True:
@@ -235,6 +260,8 @@ async def _service_events(
             except TimeoutError:
                 yield b": keepalive\n\n"
                 continue
+            if not sid:
+                return
             if dropped:
                 yield f"event: dropped\ndata: {dropped}\n\n".encode()
                 dropped = 0
@@ -245,6 +272,7 @@ async def _service_events(
                 cursors[sid] = ev.id
                 yield sse(ev, f"{sid}:{ev.id}")
     finally:
+        _ENDERS.discard(end)
         await hub.untap(service, tap)
 
 
