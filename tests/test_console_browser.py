@@ -56,7 +56,13 @@ async def test_sign_in_browse_edit_with_a_conflict_and_watch_live(
             expected = ""
             await page.fill("#token", AUTH_TOKEN)
             await page.click("#signin-button")
-            await page.click(f"[data-service='{service}']")
+            # the Services, a page at a time (the session's server holds every test's Services), or by SID
+            await page.wait_for_selector("[data-service]")
+            if await page.query_selector(f"[data-service='{service}']") is None:
+                await page.fill("#open-service input", service)
+                await page.click("#open-service button")
+            else:
+                await page.click(f"[data-service='{service}']")
 
             # browse to the Document: data, revision, TTL as time left
             await page.click("[data-object='settings']")
@@ -107,6 +113,18 @@ async def test_sign_in_browse_edit_with_a_conflict_and_watch_live(
 
             shot = SCREENSHOT if os.environ.get("SYNC_UPDATE_SCREENSHOT") == "1" else tmp_path / "console.png"
             await page.screenshot(path=str(shot))
+
+            # the Service's other tabs: every event of the Service, webhooks, connections
+            await page.click("#crumbs a:nth-of-type(2)")
+            await page.click("[data-tab='Events']")
+            await page.wait_for_selector("#live-state:has-text('live')")
+            await http.post(f"/v1/Services/{service}/Lists", data={"UniqueName": "todo"})
+            row = await page.wait_for_selector("#live-events tr:has-text('list_created')")
+            assert "todo" in (await row.text_content() or "")
+            await page.click("[data-tab='Webhooks']")
+            await page.wait_for_selector("#webhook-queue")
+            await page.click("[data-tab='Connections']")
+            await page.wait_for_selector("#connection-count:has-text('0 SDK connection')")
         finally:
             await browser.close()
     assert problems == [], problems

@@ -111,6 +111,11 @@ async function showServices(page = "/v1/Services?PageSize=50") {
       try { await api("/v1/Services", { method: "POST", form: { FriendlyName: e.target.name.value } }); showServices(); }
       catch (err) { showError(msg, err); }
     } }, el("input", { name: "name", placeholder: "friendly name" }), el("button", {}, "Create Service")),
+    el("form", { id: "open-service", onsubmit: async (e) => {
+      e.preventDefault();
+      try { showService(await api(`/v1/Services/${encodeURIComponent(e.target.sid.value.trim())}`)); }
+      catch (err) { showError(msg, err); }
+    } }, el("input", { name: "sid", placeholder: "IS…", size: 36 }), el("button", {}, "Open Service")),
     msg,
     el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "sid"), el("th", {}, "friendly name"), el("th", {}, "webhook"))), out),
   );
@@ -120,7 +125,7 @@ async function showServices(page = "/v1/Services?PageSize=50") {
       el("td", {}, el("a", { href: "#", "data-service": s.sid, onclick: (e) => { e.preventDefault(); showService(s); } }, s.sid)),
       el("td", {}, s.friendly_name || ""), el("td", {}, s.webhook_url || "")));
   }
-  if (r.meta.next_page_url) view().append(el("button", { onclick: () => showServices(relative(r.meta.next_page_url)) }, "Next page"));
+  if (r.meta.next_page_url) view().append(el("button", { id: "next-services", onclick: () => showServices(relative(r.meta.next_page_url)) }, "Next page"));
 }
 
 function showService(svc, tab = "Documents") {
