@@ -265,3 +265,19 @@ async def test_open_event_streams_do_not_hold_up_a_graceful_shutdown(redis_serve
         assert code == 0 and took < 5 * SCALE, (code, took)
     finally:
         server.stop()
+
+
+async def test_resuming_past_the_log_says_how_many_events_were_trimmed(
+    http: httpx.AsyncClient, service: str, redis: Any
+) -> None:
+    from storage import keys
+
+    doc = await _document(http, service, "trimmed", {"n": 0})
+    for n in range(1, 6):
+        await http.post(f"/v1/Services/{service}/Documents/trimmed", data={"Data": json.dumps({"n": n})})
+    # events 0..3 gone, as a long log trims them
+    await redis.xtrim(keys.events(service, doc["sid"]), minid="0-5", approximate=False)
+    url = f"/console/api/Services/{service}/events?object={doc['sid']}"
+    async with stream(http, url, **{"Last-Event-ID": "1"}) as s:
+        assert await s.frame() == ("gap", "2", None)  # 2 and 3 were missed
+        assert [(await s.next())["id"] for _ in range(2)] == [4, 5]

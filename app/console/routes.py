@@ -37,7 +37,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from storage import ChangeEvent, Kind, events, objects, webhooks
+from storage import ChangeEvent, Kind, Store, events, objects, webhooks
 from storage.wire import errors
 
 from ..context import context
@@ -185,7 +185,7 @@ async def event_stream(request: Request) -> Response:
 
 
 async def _object_events(
-    request: Request, hub: _Hub, store: Any, service: str, sid: str, cursor: int
+    request: Request, hub: _Hub, store: Store, service: str, sid: str, cursor: int
 ) -> AsyncIterator[bytes]:
     yield b"retry: 1000\n: watching\n\n"
     watcher = Watcher(service, sid, cursor)
@@ -196,9 +196,11 @@ async def _object_events(
         ended = True
         watcher.woken.set()
 
-    _ENDERS.add(end)
-    await hub.join(watcher)
     try:
+        _ENDERS.add(end)
+        await hub.join(watcher)
+        if cursor >= 0 and (first := await events.first_id(store, service, sid)) is not None and first > cursor + 1:
+            yield f"event: gap\ndata: {first - cursor - 1}\n\n".encode()  # trimmed from the log meanwhile
         while not ended:
             batch = await events.read_since(store, service, sid, cursor, BATCH)
             for ev in batch:
@@ -229,7 +231,7 @@ async def _object_events(
 
 
 async def _service_events(
-    request: Request, hub: _Hub, store: Any, service: str, after: str | None
+    request: Request, hub: _Hub, store: Store, service: str, after: str | None
 ) -> AsyncIterator[bytes]:
     yield b"retry: 1000\n: watching\n\n"
     queue: asyncio.Queue[tuple[str, int | None]] = asyncio.Queue(SERVICE_QUEUE)
@@ -251,9 +253,9 @@ async def _service_events(
         resume_sid, _, resume_id = after.rpartition(":")
         if resume_id.isdigit():
             cursors[resume_sid] = int(resume_id)
-    _ENDERS.add(end)
-    await hub.tap(service, tap)
     try:
+        _ENDERS.add(end)
+        await hub.tap(service, tap)
         while True:
             try:
                 sid, eid = await asyncio.wait_for(queue.get(), KEEPALIVE_S)

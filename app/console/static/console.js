@@ -376,6 +376,8 @@ const live = {
     } else if (event === "removed") {
       this.state("the object was removed");
       this.gen++;
+    } else if (event === "gap") {
+      this.show({ id: "-", time: new Date().toISOString(), object_sid: "", type: `${data} event(s) no longer in the log`, origin: "" });
     } else if (event === "dropped") {
       this.state(`live (${data} wake-ups dropped: too slow)`);
     }
