@@ -24,7 +24,7 @@ from realtime.websocket import ENDPOINTS as WEBSOCKET_ENDPOINTS
 from storage import Store, StoreConfig, StoreError, StoreUnavailableError, accounts, expiry, services
 from storage.wire.errors import TwilioError
 
-from . import errors, observe, openapi, routes
+from . import console, errors, observe, openapi, routes
 from .auth import Authenticator
 from .settings import Settings
 
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # refuses new WebSockets and tells open ones to reconnect (308); REST is served on
             # for SYNC_DRAIN_S (the balancer's reaction time) on SIGTERM (Ctrl-C: no wait)
             app.state.draining = True
+            console.end_streams()  # the console's event streams first: none may hold up the shutdown
             window = settings.drain_s if sig == signal.SIGTERM else 0.0
             log.info("draining (signal %d): /readyz 503, shutting down in %.1f s", sig, window)
             await asyncio.gather(gateway.drain(), asyncio.sleep(window))
@@ -97,7 +98,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
     ]
     app = Starlette(
-        routes=probes + routes.build(),
+        routes=probes + routes.build() + console.routes(),  # the admin console at /console (app/console)
         middleware=[Middleware(observe.RequestIds)],
         lifespan=lifespan,
         exception_handlers={

@@ -11,7 +11,11 @@ The hub knows subscribers only through the ``Subscriber`` interface below, so a 
 subscription (session.py), a console live view or a metrics tap can each receive events without the
 hub knowing what they are, and the hub imports nothing that imports it.
 
-Service wake-up channels are subscribed while at least one object of the Service is watched here.
+Service wake-up channels are subscribed while at least one object of the Service is watched here,
+or while a *tap* is on the Service: ``tap(service, callback)`` hands ``callback(sid, event id)`` every
+change wake-up of the Service (any object, watched or not; the event id is None if the message has
+none), e.g. for a per-Service event view that then reads each object's log itself. A tap is a
+wake-up, so at most once like pub/sub; a Service with neither costs nothing here.
 
 ACL revocation: a write that may take a right away (a Permission deleted or its ``read`` turned off,
 the Service's ``acl_enabled`` changed) publishes ``"<SID> acl <identity>"`` (one Permission) or
@@ -30,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Callable
 from typing import Protocol
 
 from storage import ChangeEvent, Store, StoreUnavailableError, events, keys
@@ -50,6 +55,8 @@ def frame(ev: ChangeEvent, base: str) -> Message | None:
     payload = to_sdk(ev, base)
     return Message(twilsock.notification(payload)) if payload is not None else None
 
+
+Tap = Callable[[str, int | None], None]
 
 # One event as offered: (event id, frame or None, origin endpoint, is a removal)
 Offer = tuple[int, Message | None, str | None, bool]
@@ -200,6 +207,7 @@ class Hub:
         # acl_enabled of each Service as its last "* acl" wake-up announced it: every subscription's
         # re-check reads it here instead of each reading the Service record again
         self.acl_enabled: dict[str, bool] = {}
+        self.taps: dict[str, set[Tap]] = {}
 
     def on_wake(self, channel: str, data: bytes) -> None:
         """A write script's PUBLISH ``"<SID> <event id> <packed event>"``: deliver the event at once
@@ -222,10 +230,16 @@ class Hub:
             elif (watched := self.feeds.get(sid)) is not None:
                 watched.recheck(identity)
             return
+        eid = int(raw_eid) if raw_eid.isdigit() else None
+        taps = self.taps.get(keys.wake_channel_service(channel)) if self.taps else None
+        for tap in list(taps or ()):
+            try:
+                tap(sid, eid)
+            except Exception:  # one tap's failure must not stop delivery to the others
+                log.exception("a tap of %s failed", channel)
         feed = self.feeds.get(sid)
         if feed is None:
             return
-        eid = int(raw_eid) if raw_eid.isdigit() else None
         if eid is None or feed.last_read is None or eid > feed.last_read:
             feed.woken(eid, tail)
 
@@ -259,13 +273,35 @@ class Hub:
             feed.subs.discard(sub)
             if not feed.subs:
                 del self.feeds[sub.sid]
-            self._watching[sub.service_sid] -= 1
-            if self._watching[sub.service_sid] <= 0:
-                del self._watching[sub.service_sid]
-                self.acl_enabled.pop(sub.service_sid, None)  # not watched: its wake-ups stop reaching us
-                if self.broker is not None:
-                    with contextlib.suppress(Exception):
-                        await self.broker.unsubscribe(keys.wake_channel(sub.service_sid))
+            await self._unwatch(sub.service_sid)
+
+    async def tap(self, service_sid: str, callback: Tap) -> None:
+        """Hand ``callback(sid, event id)`` every change wake-up of the Service until ``untap``."""
+        async with self._lock:
+            if self._watching[service_sid] == 0 and self.broker is not None:
+                await self.broker.subscribe(keys.wake_channel(service_sid))
+            self.taps.setdefault(service_sid, set()).add(callback)
+            self._watching[service_sid] += 1
+
+    async def untap(self, service_sid: str, callback: Tap) -> None:
+        async with self._lock:
+            taps = self.taps.get(service_sid)
+            if taps is None or callback not in taps:
+                return
+            taps.discard(callback)
+            if not taps:
+                del self.taps[service_sid]
+            await self._unwatch(service_sid)
+
+    async def _unwatch(self, service_sid: str) -> None:
+        """One watcher (subscriber or tap) of the Service fewer; the last one ends its wake-ups here."""
+        self._watching[service_sid] -= 1
+        if self._watching[service_sid] <= 0:
+            del self._watching[service_sid]
+            self.acl_enabled.pop(service_sid, None)  # not watched: its wake-ups stop reaching us
+            if self.broker is not None:
+                with contextlib.suppress(Exception):
+                    await self.broker.unsubscribe(keys.wake_channel(service_sid))
 
     def activate(self, sub: Subscriber) -> bool:
         """Join live delivery if ``sub`` has caught up with its feed; False = replay further first.

@@ -4,6 +4,7 @@ has read its log yet, so the hub never reads one)."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any, cast
 
 from realtime.hub import Hub
@@ -99,3 +100,55 @@ async def test_a_gap_or_a_bare_wake_up_reads_the_log() -> None:
     hub.on_wake(keys.wake_channel("ISa"), _wake(6))  # 5 was lost: the log has it
     hub.on_wake(keys.wake_channel("ISa"), _wake(5, packed=False))  # an older server's wake-up
     assert sub.got == [] and len(kicked) == 2
+
+
+class FakeBroker:
+    """Records the wake-up channels the hub subscribes to."""
+
+    def __init__(self) -> None:
+        self.channels: Counter[str] = Counter()
+
+    async def subscribe(self, channel: str) -> None:
+        self.channels[channel] += 1
+
+    async def unsubscribe(self, channel: str) -> None:
+        self.channels[channel] -= 1
+        if not self.channels[channel]:
+            del self.channels[channel]
+
+
+async def test_a_tap_gets_every_change_wake_up_of_its_service_and_shares_the_channel() -> None:
+    broker = FakeBroker()
+    hub = Hub(cast(Store, None), cast(Any, broker))
+    got: list[tuple[str, int | None]] = []
+    other: list[tuple[str, int | None]] = []
+
+    def tap(sid: str, eid: int | None) -> None:
+        got.append((sid, eid))
+
+    def failing(sid: str, eid: int | None) -> None:
+        raise RuntimeError("a broken tap")
+
+    await hub.tap("ISa", tap)
+    await hub.tap("ISa", failing)
+    await hub.tap("ISb", lambda sid, eid: other.append((sid, eid)))
+    assert broker.channels == {keys.wake_channel("ISa"): 1, keys.wake_channel("ISb"): 1}
+    probe = Probe("ISa", "ET1")
+    await hub.join(cast(Any, probe))  # a subscriber of the same Service: no second subscription
+    assert broker.channels[keys.wake_channel("ISa")] == 1
+
+    hub.on_wake(keys.wake_channel("ISa"), b"ET9 3")  # an object nobody watches: the tap still hears it
+    hub.on_wake(keys.wake_channel("ISa"), b"ET1 acl bob")  # a right, not a change: not for taps
+    hub.on_wake(keys.wake_channel("ISa"), b"MPx")  # no event id
+    await _settle()
+    assert got == [("ET9", 3), ("MPx", None)]
+    assert other == []
+
+    await hub.untap("ISa", tap)
+    await hub.untap("ISa", failing)
+    await hub.untap("ISa", failing)  # twice: harmless
+    assert keys.wake_channel("ISa") in broker.channels  # the subscriber still needs it
+    await hub.leave(cast(Any, probe))
+    assert keys.wake_channel("ISa") not in broker.channels  # an idle Service costs nothing
+    hub.on_wake(keys.wake_channel("ISa"), b"ET9 4")
+    assert got == [("ET9", 3), ("MPx", None)]
