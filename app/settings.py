@@ -86,6 +86,10 @@ class Settings(BaseSettings):
         None, description="base URL of every url, links and meta field (unset: each request's scheme and Host)"
     )
     log_level: str = Field("info", description="debug (adds access logs), info, warning, error")
+    metrics: YesNo = Field(True, description="serve /metrics (Prometheus) and count what it reports")
+    metrics_token: str | None = Field(
+        None, repr=False, description="bearer token /metrics requires (unset: open on a loopback bind only)"
+    )
     account_sid: str | None = Field(
         None, validation_alias="TWILIO_ACCOUNT_SID", description="the account to serve (with its auth token)"
     )
