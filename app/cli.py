@@ -22,6 +22,7 @@ from storage import NotFoundError, Store, accounts, services, webhooks
 from storage.embedded import DataDirInUse, EmbeddedRedis
 
 from .flags import overrides, settings_parent
+from .metrics import RUN_DIR_VAR, write_restarts
 from .observe import configure_logging, log_config
 from .settings import Settings
 
@@ -77,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--service", help="only this Service (IS…)")
     replay.add_argument("ids", nargs="*", help="only these dead-letter ids (needs --service)")
     command(sub, "purge", "delete now what deleted Services left (the running server does it in the background)")
+    command(sub, "status", "the running server: connections, subscriptions, webhook queues, Valkey (from /metrics)")
     return p
 
 
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if command == "serve":
             serve(settings)
+        elif command == "status":
+            status(settings)
         else:
             with _admin_redis(settings) as url:
                 asyncio.run(_admin(settings, url, args))
@@ -102,11 +106,14 @@ def main(argv: list[str] | None = None) -> None:
 
 @contextlib.contextmanager
 def redis_for(
-    settings: Settings, keep_running: bool, on_valkey_lost: Callable[[str], None] | None = None
+    settings: Settings,
+    keep_running: bool,
+    on_valkey_lost: Callable[[str], None] | None = None,
+    on_restart: Callable[[int], None] | None = None,
 ) -> Iterator[str]:
     """The Redis URL to use: REDIS_URL, a running server's embedded Valkey, or a new embedded one
     (which locks the data dir; with ``on_valkey_lost`` it is restarted whenever it dies, and
-    ``on_valkey_lost(reason)`` is called if it cannot be)."""
+    ``on_valkey_lost(reason)`` is called if it cannot be; ``on_restart(n)`` after each restart)."""
     if settings.redis_url:
         yield settings.redis_url
         return
@@ -120,7 +127,7 @@ def redis_for(
     embedded.start()
     url_file.write_text(embedded.url)
     if on_valkey_lost is not None:
-        embedded.supervise(on_valkey_lost)
+        embedded.supervise(on_valkey_lost, on_restart)
     try:
         yield embedded.url
     finally:
@@ -336,6 +343,104 @@ class Progress:
         self.stream.flush()
 
 
+def server_url(settings: Settings) -> str:
+    """The running server's base URL: <data dir>/redis/server-url (written by ``serve`` with the
+    embedded Valkey), else --host/--port (SYNC_HOST/SYNC_PORT; an any-address bind read on loopback)."""
+    path = Path(settings.data_dir) / "redis" / SERVER_URL_FILE
+    if not settings.redis_url and path.exists():
+        return path.read_text().strip()
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return f"http://{'[' + host + ']' if ':' in host else host}:{settings.port}"
+
+
+def status(settings: Settings) -> None:
+    """``sync-server status``: the running server's /metrics, readable."""
+    import urllib.error
+    import urllib.request
+
+    base = server_url(settings)
+    request = urllib.request.Request(base + "/metrics")
+    if settings.metrics_token:
+        request.add_header("Authorization", f"Bearer {settings.metrics_token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            text = answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        hint = " (give its token: --metrics-token / SYNC_METRICS_TOKEN)" if exc.code == 401 else ""
+        sys.exit(f"sync-server: {base}/metrics answered {exc.code}{hint}")
+    except OSError as exc:
+        sys.exit(
+            f"sync-server: no server answers at {base} ({getattr(exc, 'reason', exc)}): run this where the "
+            "server runs (its --data-dir), or give its --host and --port"
+        )
+    _say(f"server at {base}")
+    print(status_text(text))
+
+
+def status_text(exposition: str) -> str:
+    """The readable summary of a /metrics answer (pure: unit-tested)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            values.setdefault(sample.name, []).append((sample.labels, sample.value))
+
+    def total(name: str, **match: str) -> float:
+        return sum(v for labels, v in values.get(name, []) if all(labels.get(k) == w for k, w in match.items()))
+
+    def n(value: float) -> str:
+        return f"{int(value):,}"
+
+    lines = []
+    workers = total("sync_worker_processes")
+    lines.append(f"workers        {n(workers)} process{'es' if workers != 1 else ''}")
+    redis = "up" if total("sync_redis_up") else "DOWN"
+    if total("sync_valkey_embedded"):
+        restarts = total("sync_valkey_restarts_total")
+        lines.append(f"valkey         embedded, {redis}, {n(restarts)} restart{'s' if restarts != 1 else ''}")
+    else:
+        lines.append(f"redis          external, {redis}")
+    errors = total("sync_redis_errors_total")
+    calls = total("sync_redis_command_duration_seconds_count")
+    mean = total("sync_redis_command_duration_seconds_sum") / calls * 1000 if calls else 0.0
+    lines.append(f"redis calls    {n(calls)} (mean {mean:.2f} ms), {n(errors)} failed to reach Redis")
+    lines.append(f"connections    {n(total('sync_ws_connections'))}")
+    lines.append(f"subscriptions  {n(total('sync_ws_subscriptions'))}")
+    deliveries = total("sync_fanout_delivery_seconds_count")
+    lag = total("sync_fanout_delivery_seconds_sum") / deliveries * 1000 if deliveries else 0.0
+    lines.append(
+        f"websocket      {n(total('sync_ws_frames_sent_total'))} frames sent "
+        f"({total('sync_ws_sent_bytes_total') / 1e6:.1f} MB), {n(deliveries)} deliveries (mean {lag:.1f} ms "
+        f"after the write), {n(total('sync_ws_replays_total'))} replays, "
+        f"{n(total('sync_ws_overflow_closes_total'))} slow-consumer closes (308), "
+        f"{n(total('sync_ws_conflated_frames_total'))} conflated"
+    )
+    requests = total("sync_http_request_duration_seconds_count")
+    failed = sum(
+        v
+        for labels, v in values.get("sync_http_request_duration_seconds_count", [])
+        if labels.get("status", "").startswith("5")
+    )
+    lines.append(f"rest requests  {n(requests)} ({n(failed)} answered 5xx)")
+    lines.append(f"sweeper        {n(total('sync_sweeper_expired_total'))} expired")
+    attempts = ", ".join(
+        f"{n(total('sync_webhook_attempts_total', outcome=o))} {o}" for o in ("delivered", "retried", "dead_lettered")
+    )
+    lines.append(f"webhooks       {attempts}")
+    services = sorted({labels["service"] for labels, _ in values.get("sync_webhook_queue_pending", [])})
+    for sid in services:
+        pending = total("sync_webhook_queue_pending", service=sid)
+        oldest = total("sync_webhook_queue_oldest_seconds", service=sid)
+        failing = "FAILING" if total("sync_webhook_failing", service=sid) else "ok"
+        dead = total("sync_webhook_dead_letters", service=sid)
+        lines.append(
+            f"  {sid}  pending={n(pending)}  oldest={_age(oldest) if pending else '-'}  {failing}"
+            f"  dead_letters={n(dead)}"
+        )
+    return "\n".join(lines)
+
+
 # How long the server may take to shut down after its Valkey is lost for good before it just exits.
 GIVE_UP_GRACE_S = 30.0
 
@@ -347,12 +452,6 @@ def serve(settings: Settings) -> None:
     lets in-flight requests finish (at most 10 s), the lifespan stops the webhook worker and the
     store, and the embedded Valkey, in a process group of its own so a terminal's Ctrl-C does not
     reach it, is stopped last and its url file removed. Exit status 0 (1 if Valkey was lost)."""
-    import uvicorn
-
-    from realtime.websocket import PROTOCOL as WS_PROTOCOL
-
-    from .http_protocol import PROTOCOL
-
     valkey_lost = threading.Event()
 
     def lose_valkey(reason: str) -> None:  # the supervisor thread, after its last failed restart
@@ -372,53 +471,103 @@ def serve(settings: Settings) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    with redis_for(settings, keep_running=True, on_valkey_lost=lose_valkey) as url:
-        account, token, created = asyncio.run(_bootstrap(settings, url))
-        which = (
-            f"external Redis at {settings.redis_url}"
-            if settings.redis_url
-            else (f"embedded Valkey at {url} (data in {Path(settings.data_dir).resolve() / 'redis'})")
-        )
-        print(f"sync-server: using {which}", file=sys.stderr)
-        if created and sys.stderr.isatty():  # a secret goes to a person's terminal, never to a log
-            print(f"sync-server: created account {account} with auth token {token}", file=sys.stderr)
-            print("sync-server: (run `sync-server account` to see them again)", file=sys.stderr)
-        else:
-            what = "created account" if created else "account"
-            print(f"sync-server: {what} {account} (`sync-server account` prints its auth token)", file=sys.stderr)
-        print(f"sync-server: listening on http://{settings.host}:{settings.port}", file=sys.stderr)
-        # Workers are separate processes that build the app from the environment: every setting,
-        # flags included, goes there (and the Redis URL, which may be the embedded Valkey's).
-        os.environ.update({**settings.to_env(), "REDIS_URL": url})
-        uvicorn.run(
-            "app.main:create_app",
-            factory=True,
-            # httptools with head/body read timeouts and a head size cap (SYNC_HTTP_*, read from
-            # the environment like the app's settings)
-            http=PROTOCOL,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=settings.log_level,
-            # one format for the app's and uvicorn's logs (SYNC_LOG_FORMAT); uvicorn applies it in
-            # every worker process too
-            log_config=log_config(settings.log_format, settings.log_level),
-            timeout_graceful_shutdown=10,
-            access_log=settings.log_level == "debug",
-            # the gateway's own WebSocket protocol (realtime/websocket.py: no ASGI, no task per
-            # connection), its heartbeats and hard frame cap (the gateway answers frames above
-            # SYNC_WS_MAX_FRAME_BYTES with a twilsock close 406 itself; this guards memory)
-            ws=WS_PROTOCOL,
-            ws_ping_interval=settings.ws_ping_s,
-            ws_ping_timeout=settings.ws_ping_s,
-            ws_max_size=settings.ws_max_frame_bytes * 2,
-            # off by default: every client (Node's ws under the SDK, browsers) offers it, and its zlib
-            # state more than doubles an idle connection's memory for frames of a few hundred bytes
-            ws_per_message_deflate=settings.ws_compression,
-        )
-        _ignore_shutdown_signals()  # several workers: uvicorn returns instead of raising the signal again
-        if valkey_lost.is_set():
-            sys.exit(1)
+    with contextlib.ExitStack() as run:
+        run_dir = run.enter_context(_run_dir()) if settings.metrics else None
+        on_restart = write_restarts(run_dir) if run_dir and not settings.redis_url else None
+        if on_restart is not None:
+            on_restart(0)  # also says "embedded" to /metrics
+        url = run.enter_context(redis_for(settings, True, on_valkey_lost=lose_valkey, on_restart=on_restart))
+        run.enter_context(_server_url_file(settings))
+        _serve(settings, url)
+    if valkey_lost.is_set():
+        sys.exit(1)
+
+
+@contextlib.contextmanager
+def _run_dir() -> Iterator[str]:
+    """A directory of this run, shared by its workers (/metrics snapshots, app/metrics.py), removed at exit."""
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="sync-server-run-")
+    os.environ[RUN_DIR_VAR] = path
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+SERVER_URL_FILE = "server-url"  # in <data dir>/redis while a server with the embedded Valkey runs
+
+
+@contextlib.contextmanager
+def _server_url_file(settings: Settings) -> Iterator[None]:
+    """Where `sync-server status` finds the running server: <data dir>/redis/server-url (only with the
+    embedded Valkey, whose directory is this server's; with REDIS_URL status uses --host/--port)."""
+    path = Path(settings.data_dir) / "redis" / SERVER_URL_FILE
+    if settings.redis_url or not path.parent.is_dir():
+        yield
+        return
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    path.write_text(f"http://{'[' + host + ']' if ':' in host else host}:{settings.port}\n")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _serve(settings: Settings, url: str) -> None:
+    import uvicorn
+
+    from realtime.websocket import PROTOCOL as WS_PROTOCOL
+
+    from .http_protocol import PROTOCOL
+
+    account, token, created = asyncio.run(_bootstrap(settings, url))
+    which = (
+        f"external Redis at {settings.redis_url}"
+        if settings.redis_url
+        else (f"embedded Valkey at {url} (data in {Path(settings.data_dir).resolve() / 'redis'})")
+    )
+    print(f"sync-server: using {which}", file=sys.stderr)
+    if created and sys.stderr.isatty():  # a secret goes to a person's terminal, never to a log
+        print(f"sync-server: created account {account} with auth token {token}", file=sys.stderr)
+        print("sync-server: (run `sync-server account` to see them again)", file=sys.stderr)
+    else:
+        what = "created account" if created else "account"
+        print(f"sync-server: {what} {account} (`sync-server account` prints its auth token)", file=sys.stderr)
+    print(f"sync-server: listening on http://{settings.host}:{settings.port}", file=sys.stderr)
+    # Workers are separate processes that build the app from the environment: every setting,
+    # flags included, goes there (and the Redis URL, which may be the embedded Valkey's).
+    os.environ.update({**settings.to_env(), "REDIS_URL": url})
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        # httptools with head/body read timeouts and a head size cap (SYNC_HTTP_*, read from
+        # the environment like the app's settings)
+        http=PROTOCOL,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        # one format for the app's and uvicorn's logs (SYNC_LOG_FORMAT); uvicorn applies it in
+        # every worker process too
+        log_config=log_config(settings.log_format, settings.log_level),
+        timeout_graceful_shutdown=10,
+        access_log=settings.log_level == "debug",
+        # the gateway's own WebSocket protocol (realtime/websocket.py: no ASGI, no task per
+        # connection), its heartbeats and hard frame cap (the gateway answers frames above
+        # SYNC_WS_MAX_FRAME_BYTES with a twilsock close 406 itself; this guards memory)
+        ws=WS_PROTOCOL,
+        ws_ping_interval=settings.ws_ping_s,
+        ws_ping_timeout=settings.ws_ping_s,
+        ws_max_size=settings.ws_max_frame_bytes * 2,
+        # off by default: every client (Node's ws under the SDK, browsers) offers it, and its zlib
+        # state more than doubles an idle connection's memory for frames of a few hundred bytes
+        ws_per_message_deflate=settings.ws_compression,
+    )
+    _ignore_shutdown_signals()  # several workers: uvicorn returns instead of raising the signal again
 
 
 def _ignore_shutdown_signals() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,12 +21,13 @@ from starlette.routing import Route
 from realtime.gateway import PATH as GATEWAY_PATH, Gateway, GatewayConfig
 from realtime.session import Limits
 from realtime.webhooks import WebhookOptions, WebhookWorker
-from realtime.websocket import ENDPOINTS as WEBSOCKET_ENDPOINTS
+from realtime.websocket import ENDPOINTS as WEBSOCKET_ENDPOINTS, SENT
 from storage import Store, StoreConfig, StoreError, StoreUnavailableError, accounts, expiry, services
 from storage.wire.errors import TwilioError
 
 from . import console, errors, observe, openapi, routes
 from .auth import Authenticator
+from .metrics import RUN_DIR_VAR, Metrics, RequestMetrics
 from .settings import Settings
 
 log = logging.getLogger("sync.app")
@@ -33,6 +35,7 @@ log = logging.getLogger("sync.app")
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
+    metrics = Metrics(settings, os.environ.get(RUN_DIR_VAR)) if settings.metrics else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -51,7 +54,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.auth = Authenticator(store, settings.auth_cache_s)
         app.state.purge_now = purge_wake.set
         tasks = [
-            asyncio.create_task(expiry.run_sweeper(store, settings.sweep_interval_s, stop)),
+            asyncio.create_task(
+                expiry.run_sweeper(store, settings.sweep_interval_s, stop, metrics.sweep if metrics else None)
+            ),
             asyncio.create_task(_purger(store, stop, purge_wake)),
         ]
         gateway = Gateway(store, settings.redis_url, gateway_config(settings))
@@ -60,6 +65,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         worker = WebhookWorker(store, webhook_options(settings)) if settings.webhooks else None
         if worker is not None:
             await worker.start()
+        if metrics is not None:
+            metrics.attach(store, gateway, SENT, worker)
+            await metrics.start()
         app.state.draining = False
 
         async def drain(sig: int) -> None:
@@ -89,6 +97,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await gateway.close()
             if worker is not None:
                 await worker.close()
+            if metrics is not None:
+                await metrics.close()
             await asyncio.gather(*tasks, return_exceptions=True)
             await store.close()
 
@@ -97,9 +107,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/readyz", observe.readyz, methods=["GET"]),
         Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
     ]
+    table = probes + routes.build() + console.routes()  # the admin console at /console (app/console)
+    middleware = [Middleware(observe.RequestIds)]
+    if metrics is not None:
+        table.append(Route("/metrics", metrics.endpoint, methods=["GET"]))
+        middleware.append(Middleware(RequestMetrics, requests=metrics.requests))
     app = Starlette(
-        routes=probes + routes.build() + console.routes(),  # the admin console at /console (app/console)
-        middleware=[Middleware(observe.RequestIds)],
+        routes=table,
+        middleware=middleware,
         lifespan=lifespan,
         exception_handlers={
             StoreError: errors.store_error_handler,

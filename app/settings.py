@@ -92,6 +92,10 @@ class Settings(BaseSettings):
         5.0, ge=0, description="on SIGTERM: /readyz answers 503 and REST is still served this long, then shutdown"
     )
     log_level: str = Field("info", description="debug (adds access logs), info, warning, error")
+    metrics: YesNo = Field(True, description="serve /metrics (Prometheus) and count what it reports")
+    metrics_token: str | None = Field(
+        None, repr=False, description="bearer token /metrics requires (unset: open on a loopback bind only)"
+    )
     account_sid: str | None = Field(
         None, validation_alias="TWILIO_ACCOUNT_SID", description="the account to serve (with its auth token)"
     )

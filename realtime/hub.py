@@ -33,11 +33,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
 from storage import ChangeEvent, Store, StoreUnavailableError, events, keys
+from storage.stats import FANOUT_BUCKETS, Histogram
 
 from . import twilsock
 from .broker import Broker
@@ -95,6 +97,23 @@ class Subscriber(Protocol):
         """The right to read this object may have been taken away from ``identities`` (None: from
         anyone, the Service's ``acl_enabled`` changed): if that concerns this subscriber, check again,
         and if refused end the subscription (it then leaves the hub itself)."""
+
+
+class RealtimeStats:
+    """What the gateway of this process did (/metrics reads it; app/metrics.py): plain ints, counted
+    where it happens, at most once per event or per connection, never a lock."""
+
+    __slots__ = ("conflated", "fanout", "overflow_closes", "replayed_events", "replays", "state_replays")
+
+    def __init__(self) -> None:
+        # event time (the write) -> its frame written to the subscribers' sockets, once per event
+        # and hub batch, weighted by the subscribers it reached (its count is the deliveries)
+        self.fanout = Histogram(FANOUT_BUCKETS)
+        self.replays = 0  # subscriptions that were sent missed events from the log on (re)subscribe
+        self.replayed_events = 0  # events sent while catching up
+        self.state_replays = 0  # catch-ups from the current state (the log no longer reached back)
+        self.overflow_closes = 0  # connections closed with twilsock 308 (slow consumer)
+        self.conflated = 0  # Document frames held back (replacing an older one) while a socket was backed up
 
 
 class Feed:
@@ -182,9 +201,11 @@ class Feed:
             return
         self.last_read = fresh[-1].id
         rendered: dict[str, list[Offer]] = {}
+        reached = 0
         for sub in list(self.subs):
             if not sub.active:
                 continue
+            reached += 1
             base = sub.base
             offers = rendered.get(base)
             if offers is None:
@@ -193,6 +214,11 @@ class Feed:
                 sub.offer(*offers[0])
             else:
                 sub.offer_many(offers)
+        if reached:  # every frame of the batch is written now: one observation per event, not per delivery
+            now_ms = time.time() * 1000
+            fanout = self.hub.stats.fanout
+            for ev in fresh:
+                fanout.observe(max(0.0, now_ms - ev.time) / 1000, reached)
 
 
 class Hub:
@@ -202,6 +228,7 @@ class Hub:
         self.store = store
         self.broker = broker
         self.feeds: dict[str, Feed] = {}
+        self.stats = RealtimeStats()
         self._watching: Counter[str] = Counter()
         self._lock = asyncio.Lock()
         # acl_enabled of each Service as its last "* acl" wake-up announced it: every subscription's

@@ -31,16 +31,22 @@ async def catch_up(hub: Hub, sub: Subscriber, kind: Kind, latest: int | None = N
     """Send ``sub`` everything after its cursor, then activate it. False if the object was removed
     (the removal was delivered and the subscription ended). ``latest``: the object's last event id
     as just read, if known: a subscriber already there needs no read of the log to start with."""
+    replayed = False
     while True:
         if latest is not None and sub.cursor >= latest:
             batch, latest = [], None  # only the first time: a failed activation reads the log
         else:
             batch = await events.read_since(hub.store, sub.service_sid, sub.sid, sub.cursor, BATCH)
         if batch and batch[0].id > sub.cursor + 1:
+            hub.stats.state_replays += 1
             await _send_state(hub.store, sub, kind)  # the log no longer reaches back: current state
             continue
         if kind.has_data and len(batch) > 1:
             batch = batch[-1:]  # for a document the latest state is all a client needs
+        if batch:
+            hub.stats.replays += not replayed
+            hub.stats.replayed_events += len(batch)
+            replayed = True
         for ev in batch:
             sub.offer(ev.id, frame(ev, sub.base), ev.endpoint, ev.is_removal, replay=True)
             if ev.is_removal:

@@ -179,6 +179,7 @@ class Session:
     def hold(self, sub: Subscription, message: Message) -> None:
         """Keep only the latest notification of a Document until the socket drains (``drained``)."""
         if not self.closed:
+            self.hub.stats.conflated += sub in self._held  # an older frame of this Document is dropped
             self._held[sub] = message
 
     def drained(self) -> None:
@@ -193,6 +194,7 @@ class Session:
             return
         log.warning("endpoint %s is too slow (%d bytes buffered): closing it", self.endpoint, ws.buffered())
         self.closed = True  # nothing more is sent: the client resumes by replay after reconnecting
+        self.hub.stats.overflow_closes += 1
         self._held.clear()
         self._on_close(308, "Slow consumer: reconnect and resume")
 

@@ -77,6 +77,19 @@ def frame(payload: bytes, opcode: int = OP_BINARY) -> bytes:
     return _header(0x80 | opcode, len(payload)) + payload
 
 
+class Traffic:
+    """What this process's WebSocket connections sent (/metrics): plain ints, counted per write."""
+
+    __slots__ = ("bytes", "frames")
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.bytes = 0
+
+
+SENT = Traffic()  # every ServerConnection of the process counts here
+
+
 class Message:
     """One binary message to send to many connections, framed once (``wire``)."""
 
@@ -221,6 +234,8 @@ class ServerConnection(asyncio.Protocol):
             self._write_compressed(data)
         else:
             self.transport.write(frame(data))
+        SENT.frames += 1
+        SENT.bytes += len(data)
         if self.write_paused:
             self.paused_frames += 1
 
@@ -233,6 +248,8 @@ class ServerConnection(asyncio.Protocol):
             self._write_compressed(message.payload)
         else:
             self.transport.write(message.wire)
+        SENT.frames += 1
+        SENT.bytes += len(message.payload)
         if self.write_paused:
             self.paused_frames += 1
 
@@ -246,6 +263,8 @@ class ServerConnection(asyncio.Protocol):
                 self._write_compressed(m.payload)
         else:
             self.transport.write(b"".join([m.wire for m in messages]))
+        SENT.frames += len(messages)
+        SENT.bytes += sum([len(m.payload) for m in messages])
         if self.write_paused:
             self.paused_frames += len(messages)
 

@@ -97,6 +97,8 @@ class EmbeddedRedis:
         self._lock_fd: int | None = None
         self._stopping = threading.Event()
         self._launching = threading.Lock()  # stop() never races a restart
+        self.restarts = 0  # successful restarts by the supervisor (/metrics)
+        self._on_restart: Callable[[int], None] | None = None
         self._supervisor: threading.Thread | None = None
 
     @property
@@ -168,9 +170,10 @@ class EmbeddedRedis:
         self._terminate(timeout)
         raise RuntimeError("embedded Valkey did not become ready (still loading its AOF?)")
 
-    def supervise(self, on_give_up: Callable[[str], None]) -> None:
+    def supervise(self, on_give_up: Callable[[str], None], on_restart: Callable[[int], None] | None = None) -> None:
         """Restart Valkey whenever it dies (see the module's doc); ``on_give_up(reason)`` runs in the
-        supervisor thread when it cannot."""
+        supervisor thread when it cannot, ``on_restart(restarts so far)`` after each restart."""
+        self._on_restart = on_restart
         self._supervisor = threading.Thread(target=self._watch, args=(on_give_up,), name="valkey-supervisor")
         self._supervisor.daemon = True
         self._supervisor.start()
@@ -208,6 +211,9 @@ class EmbeddedRedis:
                         log.error("embedded Valkey restart %d of %d failed: %s", failures, MAX_RESTARTS, exc)
                         continue
                 log.warning("embedded Valkey is back on port %s", self.port)
+                self.restarts += 1
+                if self._on_restart is not None:
+                    self._on_restart(self.restarts)
                 break
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -16,6 +16,7 @@ from .clock import now_ms
 from .errors import NotFoundError, StoreUnavailableError
 from .records import SWEEPER
 from .redis_client import text
+from .stats import SweepStats
 from .store import Store
 
 log = logging.getLogger("sync.expiry")
@@ -85,12 +86,15 @@ async def sweep_due(store: Store, batch: int = 50) -> int:
     return removed
 
 
-async def run_sweeper(store: Store, interval_s: float, stop: asyncio.Event) -> None:
+async def run_sweeper(store: Store, interval_s: float, stop: asyncio.Event, stats: SweepStats | None = None) -> None:
     """Sweep every ``interval_s`` until ``stop`` is set; errors are logged (an outage once, by
-    Store.health), never fatal."""
+    Store.health), never fatal. ``stats`` counts the ticks and what expired (/metrics)."""
+    stats = stats or SweepStats()
     while not stop.is_set():
         try:
             n = await sweep_due(store)
+            stats.sweeps += 1
+            stats.expired += n
             if n:
                 log.info("expired %d objects/items", n)
         except StoreUnavailableError:  # an outage: Store.health logged it once

@@ -48,6 +48,7 @@ from redis.exceptions import (
 )
 
 from .errors import StoreUnavailableError
+from .stats import RedisStats
 
 log = logging.getLogger("sync.store")
 
@@ -303,6 +304,7 @@ class Health:
 
     def __init__(self) -> None:
         self.down_since: float | None = None
+        self.stats = RedisStats()  # every guarded call's latency and failures, by command (/metrics)
 
     @property
     def up(self) -> bool:
@@ -324,18 +326,22 @@ class Health:
             self.down_since = None
 
 
-async def _guarded(health: Health, call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+async def _guarded(
+    health: Health, name: str, call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     started = time.monotonic()
     try:
         reply = await call(*args, **kwargs)
     except UNREACHABLE as exc:
+        health.stats.failed(name)
         raise health.failed(exc) from exc
+    health.stats.observe(name, time.monotonic() - started)
     health.ok(started)
     return reply
 
 
-async def _reply(health: Health, pending: Awaitable[Any]) -> Any:
-    return await _guarded(health, lambda: pending, (), {})
+async def _reply(health: Health, name: str, pending: Awaitable[Any]) -> Any:
+    return await _guarded(health, name, lambda: pending, (), {})
 
 
 class _GuardedScript:
@@ -344,7 +350,7 @@ class _GuardedScript:
         self._health = health
 
     def __call__(self, keys: Sequence[str] = (), args: Sequence[Value] = ()) -> Awaitable[LuaReply]:
-        return _guarded(self._health, self._script, (), {"keys": keys, "args": args})
+        return _guarded(self._health, "script", self._script, (), {"keys": keys, "args": args})
 
 
 class _GuardedPipeline:
@@ -362,10 +368,11 @@ class _GuardedPipeline:
         try:  # resets the pipeline (no reply from Redis: not a sign that it is back)
             await self._pipeline.__aexit__(*exc)
         except UNREACHABLE as error:
+            self._health.stats.failed("pipeline")
             raise self._health.failed(error) from error
 
     async def execute(self) -> list[Any]:
-        return cast(list[Any], await _guarded(self._health, self._pipeline.execute, (), {}))
+        return cast(list[Any], await _guarded(self._health, "pipeline", self._pipeline.execute, (), {}))
 
     def __getattr__(self, name: str) -> Any:
         command = getattr(self._pipeline, name)
@@ -406,9 +413,10 @@ class _GuardedClient:
             try:
                 result = command(*args, **kwargs)
             except UNREACHABLE as exc:
+                health.stats.failed(name)
                 raise health.failed(exc) from exc
             # a command answers an awaitable; a local helper (e.g. the Cluster's get_node_from_key) its value
-            return _reply(health, result) if inspect.isawaitable(result) else result
+            return _reply(health, name, result) if inspect.isawaitable(result) else result
 
         self.__dict__[name] = call  # found directly from now on
         return call

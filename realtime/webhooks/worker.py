@@ -107,6 +107,9 @@ class WebhookWorker:
         self._loops: list[asyncio.Task[None]] = []
         self._http: WebhookClient | None = None
         self._finish_by = 0.0  # when closing: until when attempts in flight may run (monotonic)
+        # attempts of this process by outcome (/metrics): "delivered" (2xx), "retried" (failed, tried
+        # again later), "dead_lettered" (failed, moved to the dead letters)
+        self.attempts: dict[str, int] = {"delivered": 0, "retried": 0, "dead_lettered": 0}
 
     async def start(self) -> None:
         policy = NetworkPolicy(self.options.allow_networks, self.options.deny_networks)
@@ -331,6 +334,7 @@ class WebhookWorker:
             if outcome is None:
                 return False
             if outcome.ok:
+                self.attempts["delivered"] += 1
                 run.failing = False
                 if run.failing_recorded is not False:  # once per session, or after a failure
                     run.failing_recorded = False
@@ -342,6 +346,7 @@ class WebhookWorker:
                 await webhooks.mark_failing(self.store, d.service_sid, int(time.time() * 1000))
             last = attempts > o.max_retries or run.failing or not outcome.retry
             log.info("webhook %s of %s attempt %d failed: %s", d.id, d.service_sid, attempts, outcome.error)
+            self.attempts["dead_lettered" if last else "retried"] += 1
             if last:
                 await webhooks.dead_letter(self.store, d, outcome.error, attempts, o.dead_letter_max)
                 run.failing = True

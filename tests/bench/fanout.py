@@ -485,6 +485,8 @@ def start_sync(redis: RedisProcess, service: str, sid: str, compression: bool) -
     env = {"SYNC_WS_MAX_CONNECTIONS": "20000", "SYNC_WS_QUEUE_FRAMES": "10000", "SYNC_LOG_LEVEL": "warning"}
     if compression:
         env["SYNC_WS_COMPRESSION"] = "true"
+    if os.environ.get("SYNC_METRICS"):  # metrics on vs off (README, Metrics)
+        env["SYNC_METRICS"] = os.environ["SYNC_METRICS"]
     server = ServerProcess(redis_url=redis.url, env=env).start()
     assert server.proc is not None
     path = f"/v1/Services/{service}/Documents/{sid}"
