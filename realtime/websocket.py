@@ -155,9 +155,10 @@ class ServerConnection(asyncio.Protocol):
         self._max_size: int = config.ws_max_size
         self._ping_s: float | None = config.ws_ping_interval
         # X-Forwarded-Proto is believed from these peers, as uvicorn believes it for HTTP requests
-        allowed = config.forwarded_allow_ips
-        allowed = tuple(allowed) if isinstance(allowed, list) else allowed
-        self._proxies = _trusted(allowed) if getattr(config, "proxy_headers", False) else None
+        self._proxies: Proxies | None = None
+        if getattr(config, "proxy_headers", False):
+            allowed = config.forwarded_allow_ips
+            self._proxies = _trusted(tuple(allowed) if isinstance(allowed, list) else allowed)
         self.deflate: bool = bool(config.ws_per_message_deflate)
         self._state = _CONNECTING
         self._buf = bytearray()

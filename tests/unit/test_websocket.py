@@ -299,3 +299,20 @@ def test_acknowledgements_are_recognised_without_decoding() -> None:
     assert not is_ack(twilsock.encode(nested))
     assert not is_ack(twilsock.encode({"id": "TM5", "method": "message"}, {"method": "reply"}))
     assert not is_ack(b"not twilsock at all")
+
+
+@pytest.mark.parametrize(
+    ("allowed", "peer", "believed"),
+    [
+        ("127.0.0.1,::1", "127.0.0.1", True),
+        ("127.0.0.1,::1", "10.0.0.5", False),
+        ("10.0.0.0/8", "10.1.2.3", True),
+        ("*", "203.0.113.9", True),
+        ("::1", "0:0:0:0:0:0:0:1", True),
+        ("127.0.0.1", "not-an-address", False),
+    ],
+)
+def test_x_forwarded_proto_is_believed_only_from_trusted_proxies(allowed: str, peer: str, believed: bool) -> None:
+    from realtime.websocket import _believed, _trusted
+
+    assert _believed(peer, _trusted(allowed)) is believed
