@@ -7,7 +7,7 @@ import asyncio
 from collections import Counter
 from typing import Any, cast
 
-from realtime.hub import Hub
+from realtime.hub import DIRECT_AFTER_S, Hub
 from storage import ChangeEvent, Kind, Store, events, keys
 
 
@@ -82,9 +82,12 @@ async def test_the_next_event_is_delivered_from_its_wake_up_without_reading_the_
     assert hub.activate(cast(Any, sub))
     kicked.clear()  # activation's own look at the log
     for eid in (5, 6, 7):
+        await asyncio.sleep(DIRECT_AFTER_S * 2)  # one at a time, as a quiet object's writes come
         hub.on_wake(keys.wake_channel("ISa"), _wake(eid))
     hub.on_wake(keys.wake_channel("ISa"), _wake(6))  # a duplicate: nothing
     assert sub.got == [5, 6, 7] and feed.last_read == 7 and not kicked
+    hub.on_wake(keys.wake_channel("ISa"), _wake(8))  # right after another: a burst, read as a batch
+    assert sub.got == [5, 6, 7] and kicked
 
 
 async def test_a_gap_or_a_bare_wake_up_reads_the_log() -> None:
