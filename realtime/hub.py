@@ -46,7 +46,6 @@ from .websocket import Message
 
 log = logging.getLogger("sync.realtime.hub")
 BATCH = 500
-DIRECT_AFTER_S = 0.005  # a wake-up this long after the previous one may deliver its event itself
 
 
 def frame(ev: ChangeEvent, base: str) -> Message | None:
@@ -110,7 +109,6 @@ class Feed:
         self._task: asyncio.Task[None] | None = None
         self._again = False
         self._recheck: set[str] | None = set()  # identities to re-check; None: everyone (acl_enabled)
-        self._last_wake = 0.0  # loop time of the last wake-up (direct delivery only after a quiet spell)
 
     def recheck(self, identity: str | None) -> None:
         """Re-check the right of ``identity`` (None: of everyone) before the next read of the log."""
@@ -118,36 +116,6 @@ class Feed:
             self._recheck = None
         elif self._recheck is not None:
             self._recheck.add(identity)
-        self.kick()
-
-    def woken(self, eid: int | None, packed: bytes) -> None:
-        """A wake-up for event ``eid`` (newer than what was read here), carrying the event packed
-        (empty from an older server). The next event in line, with no read or re-check pending, is
-        delivered from the wake-up itself; anything else (a gap: a wake-up lost, or events of a
-        read in flight) is left to a read of the log, which delivers in order from ``last_read``.
-
-        Only after a quiet spell (``DIRECT_AFTER_S`` without a wake-up): in a burst, the wake-ups
-        that arrive while a read is in flight make its next read a batch, which leaves in one write
-        per subscriber; delivered one by one from each wake-up, a burst would cost a write per event
-        per subscriber (more than twice the CPU per delivery, measured at 1,000 subscribers)."""
-        now = asyncio.get_running_loop().time()
-        quiet, self._last_wake = now - self._last_wake > DIRECT_AFTER_S, now
-        reading = self._task is not None and not self._task.done()
-        if (
-            quiet
-            and packed
-            and self.last_read is not None
-            and eid == self.last_read + 1
-            and not reading
-            and self._recheck == set()
-        ):
-            try:
-                ev = events.decode(packed)
-            except Exception:  # not an event after all: the log has it
-                ev = None
-            if ev is not None and ev.id == eid:
-                self._dispatch([ev])
-                return
         self.kick()
 
     def kick(self) -> None:
@@ -220,9 +188,10 @@ class Hub:
         self.taps: dict[str, set[Tap]] = {}
 
     def on_wake(self, channel: str, data: bytes) -> None:
-        """A write script's PUBLISH ``"<SID> <event id> <packed event>"``: deliver the event at once
-        if the object is watched and its feed is exactly one event behind, else read the log;
-        ``"<SID> acl <identity>"`` / ``"* acl"``: re-check the right of its readers (of the Service's)."""
+        """A write script's PUBLISH ``"<SID> <event id>"``: read that object's log if it is watched
+        (one read for any number of wake-ups that arrive meanwhile: a burst leaves as a batch, one
+        write per subscriber); ``"<SID> acl <identity>"`` / ``"* acl"``: re-check the right of its
+        readers (of the Service's)."""
         raw_sid, _, rest = data.partition(b" ")
         raw_eid, _, tail = rest.partition(b" ")
         sid = raw_sid.decode(errors="replace")
@@ -251,7 +220,7 @@ class Hub:
         if feed is None:
             return
         if eid is None or feed.last_read is None or eid > feed.last_read:
-            feed.woken(eid, tail)
+            feed.kick()
 
     def on_reconnect(self) -> None:
         """Wake-ups may have been lost while pub/sub was down: re-read every feed."""
