@@ -137,28 +137,6 @@ class Feed:
             self._recheck.add(identity)
         self.kick()
 
-    def woken(self, eid: int | None, packed: bytes) -> None:
-        """A wake-up for event ``eid`` (newer than what was read here), carrying the event packed
-        (empty from an older server). The next event in line, with no read or re-check pending, is
-        delivered from the wake-up itself; anything else (a gap: a wake-up lost, or events of a
-        read in flight) is left to a read of the log, which delivers in order from ``last_read``."""
-        reading = self._task is not None and not self._task.done()
-        if (
-            packed
-            and self.last_read is not None
-            and eid == self.last_read + 1
-            and not reading
-            and self._recheck == set()
-        ):
-            try:
-                ev = events.decode(packed)
-            except Exception:  # not an event after all: the log has it
-                ev = None
-            if ev is not None and ev.id == eid:
-                self._dispatch([ev])
-                return
-        self.kick()
-
     def kick(self) -> None:
         """Read the log now (or once more after the read in progress)."""
         if self._task is not None and not self._task.done():
@@ -237,9 +215,10 @@ class Hub:
         self.taps: dict[str, set[Tap]] = {}
 
     def on_wake(self, channel: str, data: bytes) -> None:
-        """A write script's PUBLISH ``"<SID> <event id> <packed event>"``: deliver the event at once
-        if the object is watched and its feed is exactly one event behind, else read the log;
-        ``"<SID> acl <identity>"`` / ``"* acl"``: re-check the right of its readers (of the Service's)."""
+        """A write script's PUBLISH ``"<SID> <event id>"``: read that object's log if it is watched
+        (one read for any number of wake-ups that arrive meanwhile: a burst leaves as a batch, one
+        write per subscriber); ``"<SID> acl <identity>"`` / ``"* acl"``: re-check the right of its
+        readers (of the Service's)."""
         raw_sid, _, rest = data.partition(b" ")
         raw_eid, _, tail = rest.partition(b" ")
         sid = raw_sid.decode(errors="replace")
@@ -268,7 +247,7 @@ class Hub:
         if feed is None:
             return
         if eid is None or feed.last_read is None or eid > feed.last_read:
-            feed.woken(eid, tail)
+            feed.kick()
 
     def on_reconnect(self) -> None:
         """Wake-ups may have been lost while pub/sub was down: re-read every feed."""

@@ -93,8 +93,7 @@ local function emit(sid, eid, ev)
   local key = P .. 'ev:' .. sid
   local packed = cmsgpack.pack(ev)
   redis.call('XADD', key, 'MAXLEN', '~', LOG_CAP, '0-' .. (eid + 1), 'e', packed)
-  -- the wake-up carries the event itself: a reader that is up to date needs no read of the log
-  redis.call('PUBLISH', P .. 'wake', sid .. ' ' .. eid .. ' ' .. packed)
+  redis.call('PUBLISH', P .. 'wake', sid .. ' ' .. eid)
   if not NO_WEBHOOK[ev.t] then queue_webhook(packed) end
 end
 
