@@ -76,6 +76,8 @@ SPEC: dict[str, tuple[str, str]] = {
     "sync_ws_state_replays": ("counter", "catch-ups from the current state (the log no longer reached back)"),
     "sync_ws_overflow_closes": ("counter", "connections closed with twilsock 308 (slow consumer)"),
     "sync_ws_conflated_frames": ("counter", "Document frames replaced by a newer one while a socket was backed up"),
+    "sync_ws_backed_up_connections": ("gauge", "connections whose socket takes no more bytes for now (the send queue)"),
+    "sync_ws_buffered_bytes": ("gauge", "bytes written to WebSocket connections and not yet taken by the kernel"),
     "sync_fanout_delivery_seconds": ("histogram", "change event time to its frame written, per delivery"),
     "sync_webhook_attempts": ("counter", "webhook attempts by outcome (delivered, retried, dead_lettered)"),
     "sync_webhook_queue_pending": ("gauge", "webhook entries not yet delivered, per Service"),
@@ -220,6 +222,7 @@ class _Gateway(Protocol):
     def connections(self) -> Sized: ...
     @property
     def hub(self) -> _Hub: ...
+    def backlog(self) -> tuple[int, int]: ...
 
 
 class _Sent(Protocol):
@@ -269,6 +272,9 @@ class Metrics:
         if self.gateway is not None:
             hub = self.gateway.hub
             s.gauge("sync_ws_connections", len(self.gateway.connections))
+            backed_up, buffered = self.gateway.backlog()
+            s.gauge("sync_ws_backed_up_connections", backed_up)
+            s.gauge("sync_ws_buffered_bytes", buffered)
             s.gauge("sync_ws_subscriptions", sum(len(f.subs) for f in hub.feeds.values()))
             st = hub.stats
             s.counter("sync_ws_replays", st.replays)

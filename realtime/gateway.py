@@ -88,6 +88,16 @@ class Gateway:
         self._no_connections.clear()
         return conn
 
+    def backlog(self) -> tuple[int, int]:
+        """(connections whose socket is backed up, bytes waiting in all their transports): the
+        send queue of this process, for /metrics. Walks every connection: for a scrape, not a loop."""
+        backed_up = buffered = 0
+        for conn in self.connections:
+            ws = conn.ws
+            backed_up += ws.write_paused
+            buffered += ws.buffered()
+        return backed_up, buffered
+
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """A task the gateway keeps track of until it ends (close() waits for none of them: each is short)."""
         task = asyncio.ensure_future(coro)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import socket
 from typing import Any
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 
@@ -130,6 +132,10 @@ async def test_a_stalled_document_reader_is_conflated_to_the_latest_state(
                 assert ev["event"]["id"] == n
             await writing
             assert await redis.smembers(keys.endpoints(service, "stalled"))  # still connected
+            async with httpx.AsyncClient() as scrape:  # /metrics shows the send queue
+                text = (await scrape.get(f"{srv.base_url}/metrics")).text
+            assert re.search(r"^sync_ws_backed_up_connections [1-9]", text, re.M), text[-2000:]
+            assert re.search(r"^sync_ws_buffered_bytes [1-9]", text, re.M)
             seen: list[int] = []
             async with asyncio.timeout(30 * SCALE):
                 while not seen or seen[-1] != 300:
