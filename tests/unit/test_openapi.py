@@ -57,10 +57,13 @@ def test_subset_drops_what_is_not_implemented_and_the_schemas_only_it_used() -> 
     assert "servers" not in out
 
 
-@pytest.mark.skipif(not SHARED_SPEC.exists(), reason="Twilio's spec file is not next to the repository")
-def test_the_shipped_document_is_the_subset_of_twilios_file() -> None:
-    twilio = json.loads(SHARED_SPEC.read_text())
-    assert openapi.subset(twilio, openapi.operations(routes.build())) == openapi.shipped()
+def test_the_shipped_document_lists_exactly_the_implemented_operations() -> None:
+    shipped = openapi.shipped()
+    listed = {(path, m) for path, item in shipped["paths"].items() for m in item if m in openapi.METHODS}
+    assert listed == openapi.operations(routes.build())
+    if SHARED_SPEC.exists():  # next to the repository (development): it is Twilio's own file, cut
+        twilio = json.loads(SHARED_SPEC.read_text())
+        assert openapi.subset(twilio, openapi.operations(routes.build())) == shipped
 
 
 @pytest.mark.parametrize(
