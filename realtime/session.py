@@ -154,27 +154,21 @@ class Session:
 
     def send(self, frame: bytes) -> None:
         """Send one twilsock frame now; never blocks. Overflow closes the connection (see module docstring)."""
-        if self.closed:
-            return
-        self.ws.send(frame)
-        if self.ws.write_paused:
-            self._check_backlog()
+        self.push(Message(frame))
 
     def push(self, message: Message) -> None:
         """Send a notification framed once for every subscriber."""
-        if self.closed:
-            return
-        self.ws.send_message(message)
-        if self.ws.write_paused:
-            self._check_backlog()
+        if not self.closed:
+            self.ws.send_message(message)
+            if self.ws.write_paused:
+                self._check_backlog()
 
     def push_many(self, messages: list[Message]) -> None:
         """Send several notifications in one write."""
-        if self.closed:
-            return
-        self.ws.send_many(messages)
-        if self.ws.write_paused:
-            self._check_backlog()
+        if not self.closed:
+            self.ws.send_many(messages)
+            if self.ws.write_paused:
+                self._check_backlog()
 
     def hold(self, sub: Subscription, message: Message) -> None:
         """Keep only the latest notification of a Document until the socket drains (``drained``)."""

@@ -228,17 +228,7 @@ class ServerConnection(asyncio.Protocol):
 
     def send(self, data: bytes) -> None:
         """Send one binary message (dropped once the connection is closing)."""
-        if self._state != _OPEN:
-            return
-        assert self.transport is not None
-        if self._ext is not None:
-            self._write_compressed(data)
-        else:
-            self.transport.write(frame(data))
-        SENT.frames += 1
-        SENT.bytes += len(data)
-        if self.write_paused:
-            self.paused_frames += 1
+        self.send_message(Message(data))
 
     def send_message(self, message: Message) -> None:
         """Send a message framed once for many connections."""
