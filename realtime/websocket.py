@@ -37,6 +37,7 @@ import json
 import logging
 import struct
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any, Protocol, cast
 
 from websockets.extensions.permessage_deflate import PerMessageDeflate, ServerPerMessageDeflateFactory
@@ -486,7 +487,7 @@ class ServerConnection(asyncio.Protocol):
         assert self.transport is not None
         body = json.dumps(error.body()).encode()
         lines = [
-            f"HTTP/1.1 {error.status} {_REASONS.get(error.status, 'Error')}",
+            f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}",
             "Content-Type: application/json",
             f"Content-Length: {len(body)}",
             "Connection: close",
@@ -528,6 +529,3 @@ def _valid_key(key: str) -> bool:
         return len(base64.b64decode(key.encode(), validate=True)) == 16
     except ValueError:
         return False
-
-
-_REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 426: "Upgrade Required"}
