@@ -518,8 +518,6 @@ def _server_url_file(settings: Settings) -> Iterator[None]:
 
 
 def _serve(settings: Settings, url: str) -> None:
-    import uvicorn
-
     from realtime.websocket import PROTOCOL as WS_PROTOCOL
 
     from .http_protocol import PROTOCOL
@@ -541,12 +539,45 @@ def _serve(settings: Settings, url: str) -> None:
     # Workers are separate processes that build the app from the environment: every setting,
     # flags included, goes there (and the Redis URL, which may be the embedded Valkey's).
     os.environ.update({**settings.to_env(), "REDIS_URL": url})
+    with _workers_born_deaf_to_ctrl_c(settings.workers > 1):
+        _run_uvicorn(settings, PROTOCOL, WS_PROTOCOL)
+    _ignore_shutdown_signals()  # several workers: uvicorn returns instead of raising the signal again
+
+
+@contextlib.contextmanager
+def _workers_born_deaf_to_ctrl_c(several: bool) -> Iterator[None]:
+    """A terminal's Ctrl-C reaches every process of the group, workers still importing the app
+    included, where it would end in a KeyboardInterrupt traceback. So worker processes are spawned
+    with SIGINT blocked (a signal mask survives fork and exec) and unblock it once uvicorn's handlers
+    are installed (app/main.py ``_drain_on_signal``): a Ctrl-C that came meanwhile is delivered then,
+    and handled like any other. The supervisor's main thread, which spawns them, blocks it too, so a
+    thread of its own that never blocks it receives the supervisor's copy (Python runs the handler in
+    the main thread all the same)."""
+    if not several:
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    # spawning starts this helper process once, and unblocks SIGINT and SIGTERM after doing so
+    resource_tracker.ensure_running()
+    receiver = threading.Thread(target=threading.Event().wait, name="sigint-receiver", daemon=True)
+    receiver.start()  # a thread inherits its creator's mask: start it before blocking
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _run_uvicorn(settings: Settings, http: str, ws: str) -> None:
+    import uvicorn
+
     uvicorn.run(
         "app.main:create_app",
         factory=True,
         # httptools with head/body read timeouts and a head size cap (SYNC_HTTP_*, read from
         # the environment like the app's settings)
-        http=PROTOCOL,
+        http=http,
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
@@ -559,7 +590,7 @@ def _serve(settings: Settings, url: str) -> None:
         # the gateway's own WebSocket protocol (realtime/websocket.py: no ASGI, no task per
         # connection), its heartbeats and hard frame cap (the gateway answers frames above
         # SYNC_WS_MAX_FRAME_BYTES with a twilsock close 406 itself; this guards memory)
-        ws=WS_PROTOCOL,
+        ws=ws,
         ws_ping_interval=settings.ws_ping_s,
         ws_ping_timeout=settings.ws_ping_s,
         ws_max_size=settings.ws_max_frame_bytes * 2,
@@ -567,7 +598,6 @@ def _serve(settings: Settings, url: str) -> None:
         # state more than doubles an idle connection's memory for frames of a few hundred bytes
         ws_per_message_deflate=settings.ws_compression,
     )
-    _ignore_shutdown_signals()  # several workers: uvicorn returns instead of raising the signal again
 
 
 def _ignore_shutdown_signals() -> None:

@@ -239,6 +239,8 @@ def _drain_on_signal(drain: Callable[[int], Awaitable[None]]) -> Callable[[], No
 
     for sig in SHUTDOWN_SIGNALS:
         signal.signal(sig, on_signal)
+    # a worker of several is born with SIGINT blocked (app/cli.py): a Ctrl-C held since is delivered now
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SHUTDOWN_SIGNALS)
 
     def restore() -> None:
         for sig, handler in previous.items():

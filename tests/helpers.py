@@ -78,7 +78,8 @@ class ServerProcess:
     cwd: str | None = None  # where the server runs (a relative SYNC_DATA_DIR is relative to it)
     new_session: bool = False  # its own process group, as a terminal's foreground job (os.killpg)
 
-    def start(self) -> ServerProcess:
+    def start(self, wait: bool = True) -> ServerProcess:
+        """Start it, and unless ``wait`` is False wait until /readyz answers 200."""
         self.port = self.port or free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_", "TWILIO_", "REDIS_"))}
         env.update(
@@ -104,7 +105,8 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             cmd, env=env, stdout=log, stderr=log, cwd=self.cwd or ROOT, start_new_session=self.new_session
         )
-        self.wait_ready()
+        if wait:
+            self.wait_ready()
         return self
 
     @property

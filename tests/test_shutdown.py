@@ -54,6 +54,28 @@ def test_ctrl_c_to_the_process_group_stops_the_server_cleanly_and_valkey_last() 
         assert doc.status_code == 200 and doc.json()["data"] == {"n": 1}, doc.text
 
 
+@pytest.mark.parametrize("after_s", [0.0, 0.4, 1.0])
+def test_ctrl_c_while_the_workers_are_still_starting_exits_cleanly(after_s: float) -> None:
+    """Ctrl-C reaches every process of the group: a worker still importing the app must not die with a
+    KeyboardInterrupt traceback (it holds the signal until uvicorn's handlers are in place)."""
+    data_dir = tempfile.mkdtemp(prefix="sync-ctrl-c-start-")
+    server = ServerProcess(data_dir=data_dir, new_session=True, env={"SYNC_WORKERS": "2"}).start(wait=False)
+    try:
+        deadline = time.monotonic() + 30 * SCALE
+        while "listening on" not in Path(server.log_path).read_text():  # the workers are being spawned
+            assert server.proc is not None and server.proc.poll() is None, Path(server.log_path).read_text()
+            assert time.monotonic() < deadline, Path(server.log_path).read_text()
+            time.sleep(0.01)
+        time.sleep(after_s)
+        assert server.proc is not None
+        os.killpg(server.proc.pid, signal.SIGINT)
+        assert _exit_code(server) == 0
+    finally:
+        server.stop(signal.SIGKILL)
+    log = Path(server.log_path).read_text()
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
+
+
 @pytest.mark.parametrize(
     ("sig", "workers"), [(signal.SIGTERM, "1"), (signal.SIGINT, "2")], ids=["sigterm", "ctrl-c-2-workers"]
 )
