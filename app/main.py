@@ -22,7 +22,7 @@ from realtime.gateway import PATH as GATEWAY_PATH, Gateway, GatewayConfig
 from realtime.session import Limits
 from realtime.webhooks import WebhookOptions, WebhookWorker
 from realtime.websocket import ENDPOINTS as WEBSOCKET_ENDPOINTS, SENT
-from storage import Store, StoreConfig, StoreError, StoreUnavailableError, accounts, expiry, services
+from storage import Durability, Store, StoreConfig, StoreError, StoreUnavailableError, accounts, expiry, services
 from storage.wire.errors import TwilioError
 
 from . import console, errors, observe, openapi, routes
@@ -41,7 +41,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         if not settings.redis_url:
             raise RuntimeError("REDIS_URL is not set: start the server with the sync-server command")
-        config = StoreConfig(settings.event_log_max, settings.event_log_keep_s)
+        durable = Durability(settings.durability, settings.durability_timeout_ms)
+        config = StoreConfig(settings.event_log_max, settings.event_log_keep_s, durability=durable)
         store = await Store.connect(
             settings.redis_url, config, cluster=settings.redis_cluster, timeout_s=settings.redis_timeout_s
         )

@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(
         5.0, gt=0, description="longest wait for one Redis reply or connection (then 503/20503, not a hang)"
     )
+    durability: Literal["local", "fsync", "replica"] = Field(
+        "local", description="when a write is acknowledged: local (primary), fsync (primary's AOF fsynced), replica"
+    )
+    durability_timeout_ms: int = Field(
+        1000, gt=0, description="longest wait for fsync/replica durability (then 503/20503: the write may stand)"
+    )
     public_url: str | None = Field(
         None, description="base URL of every url, links and meta field (unset: each request's scheme and Host)"
     )

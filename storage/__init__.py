@@ -1,5 +1,6 @@
 """The storage layer: the only package that talks to Redis. See keys.py for the layout."""
 
+from .durability import Durability
 from .errors import (
     AlreadyExistsError,
     InvalidInputError,
@@ -30,6 +31,7 @@ __all__ = [
     "Service",
     "Store",
     "StoreConfig",
+    "Durability",
     "StoreError",
     "StoreUnavailableError",
     "SyncObject",

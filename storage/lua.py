@@ -73,6 +73,7 @@ class Scripts:
         self._redis = redis
         self._by_sha = {hashlib.sha1(t.encode()).hexdigest(): t for t in texts.values()}
         self._write = {name: redis.register_script(texts[name]) for name in get_args(WriteScript)}
+        self._write_text = {name: texts[name] for name in get_args(WriteScript)}  # storage/durability.py
         self._plain = {name: redis.register_script(texts[name]) for name in get_args(PlainScript)}
 
     async def ensure_loaded(self) -> int:
@@ -88,6 +89,11 @@ class Scripts:
 
     def write(self, name: WriteScript) -> RedisScript:
         return self._write[name]
+
+    def write_source(self, name: WriteScript) -> tuple[str, str]:
+        """(SHA1, text) of a write script, for callers that pipeline its EVALSHA themselves."""
+        text = self._write_text[name]
+        return hashlib.sha1(text.encode()).hexdigest(), text
 
     def plain(self, name: PlainScript) -> RedisScript:
         return self._plain[name]

@@ -21,6 +21,7 @@ from redis import asyncio as aioredis
 
 from . import keys, lua
 from .clock import now_ms
+from .durability import Durability, check_durability, run_script
 from .errors import (
     AlreadyExistsError,
     InvalidInputError,
@@ -37,6 +38,7 @@ class StoreConfig:
     event_log_max: int = 1000
     event_log_keep_s: int = 86400
     cache_s: float = 2.0  # how long this process trusts a Service's existence / a unique name's SID
+    durability: Durability = Durability()  # SYNC_DURABILITY (storage/durability.py)
 
 
 class TtlCache:
@@ -85,6 +87,7 @@ class Store:
 
     def __init__(self, redis: RedisClient, config: StoreConfig | None = None) -> None:
         self.health = Health()
+        self._raw = redis  # unguarded: storage/durability.py pipelines a script with its wait
         self.redis = guard(redis, self.health)
         self.config = config or StoreConfig()
         self.cache = TtlCache(self.config.cache_s)
@@ -115,6 +118,7 @@ class Store:
         # the commands of RedisClient as declared there (bytes: decode_responses=False).
         store = cls(cast(RedisClient, client), config)
         await store.ping()
+        await check_durability(client, store.config.durability)
         return store
 
     async def ping(self) -> None:
@@ -144,7 +148,12 @@ class Store:
         }
         if not context.keys().isdisjoint(args):
             raise ValueError(f"{script}: argument names {sorted(context.keys() & args.keys())} are the prelude's")
-        reply = await self.scripts.write(script)(keys=[key], args=[lua.pack({**context, **args})])
+        packed = lua.pack({**context, **args})
+        if self.config.durability.level == "local":
+            reply = await self.scripts.write(script)(keys=[key], args=[packed])
+        else:
+            sha, text = self.scripts.write_source(script)
+            reply = await run_script(self._raw, self.health, self.config.durability, sha, text, key, packed)
         if not isinstance(reply, list):
             raise TypeError(f"{script} answered {reply!r}, not an array")
         answer = lua.ScriptReply(reply)
