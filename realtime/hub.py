@@ -309,6 +309,17 @@ class Hub:
                 with contextlib.suppress(Exception):
                     await self.broker.unsubscribe(keys.wake_channel(service_sid))
 
+    def rewind(self, sid: str, last: int) -> None:
+        """The object's log was found to end at ``last``, below what this process read of it (the
+        store rolled back, realtime/replay.py): read it from there again, and let the subscribers
+        ahead of it take the ids that will be reused."""
+        feed = self.feeds.get(sid)
+        if feed is None or feed.last_read is None or feed.last_read <= last:
+            return
+        feed.last_read = last
+        for sub in feed.subs:
+            sub.cursor = min(sub.cursor, last)
+
     def activate(self, sub: Subscriber) -> bool:
         """Join live delivery if ``sub`` has caught up with its feed; False = replay further first.
         Synchronous on purpose: nothing can be dispatched between the check and the switch."""

@@ -12,6 +12,12 @@ gets the current state instead: the document, or every list/map item changed sin
 the order of their last events (items removed during such a long gap are not reported, as the log
 that recorded their removal is gone). Replaying a removal ends the subscription: the removal is the
 client's answer.
+
+A cursor *ahead* of the object's log means the store came back with older data than the client saw
+(a failover without SYNC_DURABILITY=replica, a restored backup): the ids the client knows will be
+reused for other changes, so waiting for ids above its cursor would be silence. Such a subscriber
+gets the current state (the document, or every item of a list/map) at the log's own ids and its
+cursor is rewound there, as is this process's feed, so the changes made from then on reach it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,12 @@ async def catch_up(hub: Hub, sub: Subscriber, kind: Kind, latest: int | None = N
     (the removal was delivered and the subscription ended). ``latest``: the object's last event id
     as just read, if known: a subscriber already there needs no read of the log to start with."""
     replayed = False
+    if latest is not None and sub.cursor > latest:  # the store rolled back under the client
+        hub.stats.state_replays += 1
+        hub.rewind(sub.sid, latest)
+        sub.cursor = -1  # every item is news to a client whose view is from another history
+        await _send_state(hub.store, sub, kind)
+        latest = None
     while True:
         if latest is not None and sub.cursor >= latest:
             batch, latest = [], None  # only the first time: a failed activation reads the log
