@@ -1,0 +1,66 @@
+"""What each SYNC_DURABILITY level costs: REST writes/s and p50/p99 for local, fsync and replica.
+
+Usage:  python tests/bench/durability.py [--connections 16] [--seconds 5] [--levels local,fsync,replica]
+
+Starts a Valkey primary (AOF on, appendfsync everysec, as the embedded one) with one replica
+(tests/cluster_failover.py ReplicatedPair), then for each level one sync-server on that primary,
+loaded with Document updates (--connections connections over as many Documents, in-repo Python load
+generator in two processes, 1 s warm-up). Prints writes/s, p50 and p99 per level and their ratios to
+``local``. A 503 (a wait that timed out) counts as an error and is shown. On a loaded 2-core machine
+the absolute figures are floors; the ratios are what the README quotes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.bench.rest_writes import DATA, measure  # noqa: E402
+from tests.cluster_failover import ReplicatedPair  # noqa: E402
+from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ServerProcess  # noqa: E402
+
+AUTH = (ACCOUNT_SID, AUTH_TOKEN)
+
+
+def prepare(url: str, clients: int) -> str:
+    """A Service with the Documents ``bench-<part>-<n>`` that rest_writes' "document updates" writes."""
+    with httpx.Client(base_url=url, auth=AUTH, timeout=30) as c:
+        service = str(c.post("/v1/Services", data={"FriendlyName": "bench"}).json()["sid"])
+        for part in range(2):
+            for n in range(clients):
+                c.post(f"/v1/Services/{service}/Documents", data={"UniqueName": f"bench-{part}-{n}", "Data": DATA})
+    return service
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--levels", default="local,fsync,replica")
+    args = parser.parse_args()
+    rows: dict[str, dict] = {}
+    with ReplicatedPair() as pair:
+        for level in args.levels.split(","):
+            with ServerProcess(redis_url=pair.url, env={"SYNC_DURABILITY": level}) as server:
+                service = prepare(server.base_url, args.connections)
+                measure(server.base_url, AUTH, args.connections, 1.0, "document updates", service)  # warm-up
+                rows[level] = measure(server.base_url, AUTH, args.connections, args.seconds, "document updates", service)
+            r = rows[level]
+            print(f"{level:8} {r['rate']:8.0f} writes/s  p50 {r['p50']:6.1f} ms  p99 {r['p99']:6.1f} ms  "
+                  f"errors {r['errors']} {r['statuses']}", flush=True)  # fmt: skip
+    base = rows.get("local")
+    print(f"\n{'level':8} {'writes/s':>9} {'vs local':>9} {'p99 ms':>8} {'vs local':>9}")
+    for level, r in rows.items():
+        rate_ratio = r["rate"] / base["rate"] if base else float("nan")
+        p99_ratio = r["p99"] / base["p99"] if base else float("nan")
+        print(f"{level:8} {r['rate']:9.0f} {rate_ratio:9.2f} {r['p99']:8.1f} {p99_ratio:9.2f}")
+
+
+if __name__ == "__main__":
+    main()
