@@ -49,8 +49,9 @@ def main() -> None:
         for level in args.levels.split(","):
             with ServerProcess(redis_url=pair.url, env={"SYNC_DURABILITY": level}) as server:
                 service = prepare(server.base_url, args.connections)
-                measure(server.base_url, AUTH, args.connections, 1.0, "document updates", service)  # warm-up
-                rows[level] = measure(server.base_url, AUTH, args.connections, args.seconds, "document updates", service)
+                url, clients = server.base_url, args.connections
+                measure(url, AUTH, clients, 1.0, "document updates", service)  # warm-up
+                rows[level] = measure(url, AUTH, clients, args.seconds, "document updates", service)
             r = rows[level]
             print(f"{level:8} {r['rate']:8.0f} writes/s  p50 {r['p50']:6.1f} ms  p99 {r['p99']:6.1f} ms  "
                   f"errors {r['errors']} {r['statuses']}", flush=True)  # fmt: skip
