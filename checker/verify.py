@@ -26,10 +26,22 @@ from .record import Obj, Recording
 MAX_LISTED = 50
 
 
+CHECKS = ("acknowledged writes kept", "event ids gapless", "delivered once, in order", "linearizable")
+
+
 @dataclass
 class Verdict:
     anomalies: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
+    failed: Counter[str] = field(default_factory=Counter)  # check -> anomalies
+
+    def add(self, check: str, message: str) -> None:
+        self.failed[check] += 1
+        self.anomalies.append(f"[{check}] {message}")
+
+    def extend(self, check: str, messages: list[str]) -> None:
+        for m in messages:
+            self.add(check, m)
 
     @property
     def ok(self) -> bool:
@@ -37,6 +49,7 @@ class Verdict:
 
     def report(self) -> str:
         lines = ["sync-server check: " + ("OK" if self.ok else f"FAILED, {len(self.anomalies)} anomalies")]
+        lines += [f"  check {c}: " + (f"FAILED ({self.failed[c]})" if self.failed[c] else "ok") for c in CHECKS]
         lines += [f"  {k}: {v}" for k, v in self.figures.items()]
         lines += [f"  ANOMALY {a}" for a in self.anomalies[:MAX_LISTED]]
         if len(self.anomalies) > MAX_LISTED:
@@ -67,7 +80,7 @@ def verify(rec: Recording, budget: int = 2_000_000) -> Verdict:
     f["faults injected"] = len(rec.faults)
     if rec.faults:
         f["faults"] = ", ".join(f"{k}={n}" for k, n in sorted(Counter(x["what"] for x in rec.faults).items()))
-    v.anomalies += rec.errors
+    v.extend("run", rec.errors)
     f["anomalies"] = len(v.anomalies)
     return v
 
@@ -75,16 +88,17 @@ def verify(rec: Recording, budget: int = 2_000_000) -> Verdict:
 def _log_gapless(o: Obj, v: Verdict) -> None:
     ids = [e["id"] for e in o.log]
     if not o.log_complete:
-        v.anomalies.append(
-            f"{o.sid}: event log read up to {ids[-1] if ids else None}, not to its revision {o.final_revision}"
+        v.add(
+            "event ids gapless",
+            f"{o.sid}: event log read up to {ids[-1] if ids else None}, not to its revision {o.final_revision}",
         )
     if ids and ids[0] != 0 and len(ids) < 900:
-        v.anomalies.append(f"{o.sid}: event log starts at {ids[0]}, not 0, though short of any trim")
+        v.add("event ids gapless", f"{o.sid}: event log starts at {ids[0]}, not 0, though short of any trim")
     for a, b in zip(ids, ids[1:], strict=False):
         if b != a + 1:
-            v.anomalies.append(f"{o.sid}: event ids jump from {a} to {b}")
+            v.add("event ids gapless", f"{o.sid}: event ids jump from {a} to {b}")
     if ids and o.final_revision is not None and ids[-1] != o.final_revision:
-        v.anomalies.append(f"{o.sid}: last event {ids[-1]} but revision {o.final_revision}")
+        v.add("event ids gapless", f"{o.sid}: last event {ids[-1]} but revision {o.final_revision}")
 
 
 def _document(o: Obj, v: Verdict, budget: int, outcomes: Counter[str]) -> None:
@@ -99,8 +113,9 @@ def _document(o: Obj, v: Verdict, budget: int, outcomes: Counter[str]) -> None:
         if op.kind == "cas" and op.outcome == "ok" and op.revision is not None and op.revision >= first:
             e = log.get(op.revision)
             if e is None or _token(e["data"], "w") != op.value:
-                v.anomalies.append(
-                    f"{o.sid}: acknowledged write {op.value!r} (revision {op.revision}) lost: the log has {e}"
+                v.add(
+                    "acknowledged writes kept",
+                    f"{o.sid}: acknowledged write {op.value!r} (revision {op.revision}) lost: the log has {e}",
                 )
     seen: Counter[Any] = Counter()
     for e in o.log:
@@ -110,12 +125,20 @@ def _document(o: Obj, v: Verdict, budget: int, outcomes: Counter[str]) -> None:
         seen[value] += 1
         writes = by_value.get(value, [])
         if not writes:
-            v.anomalies.append(f"{o.sid}: event {e['id']} holds {value!r}, which no client wrote")
+            v.add("acknowledged writes kept", f"{o.sid}: event {e['id']} holds {value!r}, which no client wrote")
         elif all(w.expect != e["id"] - 1 for w in writes):
-            v.anomalies.append(f"{o.sid}: event {e['id']} applied {value!r}, written with If-Match {writes[0].expect}")
-    v.anomalies += [f"{o.sid}: write {val!r} applied {n} times" for val, n in seen.items() if n > 1]
+            v.add(
+                "acknowledged writes kept",
+                f"{o.sid}: event {e['id']} applied {value!r}, written with If-Match {writes[0].expect}",
+            )
+    v.extend(
+        "acknowledged writes kept", [f"{o.sid}: write {val!r} applied {n} times" for val, n in seen.items() if n > 1]
+    )
     if o.log and _token(o.final.get(""), "w") != _token(o.log[-1]["data"], "w"):
-        v.anomalies.append(f"{o.sid}: final data {o.final.get('')} is not the last event's {o.log[-1]['data']}")
+        v.add(
+            "acknowledged writes kept",
+            f"{o.sid}: final data {o.final.get('')} is not the last event's {o.log[-1]['data']}",
+        )
     started = time.monotonic()
     result = check(o.ops, (0, o.initial), budget)
     f = v.figures
@@ -124,11 +147,12 @@ def _document(o: Obj, v: Verdict, budget: int, outcomes: Counter[str]) -> None:
     f["linearizability: states explored"] = f.get("linearizability: states explored", 0) + result.explored
     f["linearizability: seconds"] = round(f.get("linearizability: seconds", 0) + time.monotonic() - started, 2)
     if result.ok is None:
-        v.anomalies.append(f"{o.sid}: linearizability not decided within {budget} states (inconclusive)")
+        v.add("linearizable", f"{o.sid}: linearizability not decided within {budget} states (inconclusive)")
     elif not result.ok:
-        v.anomalies.append(
+        v.add(
+            "linearizable",
             f"{o.sid}: history not linearizable as a compare-and-set register ({result.ops} ops; the longest "
-            f"linearizable prefix places {result.longest}; stuck at {result.stuck})"
+            f"linearizable prefix places {result.longest}; stuck at {result.stuck})",
         )
 
 
@@ -144,8 +168,9 @@ def _collection(o: Obj, v: Verdict, outcomes: Counter[str]) -> None:
             continue
         e = log.get(w["revision"])
         if e is None or _token(e["data"], field_name) != w["value"] or ("key" in w and str(e["key"]) != w["key"]):
-            v.anomalies.append(
-                f"{o.sid}: acknowledged {o.kind} write {w['value']!r} (event {w['revision']}) lost: the log has {e}"
+            v.add(
+                "acknowledged writes kept",
+                f"{o.sid}: acknowledged {o.kind} write {w['value']!r} (event {w['revision']}) lost: the log has {e}",
             )
     seen: Counter[Any] = Counter()
     last: dict[str, Any] = {}
@@ -156,13 +181,16 @@ def _collection(o: Obj, v: Verdict, outcomes: Counter[str]) -> None:
         seen[value] += 1
         last[str(e["key"])] = e["data"]
         if value not in by_value:
-            v.anomalies.append(f"{o.sid}: event {e['id']} holds {value!r}, which no client wrote")
-    v.anomalies += [f"{o.sid}: write {val!r} applied {n} times" for val, n in seen.items() if n > 1]
+            v.add("acknowledged writes kept", f"{o.sid}: event {e['id']} holds {value!r}, which no client wrote")
+    v.extend(
+        "acknowledged writes kept", [f"{o.sid}: write {val!r} applied {n} times" for val, n in seen.items() if n > 1]
+    )
     if first == 0 and last != o.final:
         missing = sorted(set(last) ^ set(o.final))[:5]
         differ = sorted(k for k in set(last) & set(o.final) if last[k] != o.final[k])[:5]
-        v.anomalies.append(
-            f"{o.sid}: final items differ from the log (keys only in one: {missing}; differing: {differ})"
+        v.add(
+            "acknowledged writes kept",
+            f"{o.sid}: final items differ from the log (keys only in one: {missing}; differing: {differ})",
         )
     if o.kind == "map":  # one writer per key: the final value is its last acknowledged write or a later one
         for key, data in o.final.items():
@@ -170,8 +198,9 @@ def _collection(o: Obj, v: Verdict, outcomes: Counter[str]) -> None:
             acked = [i for i, w in enumerate(writes) if w["outcome"] == "ok"]
             final_at = next((i for i, w in enumerate(writes) if w["value"] == _token(data, "m")), -1)
             if acked and final_at < acked[-1]:
-                v.anomalies.append(
-                    f"{o.sid}: key {key} ends at {data}, older than its acknowledged {writes[acked[-1]]['value']!r}"
+                v.add(
+                    "acknowledged writes kept",
+                    f"{o.sid}: key {key} ends at {data}, older than its acknowledged {writes[acked[-1]]['value']!r}",
                 )
 
 
@@ -187,17 +216,26 @@ def _deliveries(rec: Recording, v: Verdict) -> int:
             for ev in events:
                 eid = ev["id"]
                 if eid <= prev:
-                    v.anomalies.append(f"{name} {sid}: event {eid} delivered after {prev} (twice or out of order)")
+                    v.add(
+                        "delivered once, in order",
+                        f"{name} {sid}: event {eid} delivered after {prev} (twice or out of order)",
+                    )
                     continue
                 if o.kind != "document" and eid != prev + 1 and prev + 1 >= first:
-                    v.anomalies.append(
-                        f"{name} {sid}: events {prev + 1}..{eid - 1} never delivered (the log holds them)"
+                    v.add(
+                        "delivered once, in order",
+                        f"{name} {sid}: events {prev + 1}..{eid - 1} never delivered (the log holds them)",
                     )
                 e = log.get(eid)
                 if e is not None and (e["data"] != ev["data"] or (o.kind != "document" and str(e["key"]) != ev["key"])):
                     got, logged = f"{ev['key']}={ev['data']}", f"{e['key']}={e['data']}"
-                    v.anomalies.append(f"{name} {sid}: event {eid} delivered as {got}, logged as {logged}")
+                    v.add(
+                        "delivered once, in order", f"{name} {sid}: event {eid} delivered as {got}, logged as {logged}"
+                    )
                 prev = eid
             if o.final_revision is not None and prev != o.final_revision:
-                v.anomalies.append(f"{name} {sid}: delivered up to event {prev}, the object is at {o.final_revision}")
+                v.add(
+                    "delivered once, in order",
+                    f"{name} {sid}: delivered up to event {prev}, the object is at {o.final_revision}",
+                )
     return total
