@@ -173,7 +173,8 @@ def check(settings: Settings, args: argparse.Namespace) -> int:
             with _admin_redis(settings) as url:
                 key, secret = asyncio.run(_check_key(settings, url))
         target = Target(args.url, settings.account_sid, settings.auth_token, key, secret)
-    return run_check(Options(plan, target, args.spawn, args.faults, args.record, args.verify))
+    opts = Options(plan, target, args.spawn, args.faults, args.record, args.verify, settings.event_log_max)
+    return run_check(opts)
 
 
 async def _check_key(settings: Settings, url: str) -> tuple[str, str]:

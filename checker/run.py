@@ -22,6 +22,7 @@ class Options:
     faults: bool = False
     record: str | None = None
     verify: str | None = None
+    event_log_max: int = 1000  # the server's SYNC_EVENT_LOG_MAX: a log shorter than this was not trimmed
 
 
 def main(opts: Options) -> int:
@@ -30,8 +31,9 @@ def main(opts: Options) -> int:
         rec = Recording.load(opts.verify)
     else:
         rec = Recording(meta={"seed": opts.plan.seed, "duration_s": opts.plan.duration_s,
-                              "writers": opts.plan.writers, "subscribers": opts.plan.subscribers})  # fmt: skip
-        spawned = Spawned() if opts.spawn else None
+                              "writers": opts.plan.writers, "subscribers": opts.plan.subscribers,
+                              "event_log_max": opts.event_log_max})  # fmt: skip
+        spawned = Spawned(opts.event_log_max) if opts.spawn else None
         try:
             faults: Any = None
             if spawned is not None:

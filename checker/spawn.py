@@ -34,7 +34,7 @@ def _free_port() -> int:
 
 
 class Spawned:
-    def __init__(self, keep_dir: bool = False) -> None:
+    def __init__(self, event_log_max: int = 1000) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="sync-check-"))
         self.port = _free_port()
         self.account_sid = "AC" + secrets.token_hex(16)
@@ -46,6 +46,7 @@ class Spawned:
             SYNC_HOST="127.0.0.1",
             SYNC_LOG_LEVEL="warning",
             SYNC_DRAIN_S="0",
+            SYNC_EVENT_LOG_MAX=str(event_log_max),
             TWILIO_ACCOUNT_SID=self.account_sid,
             TWILIO_AUTH_TOKEN=self.auth_token,
         )

@@ -92,3 +92,13 @@ def test_a_phantom_write_and_a_stale_read() -> None:
     stale = recording()
     stale.objects["ET1"].ops.append(Op("read", "ok", 6, 7, value="a", revision=1))
     assert failed(stale) == {"linearizable": 1}
+
+
+def test_a_log_may_start_late_only_when_the_server_trimmed_it() -> None:
+    """A log not starting at 0 is a trimmed one only if it holds SYNC_EVENT_LOG_MAX events."""
+    rec = recording()
+    doc = rec.objects["ET1"]
+    doc.log = doc.log[1:]  # events 1 and 2 kept, 0 gone
+    assert failed(rec) == {"event ids gapless": 1}
+    rec.meta["event_log_max"] = 2
+    assert verify(rec).ok
