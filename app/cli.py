@@ -79,7 +79,24 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("ids", nargs="*", help="only these dead-letter ids (needs --service)")
     command(sub, "purge", "delete now what deleted Services left (the running server does it in the background)")
     command(sub, "status", "the running server: connections, subscriptions, webhook queues, Valkey (from /metrics)")
+    _check_parser(command(sub, "check", "drive a server with a bounded workload and verify its guarantees"))
     return p
+
+
+def _check_parser(chk: argparse.ArgumentParser) -> None:
+    """``sync-server check``: its own options (the account comes from --account-sid/--auth-token)."""
+    chk.add_argument("--url", help="the server to check (e.g. http://127.0.0.1:8080); or --spawn")
+    chk.add_argument("--api-key", help="SK… to sign access tokens (default: one created in the server's store)")
+    chk.add_argument("--api-secret", help="the API key's secret")
+    chk.add_argument("--duration", type=float, default=10.0, help="seconds of workload (default 10)")
+    chk.add_argument("--writers", type=int, default=4, help="concurrent REST writers (default 4)")
+    chk.add_argument("--subscribers", type=int, default=2, help="SDK-protocol subscribers (default 2)")
+    chk.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    chk.add_argument("--max-ops", type=int, default=600, help="operations per Document at most (default 600)")
+    chk.add_argument("--spawn", action="store_true", help="start a server of its own (temp dir, embedded Valkey)")
+    chk.add_argument("--faults", action="store_true", help="with --spawn: kill -9 the server and its Valkey at random")
+    chk.add_argument("--record", metavar="FILE", help="save what was recorded (JSON) for --verify")
+    chk.add_argument("--verify", metavar="FILE", help="verify a saved recording instead of running")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
             serve(settings)
         elif command == "status":
             status(settings)
+        elif command == "check":
+            sys.exit(check(settings, args))
         else:
             with _admin_redis(settings) as url:
                 asyncio.run(_admin(settings, url, args))
@@ -134,6 +153,42 @@ def redis_for(
         embedded.stop()
         with contextlib.suppress(OSError):
             url_file.unlink()
+
+
+def check(settings: Settings, args: argparse.Namespace) -> int:
+    """``sync-server check`` (checker/): the target's account from the settings, its API key given or
+    created in the server's store (there is no REST API for keys)."""
+    from checker.run import Options, main as run_check
+    from checker.workload import Plan, Target
+
+    if args.faults and not args.spawn:
+        sys.exit("sync-server: --faults needs --spawn (the checker kills only processes it started)")
+    plan = Plan(args.duration, args.writers, args.subscribers, args.seed, args.max_ops)
+    target = None
+    if not (args.spawn or args.verify):
+        if not (args.url and settings.account_sid and settings.auth_token):
+            sys.exit("sync-server: check needs --url, --account-sid and --auth-token (or --spawn, or --verify FILE)")
+        key, secret = args.api_key, args.api_secret
+        if not (key and secret):
+            with _admin_redis(settings) as url:
+                key, secret = asyncio.run(_check_key(settings, url))
+        target = Target(args.url, settings.account_sid, settings.auth_token, key, secret)
+    opts = Options(plan, target, args.spawn, args.faults, args.record, args.verify, settings.event_log_max)
+    return run_check(opts)
+
+
+async def _check_key(settings: Settings, url: str) -> tuple[str, str]:
+    store = await Store.connect(url, cluster=settings.redis_cluster)
+    try:
+        assert settings.account_sid
+        found = [k for k in await accounts.list_keys(store, settings.account_sid) if k.friendly_name == CHECK_KEY]
+        key = found[0] if found else await accounts.create_key(store, settings.account_sid, CHECK_KEY)
+        return key.sid, key.secret
+    finally:
+        await store.close()
+
+
+CHECK_KEY = "sync-server check"
 
 
 def _say(message: str) -> None:

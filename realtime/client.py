@@ -96,7 +96,13 @@ class SyncClient:
     async def _send(self, header: dict[str, Any], payload: Any = None) -> twilsock.Frame:
         fut: asyncio.Future[twilsock.Frame] = asyncio.get_running_loop().create_future()
         self._replies[header["id"]] = fut
-        await self.ws.send(twilsock.encode(header, payload))
+        try:
+            await self.ws.send(twilsock.encode(header, payload))
+        except BaseException:  # never sent: nobody will await the reply (nor its "connection closed")
+            self._replies.pop(header["id"], None)
+            if fut.done() and not fut.cancelled():
+                fut.exception()
+            raise
         frame = await asyncio.wait_for(fut, REPLY_WAIT_S)
         status = frame.header.get("status") or {}
         if status.get("code") != 200:

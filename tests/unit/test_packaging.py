@@ -12,7 +12,7 @@ def test_every_product_package_is_listed() -> None:
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {
         init.parent.relative_to(ROOT).as_posix().replace("/", ".")
-        for package in ("app", "realtime", "storage")
+        for package in ("app", "checker", "realtime", "storage")
         for init in (ROOT / package).rglob("__init__.py")
     }
     assert found == listed
