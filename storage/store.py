@@ -19,10 +19,11 @@ from typing import Any, cast
 
 from redis import asyncio as aioredis
 
-from . import keys, lua
+from . import idempotency, keys, lua
 from .clock import now_ms
 from .errors import (
     AlreadyExistsError,
+    IdempotencyConflictError,
     InvalidInputError,
     NotFoundError,
     RevisionMismatchError,
@@ -77,6 +78,7 @@ _ERRORS: dict[str, type[StoreError]] = {
     "exists": AlreadyExistsError,
     "mismatch": RevisionMismatchError,
     "nodata": InvalidInputError,
+    "superseded": IdempotencyConflictError,
 }
 
 
@@ -144,6 +146,12 @@ class Store:
         }
         if not context.keys().isdisjoint(args):
             raise ValueError(f"{script}: argument names {sorted(context.keys() & args.keys())} are the prelude's")
+        claim = idempotency.bind(service_sid)  # an Idempotency-Key: recorded by the script (storage/idempotency.py)
+        if claim is not None and claim.reply is not None:
+            claim.bound = True
+            return lua.ScriptReply(idempotency.recorded_reply(claim))  # applied already: its reply, no write
+        if claim is not None:
+            context |= {"ik": claim.key, "itok": claim.token}
         reply = await self.scripts.write(script)(keys=[key], args=[lua.pack({**context, **args})])
         if not isinstance(reply, list):
             raise TypeError(f"{script} answered {reply!r}, not an array")
@@ -153,6 +161,8 @@ class Store:
             if reason == "live":  # only the sweeper asks for this; it is not an error for it
                 raise NotFoundError(what, detail, "not expired")
             raise _ERRORS[reason](what, detail)
+        if claim is not None:
+            claim.bound = True
         return answer
 
     async def call(self, script: lua.PlainScript, key_names: Sequence[str], /, **args: lua.LuaArg) -> LuaReply:
