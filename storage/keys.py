@@ -33,6 +33,7 @@ Service slot ``{IS…}`` — everything inside one Service, so that every write 
     sync:{IS}:rde               hash   identity -> its last endpoint id (for that deferred webhook)
     sync:{IS}:ik:{AC}:{key}     hash   Idempotency-Key record of a write in this Service, by the account that
                                        sent it; the write script records it (storage/idempotency.py)
+    sync:{IS}:iks:{id}:{identity} hash the same for a write of the SDK, by its Twilio-Request-Id (realtime/retries.py)
 
 Global (one slot each, tiny):
     sync:accounts               set    account SIDs
@@ -91,6 +92,10 @@ def account_idempotency(ac: str, key: str) -> str:
 def idempotency(is_: str, ac: str, key: str) -> str:
     """In the Service's slot, so that the write script records the key in its own atomic step."""
     return f"sync:{{{is_}}}:ik:{ac}:{key}"
+
+
+def sdk_idempotency(is_: str, identity: str, request_id: str) -> str:
+    return f"sync:{{{is_}}}:iks:{request_id}:{identity}"
 
 
 def seq(is_: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from redis import asyncio as aioredis
 
-from . import idempotency, keys, lua
+from . import claims, keys, lua
 from .clock import now_ms
 from .errors import (
     AlreadyExistsError,
@@ -146,10 +146,10 @@ class Store:
         }
         if not context.keys().isdisjoint(args):
             raise ValueError(f"{script}: argument names {sorted(context.keys() & args.keys())} are the prelude's")
-        claim = idempotency.bind(service_sid)  # an Idempotency-Key: recorded by the script (storage/idempotency.py)
+        claim = claims.bind(service_sid)  # an Idempotency-Key: recorded by the script (storage/idempotency.py)
         if claim is not None and claim.reply is not None:
             claim.bound = True
-            return lua.ScriptReply(idempotency.recorded_reply(claim))  # applied already: its reply, no write
+            return lua.ScriptReply(claims.recorded_reply(claim))  # applied already: its reply, no write
         if claim is not None:
             context |= {"ik": claim.key, "itok": claim.token}
         reply = await self.scripts.write(script)(keys=[key], args=[lua.pack({**context, **args})])

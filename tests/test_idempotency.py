@@ -14,9 +14,11 @@ import httpx
 import pytest
 
 from app.idempotency import fingerprint, record_key
+from realtime.client import SyncClient
 from storage import Kind, Store, accounts, idempotency, items, objects, records
 from storage.errors import IdempotencyConflictError
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ON_EVERY_BACKEND, ServerProcess
+from tests.sdk import token
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -201,3 +203,21 @@ async def test_a_claim_whose_request_died_is_taken_over_and_the_late_write_refus
     finally:
         idempotency.CURRENT.reset(token)
     assert len(await _items(http, service, "l")) == 1
+
+
+@ON_EVERY_BACKEND
+async def test_an_sdk_write_retried_with_its_request_id_applies_once(
+    server: ServerProcess, api_key: Any, service: str, http: httpx.AsyncClient
+) -> None:
+    """twilio-sync sends a write's retries with the Twilio-Request-Id of its first attempt."""
+    async with await SyncClient.connect(server.ws_url, token(api_key.sid, api_key.secret, service, "alice")) as c:
+        lst = await c.open("list", "sdk-list")
+        rid = "RQ" + "5" * 32
+        first = await c.request("POST", lst["links"]["items"], {"data": {"n": 1}}, request_id=rid)
+        again = await c.request("POST", lst["links"]["items"], {"data": {"n": 1}}, request_id=rid)
+        assert first[0] == again[0] == 201 and first[1] == again[1]
+        other = await c.request("POST", lst["links"]["items"], {"data": {"n": 1}}, request_id="RQ" + "6" * 32)
+        assert other[0] == 201 and other[1]["index"] == 1
+        reused = await c.request("POST", lst["links"]["items"], {"data": {"n": 2}}, request_id=rid)
+        assert reused[0] == 422 and reused[1]["code"] == 20422
+    assert [i["index"] for i in await _items(http, service, "sdk-list")] == [0, 1]
