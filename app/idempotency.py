@@ -92,7 +92,10 @@ class Idempotency:
         except (TwilioError, StoreError):  # the handler refuses it the same way
             await self.app(scope, receive, send)
             return
-        body, more = await _read(receive)
+        read = await _read(receive)
+        if read is None:  # the client went away mid-body: a cut request is never executed
+            return
+        body, more = read
         replay = _replaying(body, receive, more)
         if more:  # over the size limit: the handler answers 413 and nothing is recorded
             await self.app(scope, replay, send)
@@ -163,14 +166,15 @@ async def _give_up(store: Store, claim: idempotency.Claim) -> None:
         pass  # the claim lapses by itself (LEASE_MS)
 
 
-async def _read(receive: Receive) -> tuple[bytes, bool]:
-    """The request body, up to MAX_BODY + 1 bytes; True when there is more (over the limit)."""
+async def _read(receive: Receive) -> tuple[bytes, bool] | None:
+    """The request body, up to MAX_BODY + 1 bytes, and True when there is more (over the limit);
+    None when the client disconnected before its end."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return b"".join(chunks), False
+            return None
         chunk = message.get("body", b"")
         chunks.append(chunk)
         size += len(chunk)
