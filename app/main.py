@@ -27,6 +27,7 @@ from storage.wire.errors import TwilioError
 
 from . import console, errors, observe, openapi, routes
 from .auth import Authenticator
+from .idempotency import Idempotency
 from .metrics import RUN_DIR_VAR, Metrics, RequestMetrics
 from .settings import Settings
 
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if metrics is not None:
         table.append(Route("/metrics", metrics.endpoint, methods=["GET"]))
         middleware.append(Middleware(RequestMetrics, requests=metrics.requests))
+    middleware.append(Middleware(Idempotency, ttl_s=settings.idempotency_ttl_s))  # innermost: sees the handler's answer
     app = Starlette(
         routes=table,
         middleware=middleware,

@@ -60,7 +60,31 @@ def subset(spec: dict[str, Any], implemented: set[tuple[str, str]]) -> dict[str,
         **spec["info"],
         "description": "The Twilio Sync v1 REST API as this sync-server implements it.",
     }
+    add_idempotency_key(out)
     return out
+
+
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "sync-server extension (app/idempotency.py): a client-chosen key (1 to 255 printable ASCII "
+    "characters). The first request with it is executed and its answer kept for SYNC_IDEMPOTENCY_TTL_S; a retry "
+    "with the same key and parameters gets that answer again with `Idempotent-Replayed: true` and changes "
+    "nothing; the same key with other parameters is answered 422 (20422); while the first is still running, "
+    "409 (20409) with Retry-After.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "x-sync-server-extension": True,
+}
+
+
+def add_idempotency_key(spec: dict[str, Any]) -> None:
+    """Every POST and DELETE takes the ``Idempotency-Key`` header, marked as this server's extension."""
+    spec.setdefault("components", {}).setdefault("parameters", {})["IdempotencyKey"] = IDEMPOTENCY_KEY
+    for item in spec["paths"].values():
+        for method in ("post", "delete"):
+            if method in item:
+                item[method].setdefault("parameters", []).append({"$ref": "#/components/parameters/IdempotencyKey"})
 
 
 def _refs(node: Any) -> Iterable[str]:

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     event_log_keep_s: int = Field(86400, description="how long a deleted object's event log is kept")
     sweep_interval_s: float = Field(1.0, description="how often the expiry sweeper looks for expired data")
     auth_cache_s: float = Field(5.0, description="how long a process trusts checked credentials")
+    idempotency_ttl_s: int = Field(
+        86400, ge=1, description="how long a write's answer is kept under its Idempotency-Key (retries replay it)"
+    )
     webhooks: YesNo = Field(True, description="run the webhook delivery worker in this process")
     webhook_connect_timeout_s: float = Field(5.0, description="DNS + TCP + TLS timeout per delivery")
     webhook_read_timeout_s: float = Field(15.0, description="time for the receiver's whole response")

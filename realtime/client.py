@@ -147,11 +147,20 @@ class SyncClient:
         return path if path.startswith("http") else self.cds_base + path
 
     async def request(
-        self, method: str, url: str, body: Any = None, params: dict[str, Any] | None = None, if_match: str | None = None
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        if_match: str | None = None,
+        request_id: str | None = None,
     ) -> tuple[int, Any]:
-        """One tunnelled HTTP request: (HTTP status, JSON body), whatever the status."""
+        """One tunnelled HTTP request: (HTTP status, JSON body), whatever the status. ``request_id``:
+        its Twilio-Request-Id, which twilio-sync keeps across the retries of one write."""
         parts = urlsplit(self.url(url))
         headers = {"Content-Type": "application/json"}
+        if request_id is not None:
+            headers["Twilio-Request-Id"] = request_id
         if if_match is not None:
             headers["If-Match"] = if_match
         http_request = {

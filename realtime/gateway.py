@@ -35,7 +35,7 @@ from storage.errors import StoreUnavailableError
 from storage.wire import errors
 from storage.wire.errors import TwilioError
 
-from . import cds, twilsock
+from . import cds, retries, twilsock
 from .broker import RedisBroker
 from .hub import Hub
 from .session import Limits, Session
@@ -321,7 +321,7 @@ class Connection:
             if path.rstrip("/") == "/v4/Subscriptions" and method == "POST":
                 status, answer, then = session.subscriptions_request(body)
             else:
-                status, answer = await cds.handle(session.caller, cds.Request(method, path, params, headers, body))
+                status, answer = await retries.handle(session.caller, cds.Request(method, path, params, headers, body))
         except StoreUnavailableError:  # cds.handle answers store errors itself; an outage is logged once
             status, answer = 503, errors.UNAVAILABLE().body()
         except Exception:  # every request gets an answer, in Twilio's error shape

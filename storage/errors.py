@@ -7,6 +7,7 @@ StoreError
  +-- InvalidInputError        (a value the store refuses; ``kind`` names the rule, see limits.py)
  +-- TooLargeError            (data over its size limit)
  +-- StoreUnavailableError    (Redis could not be reached; wraps the redis-py error)
+ +-- IdempotencyConflictError (an Idempotency-Key is in use by another request, or its parameters differ)
 """
 
 from __future__ import annotations
@@ -43,3 +44,9 @@ class TooLargeError(StoreError):
 
 class StoreUnavailableError(StoreError):
     """Redis did not answer; nothing can be said about whether a write happened."""
+
+
+class IdempotencyConflictError(StoreError):
+    """An Idempotency-Key that cannot be used now: ``kind`` "busy" (another request holds it; ``ident``
+    says in how many seconds it may be retried), "superseded" (a retry took it over while this request
+    waited) or "mismatch" (it was first used with other parameters)."""

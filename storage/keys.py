@@ -9,6 +9,7 @@ Account slot ``{AC…}`` — small, rarely written:
     sync:{AC}:services          zset   service SIDs by creation sequence (paging)
     sync:{AC}:seq               string creation sequence counter
     sync:{AC}:purge             list   Services deleted but not yet purged (resumable)
+    sync:{AC}:ik:{key}          hash   Idempotency-Key record of an account-level write (storage/idempotency.py)
 
 Service slot ``{IS…}`` — everything inside one Service, so that every write script
 (object + unique-name index + listing index + expiry schedule + event log) touches one slot:
@@ -30,6 +31,9 @@ Service slot ``{IS…}`` — everything inside one Service, so that every write 
     sync:{IS}:ri                set    identities that have such a set (so a Service delete finds them)
     sync:{IS}:rd                zset   identity -> when its debounced endpoint_disconnected is due (ms)
     sync:{IS}:rde               hash   identity -> its last endpoint id (for that deferred webhook)
+    sync:{IS}:ik:{AC}:{key}     hash   Idempotency-Key record of a write in this Service, by the account that
+                                       sent it; the write script records it (storage/idempotency.py)
+    sync:{IS}:iks:{id}:{identity} hash the same for a write of the SDK, by its Twilio-Request-Id (realtime/retries.py)
 
 Global (one slot each, tiny):
     sync:accounts               set    account SIDs
@@ -79,6 +83,19 @@ def account_seq(ac: str) -> str:
 
 def account_purge(ac: str) -> str:
     return f"sync:{{{ac}}}:purge"
+
+
+def account_idempotency(ac: str, key: str) -> str:
+    return f"sync:{{{ac}}}:ik:{key}"
+
+
+def idempotency(is_: str, ac: str, key: str) -> str:
+    """In the Service's slot, so that the write script records the key in its own atomic step."""
+    return f"sync:{{{is_}}}:ik:{ac}:{key}"
+
+
+def sdk_idempotency(is_: str, identity: str, request_id: str) -> str:
+    return f"sync:{{{is_}}}:iks:{request_id}:{identity}"
 
 
 def seq(is_: str) -> str:

@@ -35,8 +35,11 @@ WriteScript = Literal[
     "permission_write",
     "reachability",
 ]
-PlainScript = Literal["service_update", "webhook_config", "webhook_dead", "webhook_lease"]
+PlainScript = Literal[
+    "service_update", "webhook_config", "webhook_dead", "webhook_lease", "idempotency_claim", "idempotency_finish"
+]
 PRELUDE = "lib"
+EPILOGUE = "idempotency"  # runs each write script as a function, recording an Idempotency-Key with it
 
 # what a named argument may be (msgpack turns it into the Lua value described above)
 LuaArg = str | bytes | int | float | None | Sequence["LuaArg"] | Mapping[str, "LuaArg"]
@@ -68,7 +71,10 @@ class Scripts:
 
     def __init__(self, redis: RedisClient) -> None:
         prelude = source(PRELUDE)
-        texts = {name: prelude + "\n" + source(name) for name in get_args(WriteScript)}
+        epilogue = source(EPILOGUE)
+        texts = {
+            name: f"{prelude}\nlocal function body()\n{source(name)}\nend\n{epilogue}" for name in get_args(WriteScript)
+        }
         texts |= {name: source(name) for name in get_args(PlainScript)}
         self._redis = redis
         self._by_sha = {hashlib.sha1(t.encode()).hexdigest(): t for t in texts.values()}

@@ -19,11 +19,12 @@ from typing import Any, cast
 
 from redis import asyncio as aioredis
 
-from . import keys, lua
+from . import claims, keys, lua
 from .clock import now_ms
 from .durability import Durability, check_durability, run_script
 from .errors import (
     AlreadyExistsError,
+    IdempotencyConflictError,
     InvalidInputError,
     NotFoundError,
     RevisionMismatchError,
@@ -79,6 +80,7 @@ _ERRORS: dict[str, type[StoreError]] = {
     "exists": AlreadyExistsError,
     "mismatch": RevisionMismatchError,
     "nodata": InvalidInputError,
+    "superseded": IdempotencyConflictError,
 }
 
 
@@ -148,6 +150,12 @@ class Store:
         }
         if not context.keys().isdisjoint(args):
             raise ValueError(f"{script}: argument names {sorted(context.keys() & args.keys())} are the prelude's")
+        claim = claims.bind(service_sid)  # an Idempotency-Key: recorded by the script (storage/idempotency.py)
+        if claim is not None and claim.reply is not None:
+            claim.bound = True
+            return lua.ScriptReply(claims.recorded_reply(claim))  # applied already: its reply, no write
+        if claim is not None:
+            context |= {"ik": claim.key, "itok": claim.token}
         packed = lua.pack({**context, **args})
         if self.config.durability.level == "local":
             reply = await self.scripts.write(script)(keys=[key], args=[packed])
@@ -162,6 +170,8 @@ class Store:
             if reason == "live":  # only the sweeper asks for this; it is not an error for it
                 raise NotFoundError(what, detail, "not expired")
             raise _ERRORS[reason](what, detail)
+        if claim is not None:
+            claim.bound = True
         return answer
 
     async def call(self, script: lua.PlainScript, key_names: Sequence[str], /, **args: lua.LuaArg) -> LuaReply:

@@ -17,5 +17,5 @@ async def publish(store: Store, service_sid: str, stream: str, data_json: str, a
         okey = keys.obj(service_sid, sid)
         return await store.run("stream_publish", service_sid, okey, actor, sid=sid, message_sid=msid, data=data_json)
 
-    await objects.with_object(store, service_sid, Kind.STREAM, stream, run)
-    return msid
+    reply = await objects.with_object(store, service_sid, Kind.STREAM, stream, run)
+    return reply.text(2)  # msid, unless the reply is an Idempotency-Key's recorded one (storage/idempotency.py)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from ..errors import (
     AlreadyExistsError,
+    IdempotencyConflictError,
     InvalidInputError,
     NotFoundError,
     RevisionMismatchError,
@@ -76,6 +77,17 @@ UNAVAILABLE = ErrorSpec(503, 20503, "Service unavailable: the data store is not 
 REQUEST_TIMEOUT = ErrorSpec(408, 20408, "Request Timeout: no request body received for {seconds:g} seconds")
 HEADERS_TOO_LARGE = ErrorSpec(
     431, 20431, "Request Header Fields Too Large: at most {max_bytes} bytes in at most {max_fields} header fields"
+)
+# Idempotency-Key (an extension, app/idempotency.py): numbered 20000 + status like the rest.
+INVALID_IDEMPOTENCY_KEY = "Invalid Idempotency-Key: must be 1 to 255 printable ASCII characters"  # INVALID_PARAMETER
+IDEMPOTENCY_KEY_IN_USE = ErrorSpec(
+    409,
+    20409,
+    "Idempotency-Key in use: another request with this key is running, or took this one over (nothing was "
+    "changed by this one); retry after Retry-After seconds to get its answer",
+)
+IDEMPOTENCY_KEY_REUSED = ErrorSpec(
+    422, 20422, "Idempotency-Key reused: it was first used with another method, path or body"
 )
 _HTTP_BASE = 20000  # other HTTP errors: 20000 + status, as Twilio numbers them
 
@@ -172,6 +184,9 @@ STORE_ERRORS: dict[tuple[type[StoreError], str], _BOTH] = {
     (InvalidInputError, "*"): (INVALID_PARAMETER, INVALID_PARAMETER),
     (TooLargeError, "*"): (TOO_LARGE, TOO_LARGE),
     (StoreUnavailableError, "*"): (UNAVAILABLE, UNAVAILABLE),
+    (IdempotencyConflictError, "busy"): (IDEMPOTENCY_KEY_IN_USE, IDEMPOTENCY_KEY_IN_USE),
+    (IdempotencyConflictError, "superseded"): (IDEMPOTENCY_KEY_IN_USE, IDEMPOTENCY_KEY_IN_USE),
+    (IdempotencyConflictError, "mismatch"): (IDEMPOTENCY_KEY_REUSED, IDEMPOTENCY_KEY_REUSED),
 }
 
 

@@ -1,7 +1,7 @@
 """REST writes: sync-server's Document update beside a naive HSET + PUBLISH endpoint, and a table.
 
 Usage:  python tests/bench/rest_writes.py [--workers 1,2] [--connections 64] [--seconds 5]
-                                          [--loadgen auto|wrk|python]
+                                          [--loadgen auto|wrk|python] [--idempotency]
         python tests/bench/rest_writes.py --table [--url http://127.0.0.1:8080 --account AC… --token …]
                                           [--seconds 5] [--clients 1,16,64] [--scenarios …]
 
@@ -14,6 +14,10 @@ Valkey's apart), each sync-server figure with its ratio to the naive endpoint's.
 from wrk when it is installed (``apt-get install -y wrk``), else from the in-repo Python load
 generator (loadgen.py) in two processes, which is slower than the servers on 2 cores: its writes/s
 are then a floor, the CPU per write still holds.
+
+--idempotency: the same Document updates through sync-server without and with an Idempotency-Key
+header (a fresh key per request, so every write claims, writes and stores its answer), the ratio
+with ÷ without in place of the naive endpoint's (wrk only).
 
 --table (or --url): the per-scenario table of sync-server alone: Document updates, List item
 appends, Map item writes, one Map with many writers, at 1, 16, 64 clients (Python load generator),
@@ -176,13 +180,28 @@ wrk.headers["Authorization"] = "%(auth)s"
 wrk.body = "%(body)s"
 request = function()
   i = i + 1
+  if KEYED then wrk.headers["Idempotency-Key"] = RUN .. "-" .. tostring(tid) .. "-" .. i end
   return wrk.format(nil, "%(base)s/Documents/bench-0-" .. (i %% 64))
+end
+"""
+# --idempotency: each wrk thread (its own Lua state) numbers its requests; the thread id and a run
+# tag make every key unique
+WRK_KEYED = """
+KEYED = true
+RUN = "%(run)s"
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
 end
 """
 
 
-def load(port: int, service: str, connections: int, seconds: float, how: str) -> tuple[int, int, float]:
-    """Document updates at ``connections`` for ``seconds``: (2xx answers, other answers, elapsed)."""
+def load(
+    port: int, service: str, connections: int, seconds: float, how: str, keyed: bool = False
+) -> tuple[int, int, float]:
+    """Document updates at ``connections`` for ``seconds``: (2xx answers, other answers, elapsed);
+    ``keyed``: each with a fresh Idempotency-Key (wrk only)."""
     base = f"/v1/Services/{service}"
     if how == "wrk":
         import base64
@@ -190,6 +209,8 @@ def load(port: int, service: str, connections: int, seconds: float, how: str) ->
 
         auth = "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+            if keyed:
+                f.write(WRK_KEYED % {"run": time.time_ns()})
             f.write(WRK_SCRIPT % {"auth": auth, "body": urlencode({"Data": DATA}).replace('"', '\\"'), "base": base})
         cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "-s", f.name,
                f"http://127.0.0.1:{port}"]  # fmt: skip
@@ -202,6 +223,7 @@ def load(port: int, service: str, connections: int, seconds: float, how: str) ->
         errors = int(bad[1]) if bad else 0
         errors += sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
         return total - (int(bad[1]) if bad else 0), errors, elapsed
+    assert not keyed, "--idempotency needs wrk"
     m2 = measure(f"http://127.0.0.1:{port}", (ACCOUNT_SID, AUTH_TOKEN), connections, seconds, "document updates",
                  service)  # fmt: skip
     return int(m2["rate"] * m2["elapsed"]), m2["errors"], m2["elapsed"]
@@ -236,6 +258,8 @@ def compare(args: argparse.Namespace) -> None:
     how = args.loadgen
     if how == "auto":
         how = "wrk" if shutil.which("wrk") else "python"
+    if args.idempotency and how != "wrk":
+        raise SystemExit("--idempotency needs wrk (apt-get install -y wrk)")
     if how == "python":
         print("load: the Python load generator (install wrk for writes/s that the servers, not the load, bound:"
               " apt-get install -y wrk)")  # fmt: skip
@@ -243,7 +267,7 @@ def compare(args: argparse.Namespace) -> None:
     results: dict[tuple[str, int], dict[str, float]] = {}
     try:
         for workers in [int(x) for x in args.workers.split(",")]:
-            for name in ("naive", "sync-server"):
+            for name in ("sync-server", "with key") if args.idempotency else ("naive", "sync-server"):
                 if name == "naive":
                     proc, port = start_naive(redis, workers)
                     pid, service = proc.pid, "IS0"
@@ -267,10 +291,11 @@ def compare(args: argparse.Namespace) -> None:
                                 body = {"UniqueName": f"bench-{part}-{n}", "Data": DATA}
                                 c.post(f"/v1/Services/{service}/Documents", data=body)
                 try:
-                    load(port, service, args.connections, 1.0, how)  # warm-up
+                    keyed = name == "with key"
+                    load(port, service, args.connections, 1.0, how, keyed)  # warm-up
                     pids = tree(pid)
                     cpu0, rcpu0 = cpu_s(pids), cpu_s([redis.proc.pid])
-                    ok, errors, elapsed = load(port, service, args.connections, args.seconds, how)
+                    ok, errors, elapsed = load(port, service, args.connections, args.seconds, how, keyed)
                     cpu, rcpu = cpu_s(pids) - cpu0, cpu_s([redis.proc.pid]) - rcpu0
                 finally:
                     stop()
@@ -285,9 +310,13 @@ def compare(args: argparse.Namespace) -> None:
         redis.stop()
     print()
     print(f"Document updates, {args.connections} connections, load: {how}, {os.cpu_count()} cores")
-    print("naive HSET+PUBLISH / sync-server (ratio sync-server ÷ naive)")
+    base, other = ("sync-server", "with key") if args.idempotency else ("naive", "sync-server")
+    if args.idempotency:
+        print("sync-server without / with Idempotency-Key (ratio with ÷ without)")
+    else:
+        print("naive HSET+PUBLISH / sync-server (ratio sync-server ÷ naive)")
     for workers in [int(x) for x in args.workers.split(",")]:
-        nv, sy = results[("naive", workers)], results[("sync-server", workers)]
+        nv, sy = results[(base, workers)], results[(other, workers)]
         print(
             f"  {workers} worker{'s' if workers > 1 else ' '}  writes/s {nv['rate']:,.0f} / {sy['rate']:,.0f} "
             f"({sy['rate'] / nv['rate']:.2f}x)   server CPU µs/write {nv['cpu_us']:.0f} / {sy['cpu_us']:.0f} "
@@ -307,6 +336,7 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2", help="server worker processes to compare at")
     ap.add_argument("--connections", type=int, default=64, help="connections of the comparison")
     ap.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    ap.add_argument("--idempotency", action="store_true", help="sync-server without vs with an Idempotency-Key")
     args = ap.parse_args()
     if args.table or args.url:
         table_main(args)

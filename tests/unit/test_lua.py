@@ -31,7 +31,7 @@ def _split(name: str) -> tuple[set[str], set[str]]:
 def test_every_lua_file_is_registered_and_every_registered_script_has_a_file() -> None:
     files = {p.stem for p in SCRIPTS.glob("*.lua")}
     registered = set(get_args(lua.WriteScript)) | set(get_args(lua.PlainScript))
-    assert files == registered | {lua.PRELUDE}
+    assert files == registered | {lua.PRELUDE, lua.EPILOGUE}
     assert not set(get_args(lua.WriteScript)) & set(get_args(lua.PlainScript))
 
 
@@ -41,6 +41,8 @@ def test_each_header_lists_exactly_the_named_arguments_its_script_reads() -> Non
     for name in (*get_args(lua.WriteScript), *get_args(lua.PlainScript)):
         documented, read = _split(name)
         assert documented == read - common, name
+    epilogue, epilogue_read = _split(lua.EPILOGUE)
+    assert epilogue == epilogue_read == {"ik", "itok"}
 
 
 def test_scripts_read_arguments_only_by_name() -> None:

@@ -30,9 +30,9 @@ def test_the_shipped_document_lists_exactly_the_implemented_operations() -> None
 
 def test_every_reference_resolves_and_no_twilio_server_is_left() -> None:
     doc = openapi.shipped()
-    schemas = doc["components"]["schemas"]
     for ref in openapi._refs(doc):
-        assert ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[1] in schemas, ref
+        section, name = ref.removeprefix("#/components/").split("/")
+        assert ref.startswith("#/components/") and name in doc["components"][section], ref
     assert "servers" not in doc
     assert all("servers" not in item for item in doc["paths"].values())
     assert "sync.twilio.com" not in json.dumps(doc["paths"])
@@ -77,3 +77,10 @@ async def test_servers_is_this_servers_base_url(public_url: str | None, expected
     }
     response = await openapi.openapi_json(Request(scope))
     assert json.loads(bytes(response.body))["servers"] == [{"url": expected}]
+
+
+def test_every_post_and_delete_takes_the_idempotency_key_marked_as_an_extension() -> None:
+    doc = openapi.shipped()
+    assert doc["components"]["parameters"]["IdempotencyKey"]["x-sync-server-extension"] is True
+    writes = [op for item in doc["paths"].values() for m, op in item.items() if m in ("post", "delete")]
+    assert writes and all({"$ref": "#/components/parameters/IdempotencyKey"} in op["parameters"] for op in writes)
