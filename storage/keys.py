@@ -41,6 +41,7 @@ Global (one slot each, tiny):
     sync:webhooks:failed        set    IS… with dead letters (`sync-server webhooks failed`)
     sync:reach:due              zset   IS… -> earliest debounced endpoint_disconnected (ms)
     sync:webhooks:wake          channel emit() publishes the IS… of each queued webhook (a wake-up only)
+    sync:invalidate             channel cached credentials / Services every process forgets (invalidation.py)
 
 Webhooks (storage/webhooks.py explains the design): emit() in scripts/lib.lua reads the Service's
 config copy ``wh`` and XADDs to ``whq`` in the same script, so the queue shares the Service's slot;
@@ -180,3 +181,5 @@ WEBHOOK_SERVICES = "sync:webhooks"
 WEBHOOK_FAILED = "sync:webhooks:failed"
 REACH_DUE = "sync:reach:due"
 WEBHOOK_WAKE = "sync:webhooks:wake"  # also spelled out in scripts/lib.lua (scripts cannot import)
+SHARD_PROBE = "sync:probe"  # shard channel SPUBLISHed once at connect: is sharded pub/sub there (7+)?
+INVALIDATE = "sync:invalidate"  # channel: "<kind> <ids…>" a process's caches forget (storage/invalidation.py)

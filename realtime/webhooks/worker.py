@@ -33,7 +33,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from storage import Store, accounts, reachability, webhooks
+from storage import Store, accounts, invalidation, reachability, webhooks
 from storage.errors import StoreUnavailableError
 from storage.keys import WEBHOOK_WAKE
 from storage.redis_client import text
@@ -112,6 +112,7 @@ class WebhookWorker:
         self.attempts: dict[str, int] = {"delivered": 0, "retried": 0, "dead_lettered": 0}
 
     async def start(self) -> None:
+        self.store.invalidations.listen(self._forget_token)
         policy = NetworkPolicy(self.options.allow_networks, self.options.deny_networks)
         o = self.options
         self._http = WebhookClient(policy, o.connect_timeout_s, o.read_timeout_s, max_connections=o.concurrency)
@@ -387,6 +388,13 @@ class WebhookWorker:
         if 200 <= status < 300:
             return _Outcome(True)
         return _Outcome(False, f"HTTP {status}")
+
+    def _forget_token(self, kind: str, ids: tuple[str, ...]) -> None:
+        """A token set on any process signs the next request (storage/invalidation.py)."""
+        if kind == invalidation.EVERYTHING:
+            self._tokens.clear()
+        elif kind == invalidation.ACCOUNT and ids:
+            self._tokens.pop(ids[0], None)
 
     async def _auth_token(self, account_sid: str) -> str | None:
         """The account's auth token, cached for a few seconds (it signs every request)."""
