@@ -135,6 +135,10 @@ class RedisPipeline(Protocol):
 
     def zrem(self, name: str, *values: str) -> Self: ...
 
+    def zremrangebyscore(self, name: str, min: float | str, max: float | str) -> Self: ...
+
+    def zcard(self, name: str) -> Self: ...
+
 
 class RedisClient(Protocol):
     """The product's view of a Redis client, standalone or Cluster (same commands, same replies)."""

@@ -200,4 +200,4 @@ class Store:
         this is a round trip to another slot."""
         due = [int(x) for x in expires_ms if x not in (None, "", b"")]
         if due:
-            await self.redis.zadd(keys.DUE, {service_sid: min(due)}, lt=True)
+            await self.redis.zadd(keys.due(keys.bucket(service_sid)), {service_sid: min(due)}, lt=True)
