@@ -144,6 +144,8 @@ class WebhookWorker:
             for t in late:
                 t.cancel()
         await asyncio.gather(*self._loops, *serving, return_exceptions=True)
+        with contextlib.suppress(Exception):  # the others take our buckets on their next tick, not after the lease
+            await self.buckets.release_all()
         if self._http is not None:
             await self._http.aclose()
 
