@@ -57,7 +57,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.purge_now = purge_wake.set
         tasks = [
             asyncio.create_task(
-                expiry.run_sweeper(store, settings.sweep_interval_s, stop, metrics.sweep if metrics else None)
+                expiry.run_sweeper(
+                    store,
+                    settings.sweep_interval_s,
+                    stop,
+                    metrics.sweep if metrics else None,
+                    lease_ms=settings.webhook_lease_ms,
+                )
             ),
             asyncio.create_task(_purger(store, stop, purge_wake)),
         ]

@@ -1,9 +1,16 @@
 """Cross-process wake-ups over Redis pub/sub.
 
-Every write script PUBLISHes ``"<SID> <event id>"`` on its Service's channel (storage/keys.py
+Every write script publishes ``"<SID> <event id>"`` on its Service's channel (storage/keys.py
 ``wake_channel``). Pub/sub is at-most-once: a lost wake-up only delays delivery until the next one,
 never loses an event, because readers always read the object's event log from their own cursor.
 After a Redis reconnect ``on_reconnect`` runs so the hub can re-read every feed it holds.
+
+Sharded pub/sub. On Redis/Valkey 7+ (``Store.sharded``, detected once at connect) the scripts
+SPUBLISH and the broker SSUBSCRIBEs: a shard channel lives in its Service's slot, so on a Cluster
+a wake-up stays on the shard that owns the Service instead of being broadcast over the cluster bus
+to every node. On a Cluster the broker (realtime/cluster_broker.py) holds one subscriber connection
+per master that owns a watched Service; on a standalone server it is one connection, as before.
+Fixed channels that every process must hear (cache invalidations) stay plain SUBSCRIBE.
 
 A Redis that is alive but silent (stopped with SIGSTOP, partitioned) never breaks the connection,
 so the reader PINGs it on the subscribed connection every ``PING_S`` of silence and, when no reply
@@ -19,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from redis import asyncio as aioredis
@@ -31,7 +38,10 @@ Handler = Callable[[str, bytes], None]
 
 PING_S = 5.0  # silence on the pub/sub connection after which the reader checks it with a PING
 REPLY_S = 5.0  # how long the PING (and a reconnect) may take before the connection counts as lost
+CONTROL = "sync:realtime:control"  # a pub/sub connection must subscribe to something before it can be read
 _PING = b"sync-broker-ping"
+_MESSAGES = ("message", b"message", "smessage", b"smessage")
+_SUNSUBSCRIBE = ("sunsubscribe", b"sunsubscribe")
 
 
 class Broker(Protocol):
@@ -43,23 +53,42 @@ class Broker(Protocol):
     async def unsubscribe(self, channel: str) -> None: ...
 
 
-class RedisBroker:
-    """Plain PUBLISH/SUBSCRIBE on one dedicated connection; ``handler(channel, data)`` is called
-    for each message from the reader task (it must not block)."""
+class Subscriber:
+    """One pub/sub connection and its reader task: ``handler(channel, data)`` for each message (it
+    must not block), PING on silence, reconnect (redis-py subscribes again) and ``on_reconnect``.
 
-    def __init__(self, url: str, handler: Handler, on_reconnect: Callable[[], None] | None = None) -> None:
-        self._redis: Any = aioredis.Redis.from_url(
-            url, decode_responses=False, socket_connect_timeout=REPLY_S, socket_timeout=REPLY_S
-        )
-        self._pubsub: Any = self._redis.pubsub(ignore_subscribe_messages=True)
+    ``sharded``: ``subscribe`` uses SSUBSCRIBE. ``on_moved(channel)``: the server ended a shard
+    subscription we did not end (its slot moved to another node: Redis sends SUNSUBSCRIBE);
+    ``on_lost()``: the connection broke (the cluster broker re-reads the topology then)."""
+
+    def __init__(
+        self,
+        redis: Any,
+        handler: Handler,
+        on_reconnect: Callable[[], None] | None = None,
+        *,
+        sharded: bool = False,
+        fixed: Mapping[str, Handler] | None = None,
+        on_moved: Callable[[str], None] | None = None,
+        on_lost: Callable[[], None] | None = None,
+    ) -> None:
+        self._redis = redis
+        self._pubsub: Any = redis.pubsub(ignore_subscribe_messages=False)
         self._handler = handler
         self._on_reconnect = on_reconnect
+        self._sharded = sharded
+        self._fixed = dict(fixed or {})
+        self._on_moved = on_moved
+        self._on_lost = on_lost
         self._task: asyncio.Task[None] | None = None
-        self._channels: set[str] = set()
+        self.channels: set[str] = set()
+        self._leaving: set[str] = set()  # unsubscribed by us, confirmation not read yet
 
-    async def start(self) -> None:
-        # a pub/sub connection must subscribe to something before it can be read
-        await self._pubsub.subscribe("sync:realtime:control")
+    async def start(self, *first: str) -> None:
+        """Subscribe the fixed channels (and ``first``, sharded if so) and start reading."""
+        await self._pubsub.subscribe(CONTROL, *self._fixed)
+        for channel in first:
+            await self.subscribe(channel)
         self._task = asyncio.create_task(self._run(), name="realtime-broker")
 
     async def close(self) -> None:
@@ -73,14 +102,17 @@ class RedisBroker:
             await self._redis.aclose()
 
     async def subscribe(self, channel: str) -> None:
-        """Returns once the SUBSCRIBE is sent: any later PUBLISH on ``channel`` reaches us."""
-        self._channels.add(channel)
-        await self._pubsub.subscribe(channel)
+        """Returns once the (S)SUBSCRIBE is sent: any later (S)PUBLISH on ``channel`` reaches us."""
+        self.channels.add(channel)
+        self._leaving.discard(channel)
+        await (self._pubsub.ssubscribe if self._sharded else self._pubsub.subscribe)(channel)
 
     async def unsubscribe(self, channel: str) -> None:
-        self._channels.discard(channel)
+        self.channels.discard(channel)
+        if self._sharded:
+            self._leaving.add(channel)
         with contextlib.suppress(RedisError, OSError):
-            await self._pubsub.unsubscribe(channel)
+            await (self._pubsub.sunsubscribe if self._sharded else self._pubsub.unsubscribe)(channel)
 
     async def _run(self) -> None:
         broken = False
@@ -106,22 +138,84 @@ class RedisBroker:
             except (RedisError, OSError) as exc:
                 if not broken:
                     log.warning("pub/sub connection lost (%s); retrying", exc)
+                if self._on_lost is not None:  # every failure: a promoted replica may take over
+                    self._on_lost()
                 broken = True
                 pinged = None
                 await self._drop_connection()  # the next read reconnects and subscribes again
                 await asyncio.sleep(0.5)
                 continue
-            if msg is None or msg.get("type") not in ("message", b"message"):
+            if msg is None:
                 continue
+            kind = msg.get("type")
             channel = msg["channel"]
             name = channel.decode() if isinstance(channel, bytes) else str(channel)
+            if kind in _SUNSUBSCRIBE:
+                self._ended(name)
+                continue
+            if kind not in _MESSAGES:
+                continue
             try:
-                self._handler(name, msg["data"])
+                self._fixed.get(name, self._handler)(name, msg["data"])
             except Exception:  # one bad message must not stop the wake-ups
                 log.exception("wake-up handler failed")
+
+    def _ended(self, name: str) -> None:
+        """A shard subscription ended: ours (confirmed) or the server's (the slot moved away)."""
+        if name in self._leaving:
+            self._leaving.discard(name)
+            return
+        if name not in self.channels:
+            return
+        # not ours: forget it here (a reconnect must not SSUBSCRIBE it on this node again, which
+        # would answer MOVED) and let the owner of the new topology take it
+        # (redis-py keeps a subscription the server ended in the set it replays on reconnect)
+        self.channels.discard(name)
+        for key in (name, name.encode()):
+            self._pubsub.shard_channels.pop(key, None)
+        if self._on_moved is not None:
+            self._on_moved(name)
 
     async def _drop_connection(self) -> None:
         connection = self._pubsub.connection
         if connection is not None:
             with contextlib.suppress(Exception):
                 await connection.disconnect()
+
+
+def connect(url: str | None = None, **where: Any) -> Any:
+    """A client for a subscriber: no read timeout on the pub/sub connection's reads is needed (the
+    reader PINGs), connecting and the handshake are bounded by REPLY_S."""
+    options: dict[str, Any] = {"decode_responses": False, "socket_connect_timeout": REPLY_S, "socket_timeout": REPLY_S}
+    if url is not None:
+        return aioredis.Redis.from_url(url, **options)
+    return aioredis.Redis(**where, **options)
+
+
+class RedisBroker:
+    """One server (standalone Redis/Valkey): one connection; SSUBSCRIBE when ``sharded`` (7+),
+    else SUBSCRIBE. ``fixed`` channels are subscribed for the broker's whole life, each with its
+    own handler (e.g. storage/invalidation.py's)."""
+
+    def __init__(
+        self,
+        url: str,
+        handler: Handler,
+        on_reconnect: Callable[[], None] | None = None,
+        fixed: Mapping[str, Handler] | None = None,
+        *,
+        sharded: bool = False,
+    ) -> None:
+        self._sub = Subscriber(connect(url), handler, on_reconnect, sharded=sharded, fixed=fixed)
+
+    async def start(self) -> None:
+        await self._sub.start()
+
+    async def close(self) -> None:
+        await self._sub.close()
+
+    async def subscribe(self, channel: str) -> None:
+        await self._sub.subscribe(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        await self._sub.unsubscribe(channel)

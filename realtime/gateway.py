@@ -30,13 +30,14 @@ from urllib.parse import unquote
 
 from redis.exceptions import RedisError
 
-from storage import Store, StoreError, accounts, reachability
+from storage import Store, StoreError, accounts, keys, reachability
 from storage.errors import StoreUnavailableError
 from storage.wire import errors
 from storage.wire.errors import TwilioError
 
 from . import cds, retries, twilsock
 from .broker import RedisBroker
+from .cluster_broker import ClusterBroker
 from .hub import Hub
 from .session import Limits, Session
 from .tokens import Grant, invalid, verify
@@ -68,7 +69,16 @@ class Gateway:
         self.store = store
         self.config = config
         self.hub = Hub(store)
-        self.broker = RedisBroker(redis_url, self.hub.on_wake, self.hub.on_reconnect) if redis_url else None
+        # the broker also carries cache invalidations (storage/invalidation.py): after a reconnect
+        # (messages may have been lost) every cache is forgotten, as every feed is re-read
+        invalidations = {keys.INVALIDATE: lambda _channel, data: store.invalidations.apply(data)}
+        self.broker: RedisBroker | ClusterBroker | None = None
+        if redis_url and store.cluster and store.sharded:
+            self.broker = ClusterBroker(redis_url, self.hub.on_wake, self._reconnected, invalidations)
+        elif redis_url:  # standalone, or a Cluster of Redis 6 (plain PUBLISH reaches every node)
+            self.broker = RedisBroker(
+                redis_url, self.hub.on_wake, self._reconnected, invalidations, sharded=store.sharded
+            )
         self.hub.broker = self.broker
         self.connections: set[Connection] = set()
         self.sessions: set[Session] = set()
@@ -76,6 +86,10 @@ class Gateway:
         self._no_connections = asyncio.Event()
         self._no_connections.set()
         self._closing = False
+
+    def _reconnected(self) -> None:
+        self.store.invalidations.reset()
+        self.hub.on_reconnect()
 
     async def start(self) -> None:
         if self.broker is not None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from . import ids, keys
+from . import ids, invalidation, keys
 from .clock import now_ms
 from .redis_client import text
 from .store import Store
@@ -32,6 +32,7 @@ async def ensure_account(store: Store, account_sid: str, auth_token: str) -> Non
     r = store.redis
     await r.hset(keys.account(account_sid), mapping={"auth_token": auth_token, "date_created": now_ms()})
     await r.sadd(keys.ACCOUNTS, account_sid)
+    await store.invalidate(invalidation.ACCOUNT, account_sid)  # an old token stops working everywhere
 
 
 async def serve_account(store: Store, account_sid: str, auth_token: str) -> None:
@@ -161,4 +162,5 @@ async def delete_key(store: Store, key_sid: str) -> bool:
         return False
     await store.redis.hdel(keys.account_keys(key.account_sid), key_sid)
     await store.redis.hdel(keys.KEY_INDEX, key_sid)
+    await store.invalidate(invalidation.KEY, key_sid)  # refused on every process within a round trip
     return True

@@ -9,9 +9,11 @@ the loser of a race finds nothing to do, so no event is recorded twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterable
 
-from . import keys
+from . import buckets, keys
 from .clock import now_ms
 from .errors import NotFoundError, StoreUnavailableError
 from .records import SWEEPER
@@ -55,7 +57,7 @@ async def sweep_service(store: Store, service_sid: str, batch: int = 500) -> int
         except NotFoundError as exc:
             if str(exc) != "not expired":  # gone already: forget the schedule entry
                 await r.zrem(keys.expiry(service_sid), member)
-    await reschedule(store, service_sid, keys.expiry(service_sid), keys.DUE)
+    await reschedule(store, service_sid, keys.expiry(service_sid), keys.due(keys.bucket(service_sid)))
     return removed
 
 
@@ -77,22 +79,41 @@ async def reschedule(store: Store, service_sid: str, schedule: str, due: str) ->
         await r.zadd(due, {service_sid: int(again[0][1])}, lt=True)
 
 
-async def sweep_due(store: Store, batch: int = 50) -> int:
-    """One sweeper tick over every Service that has something due now."""
-    due = await store.redis.zrangebyscore(keys.DUE, "-inf", now_ms(), start=0, num=batch)
+async def sweep_due(store: Store, buckets: Iterable[int] = range(keys.BUCKETS), batch: int = 50) -> int:
+    """One sweeper tick over every Service that has something due now, in ``buckets`` (this
+    process's share: storage/buckets.py)."""
     removed = 0
-    for service_sid in due:
-        removed += await sweep_service(store, text(service_sid))
+    for b in sorted(buckets):
+        due = await store.redis.zrangebyscore(keys.due(b), "-inf", now_ms(), start=0, num=batch)
+        for service_sid in due:
+            removed += await sweep_service(store, text(service_sid))
     return removed
 
 
-async def run_sweeper(store: Store, interval_s: float, stop: asyncio.Event, stats: SweepStats | None = None) -> None:
+async def run_sweeper(
+    store: Store, interval_s: float, stop: asyncio.Event, stats: SweepStats | None = None, lease_ms: int = 10_000
+) -> None:
     """Sweep every ``interval_s`` until ``stop`` is set; errors are logged (an outage once, by
-    Store.health), never fatal. ``stats`` counts the ticks and what expired (/metrics)."""
+    Store.health), never fatal. ``stats`` counts the ticks and what expired (/metrics). Sweeps only
+    the buckets this process holds (storage/buckets.py; a dead sweeper's are taken over within
+    ``lease_ms``), after moving an earlier version's single ``sync:due`` into the buckets."""
     stats = stats or SweepStats()
+    leases = buckets.BucketLeases(store, "sweep", lease_ms)
+    with contextlib.suppress(StoreUnavailableError):  # an outage: the next start moves them
+        await buckets.migrate(store)
+    holding = asyncio.create_task(leases.run(stop))
+    try:
+        await _sweep_until(store, interval_s, stop, stats, leases)
+    finally:
+        await holding
+
+
+async def _sweep_until(
+    store: Store, interval_s: float, stop: asyncio.Event, stats: SweepStats, leases: buckets.BucketLeases
+) -> None:
     while not stop.is_set():
         try:
-            n = await sweep_due(store)
+            n = await sweep_due(store, set(leases.held))
             stats.sweeps += 1
             stats.expired += n
             if n:

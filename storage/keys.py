@@ -40,11 +40,20 @@ Global (one slot each, tiny):
     sync:keyidx                 hash   SK… -> AC… (find the account of an API key)
     sync:default-account        string the account created on first start
     sync:store-id               string random id of this data store, made once (realtime offline storage ids)
-    sync:due                    zset   IS… -> earliest pending expiry (ms); the sweeper's work list
-    sync:webhooks               set    IS… that have (had) a webhook URL: the delivery worker's work list
-    sync:webhooks:failed        set    IS… with dead letters (`sync-server webhooks failed`)
-    sync:reach:due              zset   IS… -> earliest debounced endpoint_disconnected (ms)
     sync:webhooks:wake          channel emit() publishes the IS… of each queued webhook (a wake-up only)
+
+Work lists, in BUCKETS buckets ``{w<b>}`` (b = crc32 of the Service SID mod BUCKETS), each bucket in
+its own slot, so that no one slot takes every process's every tick; a process works only the
+buckets it holds a lease for (storage/buckets.py):
+    sync:{w<b>}:due             zset   IS… -> earliest pending expiry (ms); the sweeper's work list
+    sync:{w<b>}:webhooks        set    IS… that have (had) a webhook URL: the delivery worker's work list
+    sync:{w<b>}:failed          set    IS… with dead letters (`sync-server webhooks failed`)
+    sync:{w<b>}:reach           zset   IS… -> earliest debounced endpoint_disconnected (ms)
+    sync:{w<b>}:lease:{role}    string the process working this bucket now for ``role`` (sweep, webhooks)
+    sync:procs:{role}           zset   process id -> until when it is alive (ms): each one's fair share
+Before buckets they were single keys (LEGACY_*: sync:due, sync:webhooks, sync:webhooks:failed,
+sync:reach:due); a process moves what it finds there into the buckets at start.
+    sync:invalidate             channel cached credentials / Services every process forgets (invalidation.py)
 
 Webhooks (storage/webhooks.py explains the design): emit() in scripts/lib.lua reads the Service's
 config copy ``wh`` and XADDs to ``whq`` in the same script, so the queue shares the Service's slot;
@@ -57,6 +66,8 @@ bounded by one shard (tens of thousands of writes/s), far above Twilio's per-obj
 """
 
 from __future__ import annotations
+
+import zlib
 
 PREFIX = "sync:"
 
@@ -192,8 +203,42 @@ ACCOUNTS = "sync:accounts"
 KEY_INDEX = "sync:keyidx"
 DEFAULT_ACCOUNT = "sync:default-account"
 STORE_ID = "sync:store-id"
-DUE = "sync:due"
-WEBHOOK_SERVICES = "sync:webhooks"
-WEBHOOK_FAILED = "sync:webhooks:failed"
-REACH_DUE = "sync:reach:due"
+LEGACY_DUE = "sync:due"
+LEGACY_WEBHOOK_SERVICES = "sync:webhooks"
+LEGACY_WEBHOOK_FAILED = "sync:webhooks:failed"
+LEGACY_REACH_DUE = "sync:reach:due"
+BUCKETS = 16
+
+
+def bucket(is_: str) -> int:
+    """The work-list bucket of a Service: stable across processes and versions (crc32, not hash())."""
+    return zlib.crc32(is_.encode()) % BUCKETS
+
+
+def due(b: int) -> str:
+    return f"sync:{{w{b}}}:due"
+
+
+def webhook_services(b: int) -> str:
+    return f"sync:{{w{b}}}:webhooks"
+
+
+def webhook_failed(b: int) -> str:
+    return f"sync:{{w{b}}}:failed"
+
+
+def reach_due(b: int) -> str:
+    return f"sync:{{w{b}}}:reach"
+
+
+def bucket_lease(b: int, role: str) -> str:
+    return f"sync:{{w{b}}}:lease:{role}"
+
+
+def processes(role: str) -> str:
+    return f"sync:procs:{role}"
+
+
 WEBHOOK_WAKE = "sync:webhooks:wake"  # also spelled out in scripts/lib.lua (scripts cannot import)
+SHARD_PROBE = "sync:probe"  # shard channel SPUBLISHed once at connect: is sharded pub/sub there (7+)?
+INVALIDATE = "sync:invalidate"  # channel: "<kind> <ids…>" a process's caches forget (storage/invalidation.py)

@@ -10,13 +10,15 @@ webhook in the same step (see storage/webhooks.py for the queue):
   last endpoint goes, ``reachability_debouncing_window`` ms later, and only if the identity is still
   offline then (a reconnect inside the window cancels it).
 
-Deferred disconnects wait in ``sync:{IS}:rd``; ``sync:reach:due`` lists the Services that have some,
-scored by the earliest, so ``fire_due`` (called by every webhook worker) costs one ZRANGEBYSCORE
-when nothing is due. Firing removes the entry in the same script, so several workers never fire one
-twice.
+Deferred disconnects wait in ``sync:{IS}:rd``; ``sync:{w<b>}:reach`` (the Service's work-list
+bucket) lists the Services that have some, scored by the earliest, so ``fire_due`` (called by the
+webhook worker for the buckets it holds) costs one ZRANGEBYSCORE per bucket when nothing is due.
+Firing removes the entry in the same script, so several workers never fire one twice.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from . import keys
 from .clock import now_ms
@@ -35,13 +37,15 @@ async def record_endpoint(store: Store, service_sid: str, identity: str, endpoin
     reply = await store.run("reachability", service_sid, keys.webhook_config(service_sid), actor, mode=mode)
     due = reply.text(1)
     if due:
-        await store.redis.zadd(keys.REACH_DUE, {service_sid: int(due)}, lt=True)
+        await store.redis.zadd(keys.reach_due(keys.bucket(service_sid)), {service_sid: int(due)}, lt=True)
 
 
-async def fire_due(store: Store, batch: int = 100) -> None:
-    """Queue the debounced endpoint_disconnected webhooks that are due, in every Service."""
-    due = await store.redis.zrangebyscore(keys.REACH_DUE, "-inf", now_ms(), start=0, num=batch)
-    for raw in due:
-        sid = text(raw)
-        await store.run("reachability", sid, keys.webhook_config(sid), SYSTEM_ACTOR, mode="due")
-        await reschedule(store, sid, keys.reach_pending(sid), keys.REACH_DUE)
+async def fire_due(store: Store, buckets: Iterable[int] = range(keys.BUCKETS), batch: int = 100) -> None:
+    """Queue the debounced endpoint_disconnected webhooks that are due, in the Services of ``buckets``
+    (this process's share: storage/buckets.py)."""
+    for b in sorted(buckets):
+        due = await store.redis.zrangebyscore(keys.reach_due(b), "-inf", now_ms(), start=0, num=batch)
+        for raw in due:
+            sid = text(raw)
+            await store.run("reachability", sid, keys.webhook_config(sid), SYSTEM_ACTOR, mode="due")
+            await reschedule(store, sid, keys.reach_pending(sid), keys.reach_due(b))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from . import ids, keys, lua, objects, webhooks
+from . import ids, invalidation, keys, lua, objects, webhooks
 from .clock import now_ms
 from .errors import NotFoundError
 from .kinds import Kind
@@ -109,7 +109,7 @@ async def update(store: Store, account_sid: str, sid: str, fields: dict[str, Any
         raise NotFoundError("service", sid)
     await webhooks.sync_config(store, account_sid, sid)
     if "acl_enabled" in fields:  # live subscriptions re-check their right (realtime/hub.py)
-        await store.redis.publish(keys.wake_channel(sid), f"* acl {1 if fields['acl_enabled'] else 0}")
+        await store.publish_wake(sid, f"* acl {1 if fields['acl_enabled'] else 0}")
     return await get(store, account_sid, sid)
 
 
@@ -120,7 +120,7 @@ async def delete(store: Store, account_sid: str, sid: str) -> None:
         p.zrem(keys.services_index(account_sid), sid)
         p.rpush(keys.account_purge(account_sid), sid)
         removed = await p.execute()
-    store.cache.drop(("service", account_sid, sid))
+    await store.invalidate(invalidation.SERVICE, account_sid, sid)  # every process's check() too
     if not removed[0]:
         raise NotFoundError("service", sid)
     await store.redis.set(keys.tombstone(sid), "1", ex=store.config.event_log_keep_s)

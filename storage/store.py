@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from redis import asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from . import claims, keys, lua
 from .clock import now_ms
@@ -30,6 +31,7 @@ from .errors import (
     RevisionMismatchError,
     StoreError,
 )
+from .invalidation import Invalidations, store_cache_listener
 from .records import Actor
 from .redis_client import Health, LuaReply, RedisClient, guard
 
@@ -65,6 +67,9 @@ class TtlCache:
     def drop(self, key: Any) -> None:
         self._data.pop(key, None)
 
+    def clear(self) -> None:
+        self._data.clear()
+
 
 POOL_SIZE = 200  # Redis connections per process
 POOL_WAIT_S = 10.0  # how long a request waits for one before failing (StoreUnavailableError)
@@ -93,6 +98,10 @@ class Store:
         self.redis = guard(redis, self.health)
         self.config = config or StoreConfig()
         self.cache = TtlCache(self.config.cache_s)
+        self.invalidations = Invalidations()  # other processes' writes reach it over pub/sub (invalidation.py)
+        self.invalidations.listen(store_cache_listener(self.cache))
+        self.cluster = False  # connected to a Redis Cluster
+        self.sharded = False  # the server has sharded pub/sub (7+): wake-ups are SPUBLISHed (see detect_sharded)
         self.scripts = lua.Scripts(self.redis)
 
     @classmethod
@@ -121,7 +130,31 @@ class Store:
         store = cls(cast(RedisClient, client), config)
         await store.ping()
         await check_durability(client, store.config.durability)
+        store.cluster = cluster
+        store.sharded = await store.detect_sharded()
         return store
+
+    async def detect_sharded(self) -> bool:
+        """Whether the server has SPUBLISH (Redis/Valkey 7+), asked once at connect. Then every wake-up
+        is SPUBLISHed, standalone too: one code path under test everywhere, and the same cost as
+        PUBLISH on one server. Older servers keep PUBLISH (they have no shard channels)."""
+        try:
+            await self.redis.spublish(keys.SHARD_PROBE, b"")
+        except ResponseError:  # unknown command
+            return False
+        return True
+
+    async def invalidate(self, kind: str, *ids: str) -> None:
+        """Tell every process (this one at once) to forget what it cached about ``kind`` ``ids``
+        (storage/invalidation.py)."""
+        message = " ".join((kind, *ids))
+        self.invalidations.apply(message)
+        await self.redis.publish(keys.INVALIDATE, message)
+
+    async def publish_wake(self, service_sid: str, message: str) -> None:
+        """Publish on the Service's wake channel as the write scripts do (``A.pub``)."""
+        channel = keys.wake_channel(service_sid)
+        await (self.redis.spublish if self.sharded else self.redis.publish)(channel, message)
 
     async def ping(self) -> None:
         """Raise StoreUnavailableError unless Redis answers."""
@@ -147,6 +180,7 @@ class Store:
             "origin": actor.origin,
             "endpoint": actor.endpoint,
             "log_cap": self.config.event_log_max,
+            "pub": "SPUBLISH" if self.sharded else "PUBLISH",
         }
         if not context.keys().isdisjoint(args):
             raise ValueError(f"{script}: argument names {sorted(context.keys() & args.keys())} are the prelude's")
@@ -185,4 +219,4 @@ class Store:
         this is a round trip to another slot."""
         due = [int(x) for x in expires_ms if x not in (None, "", b"")]
         if due:
-            await self.redis.zadd(keys.DUE, {service_sid: min(due)}, lt=True)
+            await self.redis.zadd(keys.due(keys.bucket(service_sid)), {service_sid: min(due)}, lt=True)

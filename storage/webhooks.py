@@ -11,14 +11,15 @@ Design (keys in keys.py):
   URL of that moment) to ``sync:{IS}:whq`` in the same atomic step as the write: no acknowledged
   write exists without its queued webhook, and a URL change applies to later events only. It then
   PUBLISHes the Service SID on ``sync:webhooks:wake`` (a wake-up only, never the truth).
-* **Discovery** without a key scan: ``sync:webhooks`` lists the Services that have (had) a webhook
-  URL; workers are woken by the channel and, to catch missed wake-ups and crashed workers, check
-  the queue lengths of that set every few seconds.
+* **Discovery** without a key scan: ``sync:{w<b>}:webhooks`` (16 buckets by Service SID) list the
+  Services that have (had) a webhook URL; each process works the buckets it holds a lease for
+  (storage/buckets.py): it is woken by the channel for those and, to catch missed wake-ups and
+  crashed workers, checks the queue lengths of its buckets' Services every few seconds.
 * **Order.** One worker at a time delivers a Service (the lease ``sync:{IS}:whl``), reading with the
   consumer group ``wh``; a worker taking over claims (XAUTOCLAIM) the entries a crashed one had
   read. Entries are XACKed and XDELed only after a 2xx.
 * **Dead letters.** Entries that exhausted their retries move to ``sync:{IS}:whdl`` (capped) and the
-  Service joins ``sync:webhooks:failed``; ``replay`` queues them again (to the current URL).
+  Service joins ``sync:{w<b>}:failed``; ``replay`` queues them again (to the current URL).
 * The queue is never trimmed (that would lose webhooks): a dead receiver's backlog drains to the
   dead letters instead (see realtime/webhooks/worker.py for retries).
 * **Status.** While a Service's receiver fails, the config copy holds ``fs``: when it started failing
@@ -31,7 +32,7 @@ Design (keys in keys.py):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from redis.exceptions import ResponseError
@@ -95,7 +96,7 @@ async def sync_config(store: Store, account_sid: str, service_sid: str) -> None:
     copy = {k: ("0" if v == "\x00" else v) for k, v in copy.items()}
     if url not in ("\x00", ""):
         copy["url"] = url
-        await store.redis.sadd(keys.WEBHOOK_SERVICES, service_sid)
+        await store.redis.sadd(keys.webhook_services(keys.bucket(service_sid)), service_sid)
         old_url, since = await store.redis.hmget(keys.webhook_config(service_sid), ["url", FAILING_SINCE])
         if since is not None and old_url is not None and text(old_url) == url:
             copy[FAILING_SINCE] = text(since)  # same receiver: still failing since then
@@ -119,9 +120,10 @@ async def drop(store: Store, service_sid: str) -> None:
         )
         await p.execute()
     async with store.redis.pipeline(transaction=False) as p:
-        p.srem(keys.WEBHOOK_SERVICES, service_sid)
-        p.srem(keys.WEBHOOK_FAILED, service_sid)
-        p.zrem(keys.REACH_DUE, service_sid)
+        b = keys.bucket(service_sid)
+        p.srem(keys.webhook_services(b), service_sid)
+        p.srem(keys.webhook_failed(b), service_sid)
+        p.zrem(keys.reach_due(b), service_sid)
         await p.execute()
 
 
@@ -139,9 +141,10 @@ async def resync_all(store: Store) -> int:
 # --- discovery and lease -----------------------------------------------------------------------
 
 
-async def services_with_work(store: Store) -> list[str]:
-    """Services whose queue is not empty (one SMEMBERS plus one pipelined XLEN each)."""
-    sids = [text(s) for s in await store.redis.smembers(keys.WEBHOOK_SERVICES)]
+async def services_with_work(store: Store, buckets: Iterable[int] = range(keys.BUCKETS)) -> list[str]:
+    """Services of ``buckets`` whose queue is not empty (one SMEMBERS per bucket plus one pipelined
+    XLEN per Service)."""
+    sids = [text(s) for b in sorted(buckets) for s in await store.redis.smembers(keys.webhook_services(b))]
     if not sids:
         return []
     async with store.redis.pipeline(transaction=False) as p:
@@ -149,6 +152,11 @@ async def services_with_work(store: Store) -> list[str]:
             p.xlen(keys.webhook_queue(sid))
         lengths = await p.execute()
     return [sid for sid, n in zip(sids, lengths, strict=True) if n]
+
+
+async def _members(store: Store, bucket_key: Callable[[int], str]) -> set[str]:
+    """Every Service SID in one work list, all buckets (the admin commands)."""
+    return {text(s) for b in range(keys.BUCKETS) for s in await store.redis.smembers(bucket_key(b))}
 
 
 async def take_lease(store: Store, service_sid: str, owner: str, ms: int) -> bool:
@@ -228,12 +236,12 @@ async def dead_letter(store: Store, d: Delivery, error: str, attempts: int, cap:
     }
     where = [keys.webhook_queue(sid), keys.webhook_dead(sid), keys.tombstone(sid)]
     if await store.call("webhook_dead", where, id=d.id, cap=cap, fields=lua.field_pairs(fields)):
-        await store.redis.sadd(keys.WEBHOOK_FAILED, sid)
+        await store.redis.sadd(keys.webhook_failed(keys.bucket(sid)), sid)
 
 
 async def failed(store: Store, service_sid: str | None = None, count: int = 1000) -> list[DeadLetter]:
     """Dead letters, oldest first: of one Service, or of every Service that has some."""
-    sids = [service_sid] if service_sid else sorted(text(s) for s in await store.redis.smembers(keys.WEBHOOK_FAILED))
+    sids = [service_sid] if service_sid else sorted(await _members(store, keys.webhook_failed))
     out: list[DeadLetter] = []
     for sid in sids:
         for entry_id, raw in await store.redis.xrange(keys.webhook_dead(sid), count=count):
@@ -266,10 +274,10 @@ async def replay(
         if progress is not None:
             progress(done, len(rows))
     if rows:
-        await store.redis.sadd(keys.WEBHOOK_SERVICES, service_sid)
+        await store.redis.sadd(keys.webhook_services(keys.bucket(service_sid)), service_sid)
         await store.redis.publish(keys.WEBHOOK_WAKE, service_sid)
     if not await store.redis.xlen(dead):
-        await store.redis.srem(keys.WEBHOOK_FAILED, service_sid)
+        await store.redis.srem(keys.webhook_failed(keys.bucket(service_sid)), service_sid)
     return len(rows)
 
 
@@ -306,7 +314,7 @@ async def status(store: Store, service_sid: str | None = None) -> list[QueueStat
     if service_sid:
         sids = [service_sid]
     else:
-        found = await store.redis.smembers(keys.WEBHOOK_SERVICES) | await store.redis.smembers(keys.WEBHOOK_FAILED)
+        found = await _members(store, keys.webhook_services) | await _members(store, keys.webhook_failed)
         sids = sorted(text(s) for s in found)
     now_ms = time.time() * 1000  # entry ids carry Redis's clock: the same host's, or a synchronised one
     out: list[QueueStatus] = []

@@ -71,7 +71,7 @@ async def _dead_letters(url: str, n: int) -> str:
             for i in range(n):
                 p.xadd(keys.webhook_dead(sid), {"e": b"event", "u": f"https://hooks.example/{i}", "a": ACCOUNT_SID})
             await p.execute()
-        await store.redis.sadd(keys.WEBHOOK_FAILED, sid)
+        await store.redis.sadd(keys.webhook_failed(keys.bucket(sid)), sid)
         return sid
     finally:
         await store.close()

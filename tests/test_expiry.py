@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from storage import events
+from storage import events, keys
 from tests.helpers import ON_EVERY_BACKEND, Backend
 
 
@@ -43,16 +43,16 @@ async def test_two_sweeping_processes_record_each_removal_exactly_once(backend: 
         assert map_log.count("map_item_added") == 40 and map_log.count("map_item_removed") == 40
         assert (await http.get(f"/v1/Services/{service}/Maps/m/Items")).json()["items"] == []
         assert await store.redis.zcard(f"sync:{{{service}}}:exp") == 0
-        assert await store.redis.zscore("sync:due", service) is None
+        assert await store.redis.zscore(keys.due(keys.bucket(service)), service) is None
     finally:
         second.stop()
 
 
 async def test_nothing_scheduled_means_no_due_entry(http: httpx.AsyncClient, service: str, store) -> None:
     await http.post(f"/v1/Services/{service}/Documents", data={"UniqueName": "forever"})
-    assert await store.redis.zscore("sync:due", service) is None
+    assert await store.redis.zscore(keys.due(keys.bucket(service)), service) is None
     await http.post(f"/v1/Services/{service}/Documents/forever", data={"Ttl": "3600"})
-    assert await store.redis.zscore("sync:due", service) is not None
+    assert await store.redis.zscore(keys.due(keys.bucket(service)), service) is not None
 
 
 @ON_EVERY_BACKEND

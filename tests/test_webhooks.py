@@ -231,7 +231,7 @@ async def test_deleting_a_service_drops_its_queue(http, store: Store, redis, rec
     assert (await http.delete(f"/v1/Services/{service}")).status_code == 204
     gone = [keys.webhook_queue(service), keys.webhook_config(service), keys.endpoints(service, "zed")]
     assert not await redis.exists(*gone)
-    assert not await redis.sismember(keys.WEBHOOK_SERVICES, service)
+    assert not await redis.sismember(keys.webhook_services(keys.bucket(service)), service)
 
 
 async def test_500_then_200_is_retried_and_delivered_once_more(http, store: Store, receiver: Receiver) -> None:

@@ -33,7 +33,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from storage import Store, accounts, reachability, webhooks
+from storage import Store, accounts, buckets, invalidation, reachability, webhooks
 from storage.errors import StoreUnavailableError
 from storage.keys import WEBHOOK_WAKE
 from storage.redis_client import text
@@ -104,6 +104,7 @@ class WebhookWorker:
         self._elsewhere: dict[str, float] = {}  # Service -> until when another process holds its lease
         self._slots = asyncio.Semaphore(self.options.concurrency)
         self._tokens: dict[str, tuple[str | None, float]] = {}
+        self.buckets = buckets.BucketLeases(self.store, "webhooks", self.options.lease_ms, self.owner)
         self._loops: list[asyncio.Task[None]] = []
         self._http: WebhookClient | None = None
         self._finish_by = 0.0  # when closing: until when attempts in flight may run (monotonic)
@@ -112,11 +113,18 @@ class WebhookWorker:
         self.attempts: dict[str, int] = {"delivered": 0, "retried": 0, "dead_lettered": 0}
 
     async def start(self) -> None:
+        self.store.invalidations.listen(self._forget_token)
+        with contextlib.suppress(StoreUnavailableError):  # an outage: the next start moves them
+            await buckets.migrate(self.store)
         policy = NetworkPolicy(self.options.allow_networks, self.options.deny_networks)
         o = self.options
         self._http = WebhookClient(policy, o.connect_timeout_s, o.read_timeout_s, max_connections=o.concurrency)
         await self._http.start()
-        self._loops = [asyncio.create_task(self._listen()), asyncio.create_task(self._scan())]
+        self._loops = [
+            asyncio.create_task(self._listen()),
+            asyncio.create_task(self._scan()),
+            asyncio.create_task(self.buckets.run(self._stop)),
+        ]
 
     async def close(self) -> None:
         """Stop taking work, let the attempts in flight finish and be recorded (bounded, see the
@@ -136,6 +144,8 @@ class WebhookWorker:
             for t in late:
                 t.cancel()
         await asyncio.gather(*self._loops, *serving, return_exceptions=True)
+        with contextlib.suppress(Exception):  # the others take our buckets on their next tick, not after the lease
+            await self.buckets.release_all()
         if self._http is not None:
             await self._http.aclose()
 
@@ -164,8 +174,8 @@ class WebhookWorker:
                 pause = 1.0
                 try:
                     async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self.kick(text(message["data"]))
+                        if message.get("type") == "message" and self.buckets.holds(sid := text(message["data"])):
+                            self.kick(sid)  # the other buckets' holders were woken too
                 finally:
                     await pubsub.aclose()
             except asyncio.CancelledError:
@@ -187,10 +197,11 @@ class WebhookWorker:
         last = 0.0
         while not self._stop.is_set():
             try:
-                await reachability.fire_due(self.store)
+                held = set(self.buckets.held)
+                await reachability.fire_due(self.store, held)
                 if time.monotonic() - last >= self.options.scan_interval_s:
                     last = time.monotonic()
-                    for sid in await webhooks.services_with_work(self.store):
+                    for sid in await webhooks.services_with_work(self.store, held):
                         self.kick(sid)
             except StoreUnavailableError:  # an outage: Store.health logged it once
                 pass
@@ -387,6 +398,13 @@ class WebhookWorker:
         if 200 <= status < 300:
             return _Outcome(True)
         return _Outcome(False, f"HTTP {status}")
+
+    def _forget_token(self, kind: str, ids: tuple[str, ...]) -> None:
+        """A token set on any process signs the next request (storage/invalidation.py)."""
+        if kind == invalidation.EVERYTHING:
+            self._tokens.clear()
+        elif kind == invalidation.ACCOUNT and ids:
+            self._tokens.pop(ids[0], None)
 
     async def _auth_token(self, account_sid: str) -> str | None:
         """The account's auth token, cached for a few seconds (it signs every request)."""

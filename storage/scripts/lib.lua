@@ -10,6 +10,8 @@
 --              A.origin    "rest" | "sdk" | "system"
 --              A.endpoint  endpoint id ("" for none)
 --              A.log_cap   event log cap (entries kept per object)
+--              A.pub       "SPUBLISH" (Redis/Valkey 7+: the wake channel is a shard channel of the
+--                          Service's slot) or "PUBLISH" (older servers); Store.sharded decides
 --            then the script's own arguments, listed in each script's header (A.kind, A.sid, A.ttl…).
 --   A str argument arrives as a string ("" stays "": the scripts give it meanings such as "keep the
 --   TTL"), an int as a number, a list as an array; an argument not passed (or None) is nil. Adding
@@ -28,6 +30,7 @@ local ACTOR = A.actor
 local ORIGIN = A.origin
 local ENDPOINT = A.endpoint
 local LOG_CAP = tonumber(A.log_cap)
+local PUB = A.pub or 'PUBLISH'
 
 local function hex(n)
   return string.format('%x', n)
@@ -93,7 +96,7 @@ local function emit(sid, eid, ev)
   local key = P .. 'ev:' .. sid
   local packed = cmsgpack.pack(ev)
   redis.call('XADD', key, 'MAXLEN', '~', LOG_CAP, '0-' .. (eid + 1), 'e', packed)
-  redis.call('PUBLISH', P .. 'wake', sid .. ' ' .. eid)
+  redis.call(PUB, P .. 'wake', sid .. ' ' .. eid)
   if not NO_WEBHOOK[ev.t] then queue_webhook(packed) end
 end
 

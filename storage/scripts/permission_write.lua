@@ -17,6 +17,6 @@ else
   redis.call('HSET', key, identity, bits)
 end
 if not string.find(bits, 'r', 1, true) then
-  redis.call('PUBLISH', P .. 'wake', sid .. ' acl ' .. identity)
+  redis.call(PUB, P .. 'wake', sid .. ' acl ' .. identity)
 end
 return {'OK', o.t}
