@@ -3,11 +3,13 @@
 Every fixture that starts a process hangs off ``backend``, so a test that requests none of them
 (everything in tests/unit/) starts nothing. None is autouse.
 
-Backends: an end-to-end test runs on a standalone Valkey; one marked
+Backends: an end-to-end test runs on a standalone Valkey and one server; one marked
 ``@pytest.mark.backends("standalone", "cluster")`` (or a module with that ``pytestmark``) runs once on
 each, with ``server``, ``http``, ``service``, ``twilio``, ``redis``, ``store``, ``api_key`` and ``sdk``
-all following the backend. The Valkey, the Cluster and their servers each start once per session,
-the Cluster only if a selected test needs it; pytest groups the tests by backend.
+all following the backend. The cluster backend is 3 Valkey masters + 3 replicas and two sync-server
+processes behind a round-robin TCP balancer (tests/balancer.py), which ``server`` stands for. The
+Valkey, the Cluster and their servers each start once per session, the Cluster only if a selected
+test needs it; pytest groups the tests by backend.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import httpx
 import pytest
 from redis import asyncio as aioredis
 
-from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, Backend, ClusterProcess, RedisProcess, ServerProcess
+from tests.balancer import Balancer
+from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, Backend, ClusterProcess, Endpoint, RedisProcess, ServerProcess
 
 for var in ("TWILIO_EDGE", "TWILIO_REGION"):  # they rewrite the helper library's host
     os.environ.pop(var, None)
@@ -69,7 +72,7 @@ def redis_server() -> Iterator[RedisProcess]:
 
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[ClusterProcess]:
-    """The session's 3-master Valkey Cluster, started the first time a test runs on it."""
+    """The session's Valkey Cluster (3 masters + 3 replicas), started the first time a test runs on it."""
     with ClusterProcess() as cluster:
         yield cluster
 
@@ -82,9 +85,20 @@ def standalone_backend(redis_server: RedisProcess) -> Iterator[Backend]:
 
 @pytest.fixture(scope="session")
 def cluster_backend(redis_cluster: ClusterProcess) -> Iterator[Backend]:
-    """``sync-server`` with REDIS_CLUSTER=true, given one node's URL."""
-    with ServerProcess(redis_url=redis_cluster.url, env={"REDIS_CLUSTER": "true"}) as server:
-        yield Backend("cluster", redis_cluster.url, cluster=True, server=server)
+    """Two ``sync-server`` processes with REDIS_CLUSTER=true (given one node's URL) behind the test
+    balancer (tests/balancer.py): ``server`` is the balancer, so one test's connections spread over
+    both; ``nodes`` are the two servers, for tests that aim at one of them."""
+    nodes = [ServerProcess(redis_url=redis_cluster.url, env={"REDIS_CLUSTER": "true"}) for _ in range(2)]
+    try:
+        for node in nodes:
+            node.start(wait=False)  # both start at once: the session's set-up waits for one start, not two
+        for node in nodes:
+            node.wait_ready()
+        with Balancer([node.port for node in nodes]) as balancer:
+            yield Backend("cluster", redis_cluster.url, cluster=True, server=balancer, nodes=tuple(nodes))
+    finally:
+        for node in nodes:
+            node.stop()
 
 
 @pytest.fixture(scope="session")
@@ -100,13 +114,19 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 
 @pytest.fixture
-def server(backend: Backend) -> ServerProcess:
+def server(backend: Backend) -> Endpoint:
+    """What tests aim at: the standalone server, or the cluster's balancer (same base_url/ws_url/port)."""
     return backend.server
 
 
 @pytest.fixture
-async def http(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=10) as c:
+async def http(backend: Backend) -> AsyncIterator[httpx.AsyncClient]:
+    """REST client of the backend; behind the cluster's balancer without keep-alive, so that its
+    requests alternate between the nodes (a write on one, the next read on the other)."""
+    limits = httpx.Limits(max_keepalive_connections=0) if backend.nodes else httpx.Limits()
+    async with httpx.AsyncClient(
+        base_url=backend.server.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=10, limits=limits
+    ) as c:
         yield c
 
 
@@ -127,7 +147,7 @@ async def service(http: httpx.AsyncClient) -> str:
 
 
 @pytest.fixture
-def twilio(server: ServerProcess) -> Any:
+def twilio(server: Endpoint) -> Any:
     """Twilio's official Python helper library, unchanged, aimed at the test server."""
     from twilio.rest import Client
 
@@ -155,7 +175,7 @@ async def api_key(store: Any) -> Any:
 
 
 @pytest.fixture
-async def sdk(server: ServerProcess) -> AsyncIterator[Any]:
+async def sdk(server: Endpoint) -> AsyncIterator[Any]:
     """Twilio's twilio-sync SDK in a Node process (tests/sdk.py), aimed at the test server."""
     from tests.sdk import Sdk
 

@@ -1,8 +1,10 @@
-"""What only a real 3-master Valkey Cluster (REDIS_CLUSTER=true) can show.
+"""What only the cluster topology can show: 3 Valkey masters + 3 replicas, two sync-server nodes
+behind the test balancer (tests/conftest.py ``cluster_backend``).
 
-The REST, realtime and webhook contract itself runs on the Cluster through the ``backend`` fixture
-(tests/conftest.py): the modules marked ``backends("standalone", "cluster")`` run once on each. Here:
-how Services spread over the masters, and wake-ups crossing them.
+The REST, realtime, SDK and webhook contract itself runs on this topology through the ``backend``
+fixture: the modules marked ``ON_EVERY_BACKEND`` run once on each backend. Here, explicitly: the
+topology is what it claims, Services spread over the masters, a write through one node reaches
+subscribers on the other, and a client that comes back on the other node resumes by replay.
 """
 
 from __future__ import annotations
@@ -17,20 +19,47 @@ from redis import asyncio as aioredis
 from realtime.client import SyncClient
 from realtime.cluster_broker import slot_of
 from storage import Store, keys
-from tests.helpers import ClusterProcess, ServerProcess
-from tests.sdk import token
+from tests.balancer import Balancer
+from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, Backend, ClusterProcess, ServerProcess
+from tests.sdk import Sdk, token
 
 pytestmark = pytest.mark.backends("cluster")
+
+
+def _ws_connections(node: ServerProcess) -> float:
+    """The node's open WebSocket connections, from its /metrics."""
+    text = httpx.get(f"{node.base_url}/metrics", timeout=10).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("sync_ws_connections"))
+
+
+def test_topology_is_three_masters_each_with_a_replica_in_sync(backend: Backend, redis_cluster: ClusterProcess) -> None:
+    masters, replicas = redis_cluster.masters(), redis_cluster.replicas()
+    assert len(masters) == 3 and len(replicas) == 3
+    assert all(len(redis_cluster.replica_of(m)) == 1 for m in masters)
+    assert len(backend.nodes) == 2 and backend.nodes[0].port != backend.nodes[1].port
+
+
+async def test_the_balancer_spreads_connections_over_both_nodes(backend: Backend, api_key: Any, service: str) -> None:
+    """Two WebSockets opened one after the other through the balancer land one on each node."""
+    before = [_ws_connections(n) for n in backend.nodes]
+    tok = token(api_key.sid, api_key.secret, service, "spread")
+    async with (
+        await SyncClient.connect(backend.server.ws_url, tok),
+        await SyncClient.connect(backend.server.ws_url, tok),
+    ):
+        after = [_ws_connections(n) for n in backend.nodes]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1]
 
 
 async def test_services_are_spread_over_the_masters(http: httpx.AsyncClient, redis_cluster: ClusterProcess) -> None:
     """Services land on different masters, and each one's keys stay together on its master."""
     holders: dict[str, int] = {}
+    masters = redis_cluster.masters()
     for _ in range(30):  # each Service picks one of three masters: two differ long before 30
         sid = (await http.post("/v1/Services", data={"FriendlyName": "spread"})).json()["sid"]
         doc = await http.post(f"/v1/Services/{sid}/Documents", data={"UniqueName": "d", "Ttl": "3600"})
         assert doc.status_code == 201, doc.text
-        for port in redis_cluster.ports:
+        for port in masters:
             node = aioredis.Redis(host="127.0.0.1", port=port)
             try:
                 found = {k.decode() for k in await node.keys(f"{keys.service_prefix(sid)}*")}
@@ -47,12 +76,7 @@ async def test_services_are_spread_over_the_masters(http: httpx.AsyncClient, red
 
 
 async def test_realtime_wake_up_from_another_master(
-    server: ServerProcess,
-    http: httpx.AsyncClient,
-    store: Store,
-    api_key: Any,
-    twilio: Any,
-    redis_cluster: ClusterProcess,
+    server: Any, http: httpx.AsyncClient, store: Store, api_key: Any, twilio: Any, redis_cluster: ClusterProcess
 ) -> None:
     """A Service on another master than the REDIS_URL node still wakes the gateway (its broker
     subscribes on the master that owns the Service's slot: realtime/cluster_broker.py)."""
@@ -100,7 +124,7 @@ async def _move_slot(redis_cluster: ClusterProcess, slot: int, source: int, targ
         await src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
         while names := await src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
             await src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *names)
-        for port in redis_cluster.ports:  # every master learns the new owner at once
+        for port in redis_cluster.masters():  # every master learns the new owner at once
             node = aioredis.Redis(host="127.0.0.1", port=port)
             try:
                 await node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
@@ -129,7 +153,7 @@ async def test_wake_ups_are_shard_channels_held_on_the_owner_only_and_follow_a_s
         twilio.sync.v1.services(service).documents(doc["sid"]).update(data={"n": 1})
         assert (await client.next_event())["event"]["document_data"] == {"n": 1}
 
-        target = next(p for p in redis_cluster.ports if p != owner)
+        target = next(p for p in redis_cluster.masters() if p != owner)
         await _move_slot(redis_cluster, slot_of(channel), owner, target)
 
         async def moved() -> bool:
@@ -140,3 +164,107 @@ async def test_wake_ups_are_shard_channels_held_on_the_owner_only_and_follow_a_s
         twilio.sync.v1.services(service).documents(doc["sid"]).update(data={"n": 2})
         ev = await asyncio.wait_for(client.next_event(), 10)
         assert ev["event"]["document_data"] == {"n": 2}
+
+
+@pytest.mark.parametrize("writer", [0, 1])
+async def test_a_write_through_one_node_reaches_subscribers_on_both(
+    backend: Backend, api_key: Any, service: str, writer: int
+) -> None:
+    """REST on one node; the SDK and a realtime client on the other, and a realtime client on the writer's."""
+    here, there = backend.nodes[writer], backend.nodes[1 - writer]
+    tok = token(api_key.sid, api_key.secret, service, "watcher")
+    sdk = await Sdk(there.base_url).start()
+    try:
+        await sdk.client("s", tok)
+        await sdk.connected("s")
+        async with (
+            httpx.AsyncClient(base_url=here.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=10) as rest,
+            await SyncClient.connect(there.ws_url, tok) as far,
+            await SyncClient.connect(here.ws_url, tok) as near,
+        ):
+            created = await rest.post(f"/v1/Services/{service}/Documents", data={"UniqueName": "x"})
+            assert created.status_code == 201, created.text
+            sid = created.json()["sid"]
+            await sdk.open("s", "document", "x", "d")
+            await sdk.expect("_subscriptionStateChanged", "d", lambda a: a[0] == "established")
+            for c in (far, near):
+                await c.subscribe(sid, "document", 0)
+            r = await rest.post(f"/v1/Services/{service}/Documents/{sid}", data={"Data": '{"from": "rest"}'})
+            assert r.status_code == 200, r.text
+            for c in (far, near):
+                ev = await c.next_event()
+                assert (ev["event_type"], ev["event"]["id"], ev["event"]["document_data"]) == (
+                    "document_updated", 1, {"from": "rest"},
+                )  # fmt: skip
+            (ev,) = await sdk.expect("updated", "d")
+            assert ev["data"] == {"from": "rest"} and ev["isLocal"] is False
+    finally:
+        await sdk.close()
+
+
+async def test_a_client_back_on_the_other_node_resumes_by_replay_nothing_lost_or_doubled(
+    backend: Backend, api_key: Any, service: str
+) -> None:
+    """Subscribed on node A; gone while writes go through node B; back on node B with its last event
+    id: exactly the missed events, in order, then live ones, each once."""
+    a, b = backend.nodes
+    tok = token(api_key.sid, api_key.secret, service, "roamer")
+    async with httpx.AsyncClient(base_url=b.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=10) as rest:
+        items = f"/v1/Services/{service}/Maps/roam/Items"
+        assert (await rest.post(f"/v1/Services/{service}/Maps", data={"UniqueName": "roam"})).status_code == 201
+        async with await SyncClient.connect(a.ws_url, tok) as first:
+            m = await first.open("map", "roam")
+            await first.subscribe(m["sid"], "map", m["last_event_id"])
+            assert (await rest.post(items, data={"Key": "k0", "Data": '{"n": 0}'})).status_code == 201
+            seen = await first.next_event()
+            assert seen["event"]["item_key"] == "k0"
+        # away: writes through the other node
+        for n in range(1, 6):
+            assert (await rest.post(items, data={"Key": f"k{n}", "Data": f'{{"n": {n}}}'})).status_code == 201
+        assert (await rest.post(f"{items}/k1", data={"Data": '{"n": 11}'})).status_code == 200
+        assert (await rest.delete(f"{items}/k2")).status_code == 204
+        async with await SyncClient.connect(b.ws_url, tok) as back:
+            est = await back.subscribe(m["sid"], "map", seen["event"]["id"])
+            assert est["replay_status"] == "completed"
+            replayed = [back.events.get_nowait() for _ in range(back.events.qsize())]
+            assert [(e["event_type"], e["event"]["item_key"]) for e in replayed] == [
+                *(("map_item_added", f"k{n}") for n in range(1, 6)),
+                ("map_item_updated", "k1"),
+                ("map_item_removed", "k2"),
+            ]
+            ids = [e["event"]["id"] for e in replayed]
+            assert (
+                ids
+                == list(range(seen["event"]["id"] + 1, seen["event"]["id"] + 8))
+                == list(range(ids[0], est["last_event_id"] + 1))
+            )
+            assert (await rest.post(items, data={"Key": "live", "Data": "{}"})).status_code == 201
+            live = await back.next_event()
+            assert (live["event"]["item_key"], live["event"]["id"]) == ("live", ids[-1] + 1)
+            with pytest.raises((asyncio.TimeoutError, TimeoutError)):
+                await back.next_event(wait_s=0.5)  # nothing doubled behind it
+
+
+async def test_sdk_reconnects_through_the_balancer_and_misses_nothing(
+    backend: Backend, api_key: Any, service: str, http: httpx.AsyncClient
+) -> None:
+    """The balancer drops every connection (as a balancer restart does): the SDK reconnects through it
+    while writes go on, and sees every item exactly once, in order."""
+    assert isinstance(backend.server, Balancer)
+    sdk = await Sdk(backend.server.base_url).start()
+    try:
+        await sdk.client("s", token(api_key.sid, api_key.secret, service, "dropped"))
+        await sdk.connected("s")
+        await sdk.open("s", "list", "feed", "l")
+        await sdk.expect("_subscriptionStateChanged", "l", lambda a: a[0] == "established")
+        items = f"/v1/Services/{service}/Lists/feed/Items"  # ``http`` keeps no connection alive
+        assert (await http.post(items, data={"Data": '{"n": 0}'})).status_code == 201
+        await sdk.expect("itemAdded", "l")
+        backend.server.drop_connections()
+        for n in range(1, 11):
+            assert (await http.post(items, data={"Data": f'{{"n": {n}}}'})).status_code == 201
+        await sdk.expect("itemAdded", "l", lambda a: a[0]["item"]["data"] == {"n": 10}, wait_s=30)
+        got = [e["args"][0]["item"]["data"]["n"] for e in sdk.matching("itemAdded", "l")]
+        assert got == list(range(11))
+    finally:
+        await sdk.close()

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ServerProcess
+from tests.helpers import ON_EVERY_BACKEND, Backend
 from tests.sdk import Sdk, SdkError, token
+
+pytestmark = ON_EVERY_BACKEND
 
 
 @pytest.fixture
@@ -257,9 +259,9 @@ async def test_stream_messages_reach_every_other_subscriber_once(two: Sdk, twili
 
 
 async def test_reconnect_after_server_restart_replays_every_missed_event_once_in_order(
-    sdk: Sdk, tokens: Any, twilio: Any, service: str, redis_server: Any
+    sdk: Sdk, tokens: Any, twilio: Any, service: str, backend: Backend
 ) -> None:
-    gw = ServerProcess(redis_url=redis_server.url).start()
+    gw = backend.server_process().start()
     try:
         watcher = Sdk(gw.base_url)
         await watcher.start()
