@@ -65,16 +65,18 @@ def field_pairs(fields: Mapping[str, LuaArg]) -> list[LuaArg]:
     return [x for kv in fields.items() for x in kv]
 
 
+def write_text(name: WriteScript) -> str:
+    """The text Redis runs for a write script: the prelude, the script as a function, the epilogue
+    (scripts/idempotency.lua, which records an Idempotency-Key with the write's reply)."""
+    return f"{source(PRELUDE)}\nlocal function body()\n{source(name)}\nend\n{source(EPILOGUE)}"
+
+
 class Scripts:
     """Every script registered once on one client. Calls are EVALSHA; redis-py loads the script
     again when a server answers NOSCRIPT (after a restart, or on a Cluster node new to it)."""
 
     def __init__(self, redis: RedisClient) -> None:
-        prelude = source(PRELUDE)
-        epilogue = source(EPILOGUE)
-        texts = {
-            name: f"{prelude}\nlocal function body()\n{source(name)}\nend\n{epilogue}" for name in get_args(WriteScript)
-        }
+        texts = {name: write_text(name) for name in get_args(WriteScript)}
         texts |= {name: source(name) for name in get_args(PlainScript)}
         self._redis = redis
         self._by_sha = {hashlib.sha1(t.encode()).hexdigest(): t for t in texts.values()}

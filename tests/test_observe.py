@@ -43,9 +43,9 @@ async def test_probes_answer_without_credentials_and_readyz_loads_scripts_redis_
 def _some_shas() -> list[str]:
     import hashlib
 
-    from storage.lua import PRELUDE, source
+    from storage.lua import write_text
 
-    return [hashlib.sha1((source(PRELUDE) + "\n" + source("item_write")).encode()).hexdigest()]
+    return [hashlib.sha1(write_text("item_write").encode()).hexdigest()]
 
 
 def test_readyz_is_503_while_redis_is_down_and_healthz_stays_200() -> None:
