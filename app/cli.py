@@ -636,6 +636,7 @@ def _run_uvicorn(settings: Settings, http: str, ws: str) -> None:
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
+        timeout_worker_healthcheck=settings.worker_start_s,
         log_level=settings.log_level,
         # one format for the app's and uvicorn's logs (SYNC_LOG_FORMAT); uvicorn applies it in
         # every worker process too

@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 for all interfaces)")
     port: int = Field(8080, description="port to listen on")
     workers: int = Field(1, description="uvicorn worker processes; all share one Redis")
+    worker_start_s: int = Field(
+        30,
+        ge=1,
+        description="with several workers: how long one may take to answer its supervisor's health check"
+        " (starting included) before it is killed and restarted",
+    )
     http_head_timeout_s: float = Field(
         10.0, gt=0, description="a request head not complete this long after it began: connection closed"
     )
