@@ -46,7 +46,7 @@ pm build --quiet --format docker --isolation chroot --network host --build-arg B
 t2=$(now)
 
 check() {  # the server answers /readyz, then creates and reads a Service over REST
-  for _ in $(seq 100); do
+  for _ in $(seq 300); do  # a minute at most (a loaded machine)
     curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
     sleep 0.2
   done
@@ -65,19 +65,26 @@ if pm run -d --name "$name" --cgroups disabled --network host -e SYNC_PORT="$POR
   check || { pm logs "$name"; exit 1; }
 else
   # podman cannot run containers here (no user namespaces / cgroups): run the image's filesystem.
-  how="chroot of the exported image ($(head -c 200 "$WORK/run.log" | tr '\n' ' '))"
+  how="chroot of the exported image ($(grep -m1 '^Error' "$WORK/run.log" || true))"
   pm rm -f "$name" >/dev/null 2>&1 || true
-  fs="$WORK/image-fs"; rm -rf "$fs"; mkdir -p "$fs"
+  fs="$WORK/image-fs"; rm -rf --one-file-system "$fs"; mkdir -p "$fs"
   pm create --name "$name" "$IMAGE" >/dev/null
   pm export "$name" | tar -C "$fs" -x
   pm rm -f "$name" >/dev/null
-  mount -t proc proc "$fs/proc"; mount --bind /dev "$fs/dev"
-  cleanup() { [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; umount "$fs/proc" "$fs/dev" 2>/dev/null; rm -rf "$fs"; }
+  # the image's own /dev (null, zero, urandom, ...) is used as it is: the host's /dev is never mounted
+  # here, and nothing below removes files across a mount point (rm --one-file-system)
+  mount -t proc proc "$fs/proc"
+  cleanup() {
+    if [ -n "${pid:-}" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+    umount "$fs/proc" 2>/dev/null || true
+    if grep -q " $(realpath "$fs")/" /proc/mounts; then echo "still mounted under $fs: left in place" >&2
+    else rm -rf --one-file-system "$fs"; fi
+  }
   trap cleanup EXIT
   # the image's user, environment and entrypoint (as the Dockerfile sets them)
   env -i PATH=/opt/sync-server/bin:/usr/bin:/bin SYNC_HOST=127.0.0.1 SYNC_PORT="$PORT" SYNC_DATA_DIR=/data \
-    TWILIO_ACCOUNT_SID="$SID" TWILIO_AUTH_TOKEN="$TOKEN" \
-    chroot --userspec=10001:10001 "$fs" /bin/sh -c 'cd /data && exec sync-server' >"$WORK/server.log" 2>&1 &
+    SYNC_DRAIN_S=0 TWILIO_ACCOUNT_SID="$SID" TWILIO_AUTH_TOKEN="$TOKEN" \
+    /usr/sbin/chroot --userspec=10001:10001 "$fs" /bin/sh -c 'cd /data && exec sync-server' >"$WORK/server.log" 2>&1 &
   pid=$!
   check || { cat "$WORK/server.log"; exit 1; }
 fi
