@@ -41,7 +41,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         if not settings.redis_url:
             raise RuntimeError("REDIS_URL is not set: start the server with the sync-server command")
-        config = StoreConfig(settings.event_log_max, settings.event_log_keep_s)
+        config = StoreConfig(
+            settings.event_log_max,
+            settings.event_log_keep_s,
+            history_keep=settings.history_keep,
+            history_max_age_s=settings.history_max_age_s,
+        )
         store = await Store.connect(
             settings.redis_url, config, cluster=settings.redis_cluster, timeout_s=settings.redis_timeout_s
         )

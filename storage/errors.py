@@ -7,6 +7,7 @@ StoreError
  +-- InvalidInputError        (a value the store refuses; ``kind`` names the rule, see limits.py)
  +-- TooLargeError            (data over its size limit)
  +-- StoreUnavailableError    (Redis could not be reached; wraps the redis-py error)
+ +-- BeyondHistoryError       (an AsOf read older than the retained history)
 """
 
 from __future__ import annotations
@@ -43,3 +44,8 @@ class TooLargeError(StoreError):
 
 class StoreUnavailableError(StoreError):
     """Redis did not answer; nothing can be said about whether a write happened."""
+
+
+class BeyondHistoryError(StoreError):
+    """A point-in-time read asked for a moment older than the retained history (``ident`` names
+    the oldest reachable point)."""

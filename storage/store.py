@@ -37,6 +37,8 @@ class StoreConfig:
     event_log_max: int = 1000
     event_log_keep_s: int = 86400
     cache_s: float = 2.0  # how long this process trusts a Service's existence / a unique name's SID
+    history_keep: int = 100  # revisions kept per Document / item (0: history off), storage/history.py
+    history_max_age_s: int = 0  # a revision superseded longer ago than this is dropped (0: no limit)
 
 
 class TtlCache:
@@ -141,6 +143,8 @@ class Store:
             "origin": actor.origin,
             "endpoint": actor.endpoint,
             "log_cap": self.config.event_log_max,
+            "hist_keep": self.config.history_keep,
+            "hist_age_ms": self.config.history_max_age_s * 1000,
         }
         if not context.keys().isdisjoint(args):
             raise ValueError(f"{script}: argument names {sorted(context.keys() & args.keys())} are the prelude's")

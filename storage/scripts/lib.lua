@@ -10,6 +10,8 @@
 --              A.origin    "rest" | "sdk" | "system"
 --              A.endpoint  endpoint id ("" for none)
 --              A.log_cap   event log cap (entries kept per object)
+--              A.hist_keep revisions kept per Document / item (0: history off; see history() below)
+--              A.hist_age_ms  a revision superseded longer ago than this is dropped (0: no limit)
 --            then the script's own arguments, listed in each script's header (A.kind, A.sid, A.ttl…).
 --   A str argument arrives as a string ("" stays "": the scripts give it meanings such as "keep the
 --   TTL"), an int as a number, a list as an array; an argument not passed (or None) is nil. Adding
@@ -103,4 +105,59 @@ end
 
 local function service_gone()
   return redis.call('EXISTS', P .. 'gone') == 1
+end
+
+-- Revision history (storage/history.py): a stream per Document ("hv:SID") or item ("hv:SID:key"),
+-- entry id 0-(revision+1), field r = msgpack {r revision, d data JSON, u ms, b actor, c created ms,
+-- del 1 for an item's removal}. It keeps the newest A.hist_keep revisions and drops a revision once
+-- its successor is older than A.hist_age_ms (0: no age limit); the newest always stays. For Lists
+-- and Maps "hk:SID" (zset, scored like "io:") names the items that have history, and the collection
+-- hash's hf/ht (event id, ms) is the oldest point a read AsOf can reach: raised when a trim drops
+-- the state before it, or by a write made while history is off (hist_keep 0: nothing else is
+-- written). `old` is the revision being replaced, recorded first if the stream lacks it (data
+-- written before history was on), so every state since the floor can be told.
+local HIST_KEEP = tonumber(A.hist_keep or 0)
+local HIST_AGE = tonumber(A.hist_age_ms or 0)
+
+local function history(sid, ikey, score, rec, old)
+  local okey = P .. 'o:' .. sid
+  if HIST_KEEP <= 0 then
+    if ikey then redis.call('HSET', okey, 'hf', rec.r, 'ht', NOW) end
+    return
+  end
+  local hkey = P .. 'hv:' .. sid
+  if ikey then
+    hkey = hkey .. ':' .. ikey
+    redis.call('ZADD', P .. 'hk:' .. sid, score, ikey)
+    if redis.call('HEXISTS', okey, 'hf') == 0 then redis.call('HSET', okey, 'hf', rec.r - 1, 'ht', NOW) end
+  end
+  if old then
+    local last = redis.call('XREVRANGE', hkey, '+', '-', 'COUNT', 1)
+    if #last == 0 or last[1][1] ~= '0-' .. (old.r + 1) then
+      redis.call('XADD', hkey, '0-' .. (old.r + 1), 'r', cmsgpack.pack(old))
+    end
+  end
+  redis.call('XADD', hkey, '0-' .. (rec.r + 1), 'r', cmsgpack.pack(rec))
+  local n = redis.call('XLEN', hkey)
+  if n <= HIST_KEEP and HIST_AGE <= 0 then return end
+  local cut, from = nil, '-'
+  while n > 1 do
+    local e = redis.call('XRANGE', hkey, from, '+', 'COUNT', 2)
+    if #e < 2 then break end
+    local nxt = cmsgpack.unpack(e[2][2][2])
+    if n <= HIST_KEEP and (HIST_AGE <= 0 or nxt.u >= NOW - HIST_AGE) then break end
+    cut, from, n = nxt, '(' .. e[1][1], n - 1
+  end
+  if not cut then return end
+  redis.call('XTRIM', hkey, 'MINID', '0-' .. (cut.r + 1))
+  if ikey and cut.r > tonumber(redis.call('HGET', okey, 'hf') or -1) then
+    redis.call('HSET', okey, 'hf', cut.r, 'ht', cut.u)
+  end
+end
+
+-- Remove an object's history (object_delete).
+local function drop_history(sid)
+  local members = redis.call('ZRANGE', P .. 'hk:' .. sid, 0, -1)
+  for _, k in ipairs(members) do redis.call('UNLINK', P .. 'hv:' .. sid .. ':' .. k) end
+  redis.call('UNLINK', P .. 'hv:' .. sid, P .. 'hk:' .. sid)
 end
