@@ -22,7 +22,7 @@ from .errors import BeyondHistoryError, InvalidInputError, NotFoundError
 from .kinds import Kind
 from .paging import Cursor
 from .records import Item, Page
-from .redis_client import StreamEntry, text
+from .redis_client import text
 from .store import Store
 from .wire.dates import iso_seconds
 
@@ -55,9 +55,8 @@ class Point:
     ms: int | None = None
 
 
-def _record(entry: StreamEntry) -> dict[str, Any]:
-    rec: dict[str, Any] = msgpack.unpackb(entry[1][b"r"])
-    return rec
+def _record(raw: bytes | None) -> dict[str, Any] | None:
+    return None if raw is None else dict(msgpack.unpackb(raw))
 
 
 def _revision(kind: Kind, service_sid: str, sid: str, key: str | None, rec: dict[str, Any]) -> Revision:
@@ -80,14 +79,21 @@ def _sort_key(kind: Kind) -> Any:
     return int if kind.indexed else str.encode
 
 
-def _entry_id(number: int) -> str:
-    return f"0-{number + 1}"
-
-
 def _cursor_number(cursor: Cursor) -> int:
     if not cursor.value.isdigit():
         raise InvalidInputError("page_token", cursor.value)
     return int(cursor.value)
+
+
+async def _records(
+    store: Store, service_sid: str, sid: str, key: str | None, numbers: list[int]
+) -> list[dict[str, Any]]:
+    """The records of these revisions (one trimmed meanwhile is left out)."""
+    if not numbers:
+        return []
+    fields = [keys.history_field(key, n) for n in numbers]
+    raws = await store.redis.hmget(keys.history_records(service_sid, sid), fields)
+    return [rec for rec in map(_record, raws) if rec is not None]
 
 
 async def page(
@@ -97,39 +103,36 @@ async def page(
     has no history and does not exist is not found; one that exists with none (history off) has
     an empty page."""
     sid = await objects.resolve(store, service_sid, kind, ident)
-    hkey = keys.history(service_sid, sid, key)
+    index = keys.history(service_sid, sid, key)
     r = store.redis
     if cursor is None or cursor.forward:
-        high = f"({_entry_id(_cursor_number(cursor))}" if cursor else "+"
-        rows = await r.xrevrange(hkey, high, "-", count=size + 1)
+        high = f"({_cursor_number(cursor)}" if cursor else "+inf"
+        rows = [int(x) for x in await r.zrevrangebyscore(index, high, "-inf", start=0, num=size + 1)]
         more = len(rows) > size
         rows = rows[:size]
         nxt = rows[-1] if more and rows else None
         prev = rows[0] if cursor and rows else None
     else:
-        rows = await r.xrange(hkey, f"({_entry_id(_cursor_number(cursor))}", "+", count=size + 1)
+        low = f"({_cursor_number(cursor)}"
+        rows = [int(x) for x in await r.zrangebyscore(index, low, "+inf", start=0, num=size + 1)]
         more = len(rows) > size
         rows = list(reversed(rows[:size]))
         nxt = rows[-1] if rows else None
         prev = rows[0] if more and rows else None
     if not rows and cursor is None and key is not None:
         await items.get(store, service_sid, kind, sid, key)  # NotFoundError for an item never seen
-    found = [_revision(kind, service_sid, sid, key, _record(e)) for e in rows]
-
-    def number(e: StreamEntry | None) -> str | None:
-        return None if e is None else str(_record(e)["r"])
-
-    return Page(found, number(nxt), number(prev))
+    found = [_revision(kind, service_sid, sid, key, rec) for rec in await _records(store, service_sid, sid, key, rows)]
+    return Page(found, None if nxt is None else str(nxt), None if prev is None else str(prev))
 
 
 async def get(store: Store, service_sid: str, kind: Kind, ident: str, key: str | None, number: int) -> Revision:
     """One retained revision; NotFoundError("revision") when it is not (or no longer) retained."""
     sid = await objects.resolve(store, service_sid, kind, ident)
-    one = _entry_id(number)
-    rows = await store.redis.xrange(keys.history(service_sid, sid, key), one, one)
-    if not rows:
+    raw = await store.redis.hget(keys.history_records(service_sid, sid), keys.history_field(key, number))
+    rec = _record(raw)
+    if rec is None:
         raise NotFoundError("revision", format(number, "x"))
-    return _revision(kind, service_sid, sid, key, _record(rows[0]))
+    return _revision(kind, service_sid, sid, key, rec)
 
 
 async def items_as_of(
@@ -180,25 +183,30 @@ async def _states(
 ) -> list[Item | None]:
     """Each item's state at ``point`` (None: absent then). An item without history has not been
     written since the floor, so its state then is its state now."""
+    high = "+inf" if point.event_id is None else str(point.event_id)
     async with store.redis.pipeline(transaction=False) as p:
         for k in members:
-            hkey = keys.history(service_sid, sid, k)
+            index = keys.history(service_sid, sid, k)
+            # by event id the newest revision up to it; by time every retained one (times are in the records)
             if point.event_id is not None:
-                p.xrevrange(hkey, _entry_id(point.event_id), "-", count=1)
+                p.zrevrangebyscore(index, high, "-inf", start=0, num=1)
             else:
-                p.xrevrange(hkey, "+", "-")
-            p.xlen(hkey)
+                p.zrevrangebyscore(index, high, "-inf")
+            p.zcard(index)
             p.hget(keys.items(service_sid, sid), k)
         replies = await p.execute()
+    wanted = [keys.history_field(k, int(n)) for i, k in enumerate(members) for n in replies[3 * i]]
+    raws = await store.redis.hmget(keys.history_records(service_sid, sid), wanted) if wanted else []
+    records = {f: _record(raw) for f, raw in zip(wanted, raws, strict=True)}
     out: list[Item | None] = []
     now = now_ms()
-    for n, k in enumerate(members):
-        rows, length, raw = replies[3 * n : 3 * n + 3]
+    for i, k in enumerate(members):
+        numbers, length, raw = replies[3 * i : 3 * i + 3]
         if not length:
             item = items.decode(kind, sid, service_sid, k, raw) if raw is not None else None
             out.append(item if item is not None and items.live(item, now) else None)
             continue
-        recs = [_record(row) for row in rows]
+        recs = [rec for n in numbers if (rec := records.get(keys.history_field(k, int(n)))) is not None]
         if point.ms is not None:
             recs = [rec for rec in recs if int(rec["u"]) <= point.ms][:1]
         if not recs or recs[0].get("del"):

@@ -211,7 +211,8 @@ async def test_deleting_the_object_removes_its_history(http: httpx.AsyncClient, 
     await c.added("k", {"n": 1})
     doc = await _doc(http, service, {"n": 1})
     pattern = f"sync:{{{service}}}:h*"
-    assert await _count(redis, pattern) == 3  # the item's stream, the map's key index, the document's
+    # the map's records, item index and key index; the document's records and index
+    assert await _count(redis, pattern) == 5
     assert (await http.delete(c.path)).status_code == 204
     assert (await http.delete(f"/v1/Services/{service}/Documents/{doc['sid']}")).status_code == 204
     assert await _count(redis, pattern) == 0

@@ -107,15 +107,19 @@ local function service_gone()
   return redis.call('EXISTS', P .. 'gone') == 1
 end
 
--- Revision history (storage/history.py): a stream per Document ("hv:SID") or item ("hv:SID:key"),
--- entry id 0-(revision+1), field r = msgpack {r revision, d data JSON, u ms, b actor, c created ms,
--- del 1 for an item's removal}. It keeps the newest A.hist_keep revisions and drops a revision once
--- its successor is older than A.hist_age_ms (0: no age limit); the newest always stays. For Lists
--- and Maps "hk:SID" (zset, scored like "io:") names the items that have history, and the collection
--- hash's hf/ht (event id, ms) is the oldest point a read AsOf can reach: raised when a trim drops
--- the state before it, or by a write made while history is off (hist_keep 0: nothing else is
--- written). `old` is the revision being replaced, recorded first if the stream lacks it (data
--- written before history was on), so every state since the floor can be told.
+-- Revision history (storage/history.py). Per Document or List/Map object, a hash "hv:SID" of
+-- revision records, field = revision (Documents) or item key .. "\0" .. revision (items), value =
+-- msgpack {r revision, d data JSON, u ms, b actor, c created ms, del 1 for an item's removal}; and
+-- per Document ("hr:SID") or item ("hr:SID:key") a zset of its retained revisions (member and score
+-- the revision), small enough to stay a listpack: a few hundred bytes for an item with one revision
+-- (a stream per item would cost 4 KB, its node being preallocated). It keeps the newest
+-- A.hist_keep revisions and drops a revision once its successor is older than A.hist_age_ms (0: no
+-- age limit); the newest always stays. For Lists and Maps "hk:SID" (zset, scored like "io:") names
+-- the items that have history, and the collection hash's hf/ht (event id, ms) is the oldest point a
+-- read AsOf can reach: raised when a trim drops the state before it, or by a write made while
+-- history is off (hist_keep 0: nothing else is written). `old` is the revision being replaced,
+-- recorded first if missing (data written before history was on), so every state since the floor
+-- can be told.
 local HIST_KEEP = tonumber(A.hist_keep or 0)
 local HIST_AGE = tonumber(A.hist_age_ms or 0)
 
@@ -125,32 +129,39 @@ local function history(sid, ikey, score, rec, old)
     if ikey then redis.call('HSET', okey, 'hf', rec.r, 'ht', NOW) end
     return
   end
-  local hkey = P .. 'hv:' .. sid
+  local records, index, field = P .. 'hv:' .. sid, P .. 'hr:' .. sid, ''
   if ikey then
-    hkey = hkey .. ':' .. ikey
+    index, field = index .. ':' .. ikey, ikey .. '\0'
     redis.call('ZADD', P .. 'hk:' .. sid, score, ikey)
     if redis.call('HEXISTS', okey, 'hf') == 0 then redis.call('HSET', okey, 'hf', rec.r - 1, 'ht', NOW) end
   end
+  local function put(x)
+    redis.call('HSET', records, field .. x.r, cmsgpack.pack(x))
+    redis.call('ZADD', index, x.r, x.r)
+  end
   if old then
-    local last = redis.call('XREVRANGE', hkey, '+', '-', 'COUNT', 1)
-    if #last == 0 or last[1][1] ~= '0-' .. (old.r + 1) then
-      redis.call('XADD', hkey, '0-' .. (old.r + 1), 'r', cmsgpack.pack(old))
-    end
+    local last = redis.call('ZRANGE', index, -1, -1)
+    if #last == 0 or tonumber(last[1]) ~= old.r then put(old) end
   end
-  redis.call('XADD', hkey, '0-' .. (rec.r + 1), 'r', cmsgpack.pack(rec))
-  local n = redis.call('XLEN', hkey)
+  put(rec)
+  local n = redis.call('ZCARD', index)
   if n <= HIST_KEEP and HIST_AGE <= 0 then return end
-  local cut, from = nil, '-'
+  local cut = nil
   while n > 1 do
-    local e = redis.call('XRANGE', hkey, from, '+', 'COUNT', 2)
-    if #e < 2 then break end
-    local nxt = cmsgpack.unpack(e[2][2][2])
-    if n <= HIST_KEEP and (HIST_AGE <= 0 or nxt.u >= NOW - HIST_AGE) then break end
-    cut, from, n = nxt, '(' .. e[1][1], n - 1
+    local two = redis.call('ZRANGE', index, 0, 1)
+    local nxt = nil
+    if n <= HIST_KEEP then
+      if HIST_AGE <= 0 then break end
+      nxt = cmsgpack.unpack(redis.call('HGET', records, field .. two[2]))
+      if nxt.u >= NOW - HIST_AGE then break end
+    end
+    redis.call('HDEL', records, field .. two[1])
+    redis.call('ZREM', index, two[1])
+    cut, n = nxt or two[2], n - 1
   end
-  if not cut then return end
-  redis.call('XTRIM', hkey, 'MINID', '0-' .. (cut.r + 1))
-  if ikey and cut.r > tonumber(redis.call('HGET', okey, 'hf') or -1) then
+  if not cut or not ikey then return end
+  if type(cut) ~= 'table' then cut = cmsgpack.unpack(redis.call('HGET', records, field .. cut)) end
+  if cut.r > tonumber(redis.call('HGET', okey, 'hf') or -1) then
     redis.call('HSET', okey, 'hf', cut.r, 'ht', cut.u)
   end
 end
@@ -158,6 +169,6 @@ end
 -- Remove an object's history (object_delete).
 local function drop_history(sid)
   local members = redis.call('ZRANGE', P .. 'hk:' .. sid, 0, -1)
-  for _, k in ipairs(members) do redis.call('UNLINK', P .. 'hv:' .. sid .. ':' .. k) end
-  redis.call('UNLINK', P .. 'hv:' .. sid, P .. 'hk:' .. sid)
+  for _, k in ipairs(members) do redis.call('UNLINK', P .. 'hr:' .. sid .. ':' .. k) end
+  redis.call('UNLINK', P .. 'hv:' .. sid, P .. 'hr:' .. sid, P .. 'hk:' .. sid)
 end
