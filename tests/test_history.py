@@ -206,7 +206,9 @@ async def test_history_off_records_nothing_and_moves_the_floor(
     assert [x["data"]["n"] for x in rows] == [3, 2, 1]
 
 
-async def test_deleting_the_object_removes_its_history(http: httpx.AsyncClient, service: str, redis: Any) -> None:
+async def test_deleting_the_object_or_its_service_removes_its_history(
+    http: httpx.AsyncClient, service: str, redis: Any
+) -> None:
     c = await create(http, service, "map")
     await c.added("k", {"n": 1})
     doc = await _doc(http, service, {"n": 1})
@@ -215,6 +217,14 @@ async def test_deleting_the_object_removes_its_history(http: httpx.AsyncClient, 
     assert await _count(redis, pattern) == 5
     assert (await http.delete(c.path)).status_code == 204
     assert (await http.delete(f"/v1/Services/{service}/Documents/{doc['sid']}")).status_code == 204
+    assert await _count(redis, pattern) == 0
+    await _doc(http, service, {"n": 1})
+    assert await _count(redis, pattern) == 2
+    assert (await http.delete(f"/v1/Services/{service}")).status_code == 204  # the purge removes it
+    for _ in range(75):
+        if not await _count(redis, pattern):
+            break
+        await asyncio.sleep(0.2)
     assert await _count(redis, pattern) == 0
 
 
