@@ -134,7 +134,13 @@ class RedisPipeline(Protocol):
     def zcard(self, name: str) -> Self: ...
 
     def zrevrangebyscore(
-        self, name: str, max: str, min: str, start: int | None = None, num: int | None = None
+        self,
+        name: str,
+        max: float | str,
+        min: float | str,
+        start: int | None = None,
+        num: int | None = None,
+        withscores: Literal[False] = False,
     ) -> Self: ...
 
     def zadd(self, name: str, mapping: Mapping[str, float], lt: bool = False) -> Self: ...
@@ -201,6 +207,8 @@ class RedisClient(Protocol):
     async def zadd(self, name: str, mapping: Mapping[str, float], lt: bool = False) -> int: ...
 
     async def zrem(self, name: str, *values: str) -> int: ...
+
+    async def zcard(self, name: str) -> int: ...
 
     @overload
     async def zrange(self, name: str, start: int, end: int, withscores: Literal[False] = False) -> list[bytes]: ...
