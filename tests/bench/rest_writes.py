@@ -19,7 +19,7 @@ are then a floor, the CPU per write still holds.
 --history: the revision history's cost. One Valkey; sync-server with SYNC_HISTORY_KEEP=100 (or
 --history-keep) then with 0 (off), each loaded with Document updates, List appends and Map writes
 (Python load generator, 16 clients); writes/s side by side with their ratio, then Valkey's bytes
-per retained revision (MEMORY USAGE of the history streams after the run).
+per retained revision (MEMORY USAGE of the history hashes and zsets after the run).
 
 --table (or --url): the per-scenario table of sync-server alone: Document updates, List item
 appends, Map item writes, one Map with many writers, at 1, 16, 64 clients (Python load generator),
