@@ -8,7 +8,7 @@ from starlette.responses import Response
 from storage import SYSTEM, Kind, items
 from storage.wire import errors
 
-from . import params, render
+from . import history, params, render
 from .context import Handler, context, sid_param
 
 
@@ -77,6 +77,9 @@ def handlers(kind: Kind) -> dict[str, Handler]:
         return Response(status_code=204)
 
     async def read(request: Request) -> Response:
+        as_of = request.query_params.get("AsOf")
+        if as_of is not None:  # the revision history extension (app/history.py)
+            return await history.read_as_of(request, kind, request.path_params[collection], as_of)
         c = await context(request)
         pg = params.paging_params(request)
         order, bounds = params.order(request), params.bounds(request)

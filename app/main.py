@@ -43,7 +43,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if not settings.redis_url:
             raise RuntimeError("REDIS_URL is not set: start the server with the sync-server command")
         durable = Durability(settings.durability, settings.durability_timeout_ms)
-        config = StoreConfig(settings.event_log_max, settings.event_log_keep_s, durability=durable)
+        config = StoreConfig(
+            settings.event_log_max,
+            settings.event_log_keep_s,
+            durability=durable,
+            history_keep=settings.history_keep,
+            history_max_age_s=settings.history_max_age_s,
+        )
         store = await Store.connect(
             settings.redis_url, config, cluster=settings.redis_cluster, timeout_s=settings.redis_timeout_s
         )

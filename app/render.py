@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from storage import Item, Kind, Page, Permission, Service, SyncObject, paging
+from storage.history import Revision
 from storage.paging import Cursor
 from storage.wire.dates import iso_seconds
 from storage.wire.fields import item_fields, object_fields, segment
@@ -86,6 +87,25 @@ def item(base: str, account_sid: str, i: Item) -> dict[str, Any]:
         service_sid=i.service_sid,
         url=f"{coll}/Items/{segment(i.key)}",
         **{i.kind.sid_field: i.collection_sid},
+    )
+    return body
+
+
+def revision(base: str, account_sid: str, r: Revision) -> dict[str, Any]:
+    """One retained revision (an extension: Twilio exposes no history)."""
+    target = object_url(base, r.service_sid, r.kind, r.object_sid)
+    body: dict[str, Any] = {"account_sid": account_sid, "service_sid": r.service_sid, r.kind.sid_field: r.object_sid}
+    if r.key is not None:
+        target += f"/Items/{segment(r.key)}"
+        body.update({"index": int(r.key)} if r.kind.indexed else {"key": r.key})
+        body["removed"] = r.removed
+    body.update(
+        revision=r.revision,
+        event_id=r.number,
+        data=r.data,
+        date_updated=iso_seconds(r.date_updated),
+        updated_by=r.updated_by,
+        url=f"{target}/Revisions/{r.revision}",
     )
     return body
 

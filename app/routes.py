@@ -1,4 +1,4 @@
-"""The whole Sync v1 route table (48 operations)."""
+"""The whole Sync v1 route table (48 operations), and the revision history extension's 6."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from storage import Kind
 
-from . import items, objects, permissions, services, streams
+from . import history, items, objects, permissions, services, streams
 from .context import Handler, sid_param
 
 S = "/v1/Services/{ServiceSid}"
@@ -36,6 +36,14 @@ def _permissions(base: str, kind: Kind) -> list[Route]:
     ]
 
 
+def _revisions(target: str, h: Mapping[str, Handler]) -> list[Route]:
+    """The revision history extension (app/history.py) of a Document or a List/Map item."""
+    return [
+        Route(target + "/Revisions", h["read"], methods=["GET"]),
+        Route(target + "/Revisions/{Revision}", h["fetch"], methods=["GET"]),
+    ]
+
+
 def build() -> list[Route]:
     svc = {
         "read": services.read,
@@ -47,10 +55,13 @@ def build() -> list[Route]:
     routes = _crud("/v1/Services", "/v1/Services/{Sid}", svc)
     for kind in Kind:
         routes += _crud(f"{S}/{kind.collection}", f"{S}/{kind.collection}/{{Sid}}", objects.handlers(kind))
+    routes += _revisions(f"{S}/{Kind.DOCUMENT.collection}/{{Sid}}", history.handlers(Kind.DOCUMENT))
     for kind in Kind:
         if kind.has_items:
             one = "{Index}" if kind.indexed else "{Key:path}"
             coll = f"{S}/{kind.collection}/{{{sid_param(kind)}}}/Items"
+            # before the item routes: a Map's {Key:path} would take ".../Revisions" as part of a key
+            routes += _revisions(f"{coll}/{one}", history.handlers(kind))
             routes += _crud(coll, f"{coll}/{one}", items.handlers(kind))
     for kind in Kind:
         if kind.has_permissions:

@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     )
     event_log_max: int = Field(1000, description="change events kept per object (realtime catch-up, webhooks)")
     event_log_keep_s: int = Field(86400, description="how long a deleted object's event log is kept")
+    history_keep: int = Field(100, description="revisions kept per Document, List item and Map item (0: history off)")
+    history_max_age_s: int = Field(
+        0, description="a revision superseded longer ago is dropped at the next write (0: no limit)"
+    )
     sweep_interval_s: float = Field(1.0, description="how often the expiry sweeper looks for expired data")
     auth_cache_s: float = Field(5.0, description="how long a process trusts checked credentials")
     idempotency_ttl_s: int = Field(

@@ -8,6 +8,7 @@ StoreError
  +-- TooLargeError            (data over its size limit)
  +-- StoreUnavailableError    (Redis could not be reached; wraps the redis-py error)
  +-- IdempotencyConflictError (an Idempotency-Key is in use by another request, or its parameters differ)
+ +-- BeyondHistoryError       (an AsOf read older than the retained history)
 """
 
 from __future__ import annotations
@@ -50,3 +51,8 @@ class IdempotencyConflictError(StoreError):
     """An Idempotency-Key that cannot be used now: ``kind`` "busy" (another request holds it; ``ident``
     says in how many seconds it may be retried), "superseded" (a retry took it over while this request
     waited) or "mismatch" (it was first used with other parameters)."""
+
+
+class BeyondHistoryError(StoreError):
+    """A point-in-time read asked for a moment older than the retained history (``ident`` names
+    the oldest reachable point)."""

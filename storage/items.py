@@ -4,6 +4,7 @@ by number); Maps by a user key (ordered by UTF-8 bytes). Writes go through scrip
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import msgpack
 
@@ -18,8 +19,12 @@ from .redis_client import text
 from .store import Store
 
 
-def _decode(kind: Kind, collection_sid: str, service_sid: str, key: str, raw: bytes) -> Item:
-    v = msgpack.unpackb(raw)
+def decode(kind: Kind, collection_sid: str, service_sid: str, key: str, raw: bytes) -> Item:
+    return from_value(kind, collection_sid, service_sid, key, msgpack.unpackb(raw))
+
+
+def from_value(kind: Kind, collection_sid: str, service_sid: str, key: str, v: dict[str, Any]) -> Item:
+    """An item from its stored value (fields in scripts/lib.lua's header; also a history record's)."""
     return Item(
         kind=kind,
         collection_sid=collection_sid,
@@ -34,7 +39,7 @@ def _decode(kind: Kind, collection_sid: str, service_sid: str, key: str, raw: by
     )
 
 
-def _live(item: Item, now: int) -> bool:
+def live(item: Item, now: int) -> bool:
     return item.date_expires is None or item.date_expires > now
 
 
@@ -80,7 +85,7 @@ async def write(
     await store.schedule_expiry(
         service_sid, item_x if item_ttl is not None else None, coll_x if collection_ttl is not None else None
     )
-    return _decode(kind, sid, service_sid, ikey, packed), bool(added)
+    return decode(kind, sid, service_sid, ikey, packed), bool(added)
 
 
 async def get(store: Store, service_sid: str, kind: Kind, collection: str, key: str) -> Item:
@@ -94,8 +99,8 @@ async def get(store: Store, service_sid: str, kind: Kind, collection: str, key: 
         if not objects.is_live({b"t": t, b"x": x}, kind, now):
             raise NotFoundError(kind, collection)
         if raw is not None:
-            item = _decode(kind, sid, service_sid, key, raw)
-            if _live(item, now):
+            item = decode(kind, sid, service_sid, key, raw)
+            if live(item, now):
                 return item
         raise NotFoundError(kind.item_subject, key)
 
@@ -154,11 +159,16 @@ async def page(
     prev = members[0] if members and (more if not forward else cursor is not None) else None
     raws = await store.redis.hmget(keys.items(service_sid, sid), members) if members else []
     now = now_ms()
-    found = [_decode(kind, sid, service_sid, m, raw) for m, raw in zip(members, raws, strict=True) if raw is not None]
-    return Page([i for i in found if _live(i, now)], nxt, prev)
+    found = [decode(kind, sid, service_sid, m, raw) for m, raw in zip(members, raws, strict=True) if raw is not None]
+    return Page([i for i in found if live(i, now)], nxt, prev)
 
 
 Bound = tuple[str | None, bool]  # (index or key, inclusive); None = open end
+
+
+async def range_keys(store: Store, zkey: str, kind: Kind, near: Bound, num: int) -> list[str]:
+    """Up to ``num`` members of an item-ordered zset (``io:`` or ``hk:``) from ``near``, ascending."""
+    return await _range(store, zkey, kind, True, near, (None, True), num)
 
 
 def _edge(kind: Kind, bound: Bound, low: bool) -> str:

@@ -21,6 +21,10 @@ Service slot ``{IS…}`` — everything inside one Service, so that every write 
     sync:{IS}:io:{SID}          zset   item order: score = index (lists) or 0 + member = key (maps, by lex)
     sync:{IS}:pm:{SID}          hash   identity -> permission bits "rwm"
     sync:{IS}:ev:{SID}          stream the object's change events, entry id 0-(event id + 1)
+    sync:{IS}:hv:{SID}          hash   revision records of a Document or of a List/Map's items (storage/history.py)
+    sync:{IS}:hr:{SID}          zset   retained revisions of a Document
+    sync:{IS}:hr:{SID}:{key}    zset   retained revisions of one List/Map item (key = index or map key)
+    sync:{IS}:hk:{SID}          zset   item keys of a List/Map that have history, scored like io:
     sync:{IS}:exp               zset   expiry schedule: member "SID" or "SID\\x00itemkey", score = ms
     sync:{IS}:gone              string tombstone of a deleted Service: late writes fail
     sync:{IS}:wh                hash   webhook config copy: url, rest, ac, re, db, dw, v, fs (failing since)
@@ -144,6 +148,25 @@ def permissions(is_: str, sid: str) -> str:
 
 def events(is_: str, sid: str) -> str:
     return f"sync:{{{is_}}}:ev:{sid}"
+
+
+def history(is_: str, sid: str, item_key: str | None = None) -> str:
+    """The retained revisions of a Document (``item_key`` None) or of one List/Map item."""
+    base = f"sync:{{{is_}}}:hr:{sid}"
+    return base if item_key is None else f"{base}:{item_key}"
+
+
+def history_records(is_: str, sid: str) -> str:
+    return f"sync:{{{is_}}}:hv:{sid}"
+
+
+def history_field(item_key: str | None, revision: int | str) -> str:
+    """The field of one revision record in ``history_records``."""
+    return str(revision) if item_key is None else f"{item_key}\x00{revision}"
+
+
+def history_keys(is_: str, sid: str) -> str:
+    return f"sync:{{{is_}}}:hk:{sid}"
 
 
 def expiry(is_: str) -> str:

@@ -42,6 +42,8 @@ class StoreConfig:
     event_log_keep_s: int = 86400
     cache_s: float = 2.0  # how long this process trusts a Service's existence / a unique name's SID
     durability: Durability = Durability()  # SYNC_DURABILITY (storage/durability.py)
+    history_keep: int = 100  # revisions kept per Document / item (0: history off), storage/history.py
+    history_max_age_s: int = 0  # a revision superseded longer ago than this is dropped (0: no limit)
 
 
 class TtlCache:
@@ -181,6 +183,8 @@ class Store:
             "endpoint": actor.endpoint,
             "log_cap": self.config.event_log_max,
             "pub": "SPUBLISH" if self.sharded else "PUBLISH",
+            "hist_keep": self.config.history_keep,
+            "hist_age_ms": self.config.history_max_age_s * 1000,
         }
         if not context.keys().isdisjoint(args):
             raise ValueError(f"{script}: argument names {sorted(context.keys() & args.keys())} are the prelude's")

@@ -32,4 +32,6 @@ redis.call('ZREM', P .. 'exp', member)
 redis.call('HSET', KEYS[1], 'u', NOW)
 emit(sid, eid, {t = kind .. '_item_removed', ot = kind, un = o.un, rev = hex(old.r), crev = hex(eid),
                 k = ikey, pd = old.d})
+history(sid, ikey, kind == 'list' and tonumber(ikey) or 0, {r = eid, u = NOW, b = ACTOR, c = old.c, del = 1},
+        {r = old.r, d = old.d, u = old.u, b = old.b, c = old.c})
 return {'OK', hex(eid)}

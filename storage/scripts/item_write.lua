@@ -44,6 +44,8 @@ if stale then
   local rid = next_event_id(sid)
   emit(sid, rid, {t = kind .. '_item_removed', ot = kind, un = o.un, rev = hex(stale.r), crev = hex(rid),
                   k = ikey, pd = stale.d})
+  history(sid, ikey, kind == 'list' and tonumber(ikey) or 0, {r = rid, u = NOW, b = ACTOR, c = stale.c, del = 1},
+          {r = stale.r, d = stale.d, u = stale.u, b = stale.b, c = stale.c})
   ACTOR, ORIGIN, ENDPOINT = actor, origin, endpoint
 end
 local eid = next_event_id(sid)
@@ -72,4 +74,6 @@ if added then ev.t = kind .. '_item_added' else ev.t = kind .. '_item_updated' e
 if old then ev.pd = old.d end
 if item.x then ev.x = item.x end
 emit(sid, eid, ev)
+history(sid, ikey, kind == 'list' and tonumber(ikey) or 0, {r = eid, d = item.d, u = NOW, b = ACTOR, c = item.c},
+        old and {r = old.r, d = old.d, u = old.u, b = old.b, c = old.c})
 return {'OK', added and 1 or 0, ikey, cmsgpack.pack(item), hex(eid), x, cx}

@@ -12,6 +12,8 @@
 --              A.log_cap   event log cap (entries kept per object)
 --              A.pub       "SPUBLISH" (Redis/Valkey 7+: the wake channel is a shard channel of the
 --                          Service's slot) or "PUBLISH" (older servers); Store.sharded decides
+--              A.hist_keep revisions kept per Document / item (0: history off; see history() below)
+--              A.hist_age_ms  a revision superseded longer ago than this is dropped (0: no limit)
 --            then the script's own arguments, listed in each script's header (A.kind, A.sid, A.ttl…).
 --   A str argument arrives as a string ("" stays "": the scripts give it meanings such as "keep the
 --   TTL"), an int as a number, a list as an array; an argument not passed (or None) is nil. Adding
@@ -106,4 +108,70 @@ end
 
 local function service_gone()
   return redis.call('EXISTS', P .. 'gone') == 1
+end
+
+-- Revision history (storage/history.py). Per Document or List/Map object, a hash "hv:SID" of
+-- revision records, field = revision (Documents) or item key .. "\0" .. revision (items), value =
+-- msgpack {r revision, d data JSON, u ms, b actor, c created ms, del 1 for an item's removal}; and
+-- per Document ("hr:SID") or item ("hr:SID:key") a zset of its retained revisions (member and score
+-- the revision), small enough to stay a listpack: a few hundred bytes for an item with one revision
+-- (a stream per item would cost 4 KB, its node being preallocated). It keeps the newest
+-- A.hist_keep revisions and drops a revision once its successor is older than A.hist_age_ms (0: no
+-- age limit); the newest always stays. For Lists and Maps "hk:SID" (zset, scored like "io:") names
+-- the items that have history, and the collection hash's hf/ht (event id, ms) is the oldest point a
+-- read AsOf can reach: raised when a trim drops the state before it, or by a write made while
+-- history is off (hist_keep 0: nothing else is written). `old` is the revision being replaced,
+-- recorded first if missing (data written before history was on), so every state since the floor
+-- can be told.
+local HIST_KEEP = tonumber(A.hist_keep or 0)
+local HIST_AGE = tonumber(A.hist_age_ms or 0)
+
+local function history(sid, ikey, score, rec, old)
+  local okey = P .. 'o:' .. sid
+  if HIST_KEEP <= 0 then
+    if ikey then redis.call('HSET', okey, 'hf', rec.r, 'ht', NOW) end
+    return
+  end
+  local records, index, field = P .. 'hv:' .. sid, P .. 'hr:' .. sid, ''
+  if ikey then
+    index, field = index .. ':' .. ikey, ikey .. '\0'
+    redis.call('ZADD', P .. 'hk:' .. sid, score, ikey)
+    if redis.call('HEXISTS', okey, 'hf') == 0 then redis.call('HSET', okey, 'hf', rec.r - 1, 'ht', NOW) end
+  end
+  local function put(x)
+    redis.call('HSET', records, field .. x.r, cmsgpack.pack(x))
+    redis.call('ZADD', index, x.r, x.r)
+  end
+  if old then
+    local last = redis.call('ZRANGE', index, -1, -1)
+    if #last == 0 or tonumber(last[1]) ~= old.r then put(old) end
+  end
+  put(rec)
+  local n = redis.call('ZCARD', index)
+  if n <= HIST_KEEP and HIST_AGE <= 0 then return end
+  local cut = nil
+  while n > 1 do
+    local two = redis.call('ZRANGE', index, 0, 1)
+    local nxt = nil
+    if n <= HIST_KEEP then
+      if HIST_AGE <= 0 then break end
+      nxt = cmsgpack.unpack(redis.call('HGET', records, field .. two[2]))
+      if nxt.u >= NOW - HIST_AGE then break end
+    end
+    redis.call('HDEL', records, field .. two[1])
+    redis.call('ZREM', index, two[1])
+    cut, n = nxt or two[2], n - 1
+  end
+  if not cut or not ikey then return end
+  if type(cut) ~= 'table' then cut = cmsgpack.unpack(redis.call('HGET', records, field .. cut)) end
+  if cut.r > tonumber(redis.call('HGET', okey, 'hf') or -1) then
+    redis.call('HSET', okey, 'hf', cut.r, 'ht', cut.u)
+  end
+end
+
+-- Remove an object's history (object_delete).
+local function drop_history(sid)
+  local members = redis.call('ZRANGE', P .. 'hk:' .. sid, 0, -1)
+  for _, k in ipairs(members) do redis.call('UNLINK', P .. 'hr:' .. sid .. ':' .. k) end
+  redis.call('UNLINK', P .. 'hv:' .. sid, P .. 'hr:' .. sid, P .. 'hk:' .. sid)
 end

@@ -21,6 +21,8 @@ redis.call('DEL', key)
 redis.call('HSET', key, 'sid', sid, 't', kind, 'un', uname, 'c', NOW, 'u', NOW, 'x', x, 'b', ACTOR, 'e', 0)
 if kind == 'document' then redis.call('HSET', key, 'd', data) end
 if kind == 'list' then redis.call('HSET', key, 'ni', 0) end
+if kind == 'list' or kind == 'map' then redis.call('HSET', key, 'hf', 0, 'ht', NOW) end
+if kind == 'document' then history(sid, nil, 0, {r = 0, d = data, u = NOW, b = ACTOR, c = NOW}) end
 redis.call('ZADD', P .. 'ix:' .. kind, seq, sid)
 if uname ~= '' then redis.call('HSET', P .. 'n:' .. kind, uname, sid) end
 schedule(sid, x)

@@ -23,6 +23,7 @@ redis.call('ZREM', P .. 'exp', sid)
 -- UNLINK frees large collections off the main thread; stale item expiry entries are dropped
 -- by the sweeper when it finds their parent gone.
 redis.call('UNLINK', key, P .. 'it:' .. sid, P .. 'io:' .. sid, P .. 'pm:' .. sid)
+drop_history(sid)
 emit(sid, eid, {t = o.t .. '_removed', ot = o.t, un = o.un, rev = hex(eid)})
 redis.call('EXPIRE', P .. 'ev:' .. sid, keep_log)
 return {'OK', o.t, o.un}

@@ -24,4 +24,8 @@ if kind == 'document' then
 end
 if x ~= '' then ev.x = tonumber(x) end
 emit(sid, eid, ev)
+if kind == 'document' then
+  history(sid, nil, 0, {r = eid, d = ev.d, u = NOW, b = ACTOR, c = tonumber(o.c)},
+          {r = tonumber(o.e), d = o.d, u = tonumber(o.u), b = o.b, c = tonumber(o.c)})
+end
 return {'OK', redis.call('HGETALL', key), x}

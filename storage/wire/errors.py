@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from ..errors import (
     AlreadyExistsError,
+    BeyondHistoryError,
     IdempotencyConflictError,
     InvalidInputError,
     NotFoundError,
@@ -137,6 +138,11 @@ INVALID_BOUNDS = ErrorSpec(400, 54452, "Invalid Bounds: must be inclusive or exc
 INVALID_PAGE_TOKEN = ErrorSpec(400, 54453, "Invalid PageToken")
 INVALID_PAGE_SIZE = ErrorSpec(400, 54454, f"Invalid PageSize: must be an integer from 1 to {MAX_PAGE}")
 INVALID_LIST_INDEX = ErrorSpec(400, 54458, "Invalid List Item index: must be a non-negative integer")
+# Revision history (an extension: Twilio has no such resource, so its errors are the generic
+# INVALID_PARAMETER, 20001, with these messages)
+INVALID_AS_OF = "Invalid AsOf: must be an event id or an ISO-8601 time, got {detail}"
+AS_OF_NOT_COMBINABLE = "AsOf reads page in ascending order: From and Order are not accepted"
+BEYOND_HISTORY = "AsOf {detail} is beyond the retained history: the oldest reachable point is {ident}"
 
 # what a missing ``Data`` is called, per kind of write target
 DATA_MISSING = {
@@ -192,6 +198,8 @@ STORE_ERRORS: dict[tuple[type[StoreError], str], _BOTH] = {
 
 def from_store_error(exc: StoreError, edge: Edge, path: str) -> TwilioError:
     """The answer to a storage error on one edge; ``path`` is the requested resource (for 20404)."""
+    if isinstance(exc, BeyondHistoryError):
+        return INVALID_PARAMETER(BEYOND_HISTORY.format(detail=str(exc), ident=exc.ident))
     specs = STORE_ERRORS.get((type(exc), exc.kind)) or STORE_ERRORS.get((type(exc), "*"))
     if specs is None:
         return INTERNAL()

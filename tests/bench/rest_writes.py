@@ -4,6 +4,7 @@ Usage:  python tests/bench/rest_writes.py [--workers 1,2] [--connections 64] [--
                                           [--loadgen auto|wrk|python] [--idempotency]
         python tests/bench/rest_writes.py --table [--url http://127.0.0.1:8080 --account AC… --token …]
                                           [--seconds 5] [--clients 1,16,64] [--scenarios …]
+        python tests/bench/rest_writes.py --history [--history-keep 100] [--clients 16] [--seconds 5]
 
 Default (issue 10's REST goal): starts one Valkey, then for each worker count runs sync-server
 (SYNC_WORKERS) and the naive Starlette endpoint of naive_rest.py (uvicorn, httptools + uvloop,
@@ -18,6 +19,11 @@ are then a floor, the CPU per write still holds.
 --idempotency: the same Document updates through sync-server without and with an Idempotency-Key
 header (a fresh key per request, so every write claims, writes and stores its answer), the ratio
 with ÷ without in place of the naive endpoint's (wrk only).
+
+--history: the revision history's cost. One Valkey; sync-server with SYNC_HISTORY_KEEP=100 (or
+--history-keep) then with 0 (off), each loaded with Document updates, List appends and Map writes
+(Python load generator, 16 clients); writes/s side by side with their ratio, then Valkey's bytes
+per retained revision (MEMORY USAGE of the history hashes and zsets after the run).
 
 --table (or --url): the per-scenario table of sync-server alone: Document updates, List item
 appends, Map item writes, one Map with many writers, at 1, 16, 64 clients (Python load generator),
@@ -168,6 +174,57 @@ def table_main(args: argparse.Namespace) -> None:
     finally:
         if server is not None:
             server.stop()
+
+
+# -- history on beside history off -----------------------------------------------------------------
+
+
+def revision_bytes(redis_url: str, service: str) -> tuple[int, float]:
+    """(revisions retained, Valkey bytes per retained revision) over the Service's history keys:
+    record hashes, revision indexes, item key indexes (MEMORY USAGE of each, SAMPLES 0)."""
+    import redis
+
+    r = redis.Redis.from_url(redis_url)
+    entries = used = 0
+    for key in r.scan_iter(match=f"sync:{{{service}}}:h[vrk]:*", count=1000):
+        if b":hr:" in key:
+            entries += r.zcard(key)
+        used += r.memory_usage(key, samples=0) or 0
+    r.close()
+    return entries, used / max(entries, 1)
+
+
+def history_main(args: argparse.Namespace) -> None:
+    """--history: each scenario with history on (SYNC_HISTORY_KEEP, default 100) and off (0), one
+    server after the other on one fresh Valkey; writes/s side by side and their ratio, then the
+    memory each retained revision costs."""
+    clients = int(args.clients.split(",")[-1]) if args.clients != "1,16,64" else 16
+    names = [s for s in ["document updates", "list item appends", "map item writes"] if s in args.scenarios]
+    redis_proc = RedisProcess()
+    auth = (ACCOUNT_SID, AUTH_TOKEN)
+    results: dict[tuple[str, str], dict] = {}
+    memory = (0, 0.0)
+    try:
+        for keep in (args.history_keep, "0"):
+            env = {"SYNC_LOG_LEVEL": "error", "SYNC_HISTORY_KEEP": keep}
+            with ServerProcess(redis_url=redis_proc.url, env=env) as server:
+                service = prepare(server.base_url, auth, clients)
+                for name in names:
+                    measure(server.base_url, auth, clients, 1.0, name, service)  # warm-up
+                    results[(name, keep)] = measure(server.base_url, auth, clients, args.seconds, name, service)
+                if keep != "0":
+                    memory = revision_bytes(redis_proc.url, service)
+    finally:
+        redis_proc.stop()
+    print(f"REST writes, history on (SYNC_HISTORY_KEEP={args.history_keep}) vs off (0); {clients} clients, "
+          f"{args.seconds:.0f} s per run, data {len(DATA)} bytes, {os.cpu_count()} cores, Python loadgen")  # fmt: skip
+    print(f"{'scenario':<20} {'on w/s':>8} {'off w/s':>8} {'on/off':>7} {'on p99':>8} {'off p99':>8}")
+    for name in names:
+        on, off = results[(name, args.history_keep)], results[(name, "0")]
+        print(f"{name:<20} {on['rate']:>8.0f} {off['rate']:>8.0f} {on['rate'] / off['rate']:>7.2f} "
+              f"{on['p99']:>8.2f} {off['p99']:>8.2f}")  # fmt: skip
+    entries, per = memory
+    print(f"memory: {entries} revisions retained, {per:.0f} bytes each (Valkey MEMORY USAGE of the history keys)")
 
 
 # -- sync-server beside the naive endpoint ----------------------------------------------------------
@@ -337,8 +394,12 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=64, help="connections of the comparison")
     ap.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     ap.add_argument("--idempotency", action="store_true", help="sync-server without vs with an Idempotency-Key")
+    ap.add_argument("--history", action="store_true", help="history on beside history off, and bytes per revision")
+    ap.add_argument("--history-keep", default="100", help="--history: SYNC_HISTORY_KEEP of the 'on' run")
     args = ap.parse_args()
-    if args.table or args.url:
+    if args.history:
+        history_main(args)
+    elif args.table or args.url:
         table_main(args)
     else:
         compare(args)

@@ -37,7 +37,9 @@ def test_every_lua_file_is_registered_and_every_registered_script_has_a_file() -
 
 def test_each_header_lists_exactly_the_named_arguments_its_script_reads() -> None:
     common, common_read = _split(lua.PRELUDE)
-    assert common == common_read == {"prefix", "now", "actor", "origin", "endpoint", "log_cap", "pub"}
+    assert common == common_read == {
+        "prefix", "now", "actor", "origin", "endpoint", "log_cap", "pub", "hist_keep", "hist_age_ms"
+    }  # fmt: skip
     for name in (*get_args(lua.WriteScript), *get_args(lua.PlainScript)):
         documented, read = _split(name)
         assert documented == read - common, name

@@ -20,9 +20,10 @@ def _ops(doc: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 def test_the_shipped_document_lists_exactly_the_implemented_operations() -> None:
-    implemented = openapi.operations(routes.build())
+    implemented = openapi.operations(routes.build()) - openapi.extension_operations()
     assert len(implemented) == 48
     assert _ops(openapi.shipped()) == implemented
+    assert _ops(openapi.document()) == openapi.operations(routes.build())
     assert ("/v1/Services/{ServiceSid}/Maps/{MapSid}/Items/{Key}", "get") in implemented
     if SHARED_SPEC.exists():  # Twilio's own file next to the repository (development): the cut matches
         assert openapi.subset(json.loads(SHARED_SPEC.read_text()), implemented) == openapi.shipped()
@@ -84,3 +85,18 @@ def test_every_post_and_delete_takes_the_idempotency_key_marked_as_an_extension(
     assert doc["components"]["parameters"]["IdempotencyKey"]["x-sync-server-extension"] is True
     writes = [op for item in doc["paths"].values() for m, op in item.items() if m in ("post", "delete")]
     assert writes and all({"$ref": "#/components/parameters/IdempotencyKey"} in op["parameters"] for op in writes)
+
+
+def test_the_served_document_marks_every_extension() -> None:
+    """Revision history: 6 operations and the AsOf parameter, each marked, every reference resolving."""
+    doc = openapi.document()
+    extra = openapi.extension_operations()
+    assert len(extra) == 6
+    for path, method in extra:
+        assert doc["paths"][path][method]["x-sync-server-extension"] is True
+    items = doc["paths"]["/v1/Services/{ServiceSid}/Maps/{MapSid}/Items"]["get"]["parameters"]
+    assert any(p["name"] == "AsOf" and p["x-sync-server-extension"] for p in items)
+    schemas = doc["components"]["schemas"]
+    for ref in openapi._refs(doc):
+        assert ref.rsplit("/", 1)[1] in schemas, ref
+    assert "AsOf" not in json.dumps(openapi.shipped())  # Twilio's cut stays Twilio's
