@@ -149,8 +149,6 @@ class RedisPipeline(Protocol):
 
     def zremrangebyscore(self, name: str, min: float | str, max: float | str) -> Self: ...
 
-    def zcard(self, name: str) -> Self: ...
-
 
 class RedisClient(Protocol):
     """The product's view of a Redis client, standalone or Cluster (same commands, same replies)."""
