@@ -149,20 +149,26 @@ async def test_an_sdk_write_shows_its_origin_and_identity(
         assert ev["endpoint"]
 
 
+async def _subscribers(redis: Any, channel: str) -> int:
+    """Subscribers of a wake channel: a shard channel on Valkey 7+ (SSUBSCRIBE), so SHARDNUMSUB."""
+    reply = await redis.execute_command("PUBSUB", "SHARDNUMSUB", channel)
+    return int(reply[1])
+
+
 async def test_the_service_view_gets_every_object_and_an_idle_service_is_not_watched(
     http: httpx.AsyncClient, service: str, redis: Any
 ) -> None:
     from storage import keys
 
     channel = keys.wake_channel(service)
-    assert (await redis.pubsub_numsub(channel))[0][1] == 0  # nobody watches: no subscription at all
+    assert await _subscribers(redis, channel) == 0  # nobody watches: no subscription at all
     url = f"/console/api/Services/{service}/events"
     async with stream(http, url) as s:
         for _ in range(50):
-            if (await redis.pubsub_numsub(channel))[0][1] == 1:
+            if await _subscribers(redis, channel) == 1:
                 break
             await asyncio.sleep(0.05)
-        assert (await redis.pubsub_numsub(channel))[0][1] == 1
+        assert await _subscribers(redis, channel) == 1
         doc = await _document(http, service, "a", {"x": 1})
         r = await http.post(f"/v1/Services/{service}/Maps", data={"UniqueName": "m"})
         await http.post(f"/v1/Services/{service}/Maps/m/Items", data={"Key": "k", "Data": '{"y": 2}'})
@@ -175,10 +181,10 @@ async def test_the_service_view_gets_every_object_and_an_idle_service_is_not_wat
         assert got[2]["key"] == "k" and got[2]["data"] == {"y": 2}
         assert s.last_id == f"{r.json()['sid']}:1"
     for _ in range(50):  # the view closed: the Service costs nothing again
-        if (await redis.pubsub_numsub(channel))[0][1] == 0:
+        if await _subscribers(redis, channel) == 0:
             break
         await asyncio.sleep(0.05)
-    assert (await redis.pubsub_numsub(channel))[0][1] == 0
+    assert await _subscribers(redis, channel) == 0
 
 
 async def test_webhooks_view_shows_the_queue_and_dead_letters_and_replays(
