@@ -3,7 +3,7 @@ checked over REST: a Document's history newest first, a page at a time; "Restore
 is the ordinary update with If-Match, so it becomes a new revision and a new event; a write made
 meanwhile turns the restore into a 412 that is said, overwrites nothing, and reloads the view. For a
 Map: the "as of" picker (event id or time) shows the items as they were, and a removed item's
-history restores it."""
+history restores it; a List item's history restores with If-Match."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ async def _is(got: Any, want: Any) -> bool:
     return bool(await got == want)
 
 
-async def test_map_as_of_by_event_id_and_time_and_restoring_a_removed_item(
+async def test_map_as_of_by_event_id_and_time_restoring_a_removed_item_and_a_list_item(
     server: Endpoint, http: httpx.AsyncClient, service: str
 ) -> None:
     base = f"/v1/Services/{service}/Maps"
@@ -154,6 +154,10 @@ async def test_map_as_of_by_event_id_and_time_and_restoring_a_removed_item(
     b_made = (await http.post(items, data={"Key": "b", "Data": '{"c": "green"}'})).json()
     green = (await http.get(f"{items}/b/Revisions/{b_made['revision']}")).json()["event_id"]
     assert (await http.delete(items + "/b")).status_code == 204
+    assert (await http.post(f"/v1/Services/{service}/Lists", data={"UniqueName": "todo"})).status_code == 201
+    todo = f"/v1/Services/{service}/Lists/todo/Items"
+    milk = (await http.post(todo, data={"Data": '{"t": "milk"}'})).json()
+    oat = (await http.post(f"{todo}/0", data={"Data": '{"t": "oat milk"}'})).json()
 
     async with console(server, service) as c:
         page = c.page
@@ -197,3 +201,22 @@ async def test_map_as_of_by_event_id_and_time_and_restoring_a_removed_item(
         a = (await http.get(items + "/a")).json()
         assert a["data"] == {"c": "red"} and int(a["revision"], 16) > int(b["revision"], 16)
         assert (await http.get(items + "/a/Revisions")).json()["revisions"][0]["revision"] == a["revision"]
+
+        # a point the server refuses is shown as it says it
+        c.expected = "400"
+        await page.click("#history-back")
+        await page.fill("#as-of", "yesterday")
+        await page.click("#as-of-show")
+        await page.wait_for_selector("#as-of-message.error:has-text('400')")
+        c.expected = ""
+
+        # a List item: its history from the List's items, restored with If-Match
+        await page.click("#crumbs a:nth-of-type(2)")
+        await page.click("[data-tab='Lists']")
+        await page.click("[data-object='todo']")
+        await page.click("[data-history='0']")
+        await page.click(f"[data-restore='{milk['revision']}']")
+        await page.wait_for_selector("#history-message.ok")
+        now = (await http.get(f"{todo}/0")).json()
+        assert now["data"] == {"t": "milk"} and now["revision"] != oat["revision"]
+        assert "(current)" in (await page.text_content(f"#history tr[data-revision='{now['revision']}']") or "")
