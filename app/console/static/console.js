@@ -182,6 +182,7 @@ async function showObject(svc, coll, sid) {
       ` · ${timeLeft(o.date_expires)} · created by ${o.created_by || "-"} · updated ${o.date_updated}`),
     el("div", { class: "bar" },
       el("button", { id: "watch", onclick: () => live.open(svc, o) }, "Watch live"),
+      coll === "Documents" ? el("button", { id: "history", onclick: () => showHistory(svc, coll, o) }, "History") : "",
       el("button", { id: "reload", onclick: () => showObject(svc, coll, sid) }, "Reload"),
       el("button", { id: "delete", onclick: async () => {
         if (!confirm(`Delete ${o.sid}?`)) return;
@@ -215,6 +216,7 @@ async function showObject(svc, coll, sid) {
   parts.push(msg);
   const items = el("div");
   parts.push(items);
+  if (k.items) parts.push(asOfPicker(svc, coll, o));
   view().replaceChildren(...parts);
   if (k.items) showItems(svc, coll, o, items);
 }
@@ -250,9 +252,126 @@ async function showItems(svc, coll, o, box, page = null) {
         el("button", { onclick: async () => {
           try { await api(itemUrl, { method: "DELETE", headers: { "If-Match": it.revision } }); showItems(svc, coll, o, box, page); }
           catch (err) { showError(msg, err); }
-        } }, "Delete"))));
+        } }, "Delete"),
+        el("button", { "data-history": id, onclick: () => showHistory(svc, coll, o, id) }, "History"))));
   }
   if (r.meta.next_page_url) box.append(el("button", { onclick: () => showItems(svc, coll, o, box, relative(r.meta.next_page_url)) }, "Next page"));
+}
+
+// --- revision history and "as of" (an extension: README "Revision history and time travel") ------
+
+function preview(data, n = 120) {
+  const s = JSON.stringify(data);
+  return s.length > n ? s.slice(0, n) + "…" : s;
+}
+
+function objectName(coll, o) { return `${KINDS[coll].label} ${o.unique_name || o.sid}`; }
+
+// The revisions of a Document (id null) or of a List/Map item, newest first, a page at a time, and
+// "Restore" on an old one: the ordinary update with its data and If-Match set to the revision this
+// view read as current, so a write made meanwhile by anyone is never overwritten (412: said, and the
+// view is read again). The restore is a write like any other: a new revision and a new event.
+async function showHistory(svc, coll, o, id = null, { page = null, size = 20, note = null } = {}) {
+  const objUrl = `/v1/Services/${svc.sid}/${coll}/${o.sid}`;
+  const url = id === null ? objUrl : `${objUrl}/Items/${encodeURIComponent(id)}`;
+  crumbs([[svc.sid, () => showService(svc, coll)], [objectName(coll, o), () => showObject(svc, coll, o.sid)],
+    [id === null ? "History" : `Item ${id}: history`, null]]);
+  const msg = el("p", { id: "history-message" });
+  if (note) { msg.textContent = note.text; msg.className = note.cls; }
+  let current = null;  // read before the revisions: a write in between makes a restore 412, never lost
+  try { current = await api(url); } catch (err) { if (err.status !== 404) throw err; }
+  const again = (more = {}) => showHistory(svc, coll, o, id, { size, ...more });
+  const sizeInput = el("input", { id: "history-size", type: "number", min: 1, max: 100, value: size, size: 4,
+    onchange: (e) => showHistory(svc, coll, o, id, { size: Math.max(1, Math.min(100, Number(e.target.value) || 20)) }) });
+  const rows = el("tbody");
+  view().replaceChildren(
+    el("h2", {}, `History of ${objectName(coll, o)}` + (id === null ? "" : `, item ${id}`)),
+    el("p", {}, current
+      ? ["current revision ", el("code", { id: "history-current" }, current.revision)]
+      : [el("span", { id: "history-current" }, "removed"), coll === "Lists" ? " (a List item cannot be re-created at its index)" : ""]),
+    el("div", { class: "bar" },
+      el("button", { id: "history-reload", onclick: () => again() }, "Reload"),
+      el("label", {}, "per page ", sizeInput),
+      el("button", { id: "history-back", onclick: () => showObject(svc, coll, o.sid) }, "Back")),
+    msg,
+    el("table", { id: "history" }, el("thead", {}, el("tr", {}, el("th", {}, "revision"), el("th", {}, "event id"),
+      el("th", {}, "date"), el("th", {}, "updated by"), el("th", {}, "data"), el("th", {}))), rows));
+  let r;
+  try { r = await api(page || `${url}/Revisions?PageSize=${size}`); }
+  catch (err) { showError(msg, err); return; }
+  const restorable = (rev) => !rev.removed && (current ? rev.revision !== current.revision : coll === "Maps");
+
+  async function restore(rev) {
+    let done;
+    try {
+      const data = JSON.stringify(rev.data);
+      const u = current
+        ? await api(url, { method: "POST", form: { Data: data }, headers: { "If-Match": current.revision } })
+        : await api(`${objUrl}/Items`, { method: "POST", form: { Key: id, Data: data } });  // a removed Map item
+      done = { cls: "ok", text: `Restored revision ${rev.revision}: the data is now revision ${u.revision}.` };
+    } catch (err) {
+      done = { cls: "error", text: err.status === 412 || err.status === 409
+        ? `Conflict (${err.status}): someone wrote since this history was read` +
+          (current ? ` (at revision ${current.revision})` : "") +
+          ". Nothing was overwritten. The history was read again: check the newest revision, then restore again if you still want to."
+        : err.message };
+    }
+    again({ note: done });
+  }
+
+  for (const rev of r.revisions) {
+    const isCurrent = current && !rev.removed && rev.revision === current.revision;
+    rows.append(el("tr", { "data-revision": rev.revision, class: isCurrent ? "current" : "" },
+      el("td", {}, el("code", {}, rev.revision), isCurrent ? " (current)" : ""),
+      el("td", {}, rev.event_id), el("td", {}, rev.date_updated), el("td", {}, rev.updated_by),
+      el("td", { class: "data", title: rev.removed ? "" : JSON.stringify(rev.data) }, rev.removed ? "(removed)" : preview(rev.data)),
+      el("td", {}, restorable(rev)
+        ? el("button", { class: "restore", "data-restore": rev.revision, onclick: () => restore(rev) }, "Restore") : "")));
+  }
+  const pager = el("div", { class: "bar" });
+  if (page) pager.append(el("button", { id: "history-newest", onclick: () => again() }, "Newest"));
+  if (r.meta.next_page_url) pager.append(el("button", { id: "history-older", onclick: () => again({ page: relative(r.meta.next_page_url) }) }, "Older"));
+  view().append(pager);
+}
+
+// A List's or Map's "as of" picker: an event id, or a time (typed, or picked in local time and sent
+// as UTC); it opens the read-only view of the items as they were then.
+function asOfPicker(svc, coll, o) {
+  const point = el("input", { id: "as-of", name: "point", placeholder: "event id or 2026-12-02T15:50:01Z", size: 30 });
+  const picked = el("input", { id: "as-of-time", type: "datetime-local", step: 1, onchange: (e) => {
+    if (e.target.value) point.value = new Date(e.target.value).toISOString();
+  } });
+  return el("form", { id: "as-of-form", class: "bar", onsubmit: (e) => {
+    e.preventDefault();
+    if (point.value.trim()) showAsOf(svc, coll, o, point.value.trim());
+  } }, el("strong", {}, "As of"), point, picked, el("button", { id: "as-of-show" }, "Show as it was"));
+}
+
+async function showAsOf(svc, coll, o, point, page = null) {
+  const k = KINDS[coll];
+  const base = `/v1/Services/${svc.sid}/${coll}/${o.sid}/Items`;
+  crumbs([[svc.sid, () => showService(svc, coll)], [objectName(coll, o), () => showObject(svc, coll, o.sid)], [`as of ${point}`, null]]);
+  const msg = el("p", { id: "as-of-message" });
+  const rows = el("tbody");
+  const picker = asOfPicker(svc, coll, o);
+  picker.querySelector("#as-of").value = point;
+  view().replaceChildren(
+    el("h2", {}, `${objectName(coll, o)} as of ${point}`),
+    el("p", {}, "The items as they were then (read only). \"History\" shows an item's revisions and restores one."),
+    picker, msg,
+    el("table", { id: "as-of-items" }, el("thead", {}, el("tr", {}, el("th", {}, k.itemId), el("th", {}, "revision"),
+      el("th", {}, "data"), el("th", {}, "updated"), el("th", {}))), rows));
+  let r;
+  try { r = await api(page || `${base}?AsOf=${encodeURIComponent(point)}&PageSize=50`); }
+  catch (err) { showError(msg, err); return; }
+  for (const it of r.items) {
+    const id = it[k.itemId];
+    rows.append(el("tr", { "data-item": id }, el("td", {}, id), el("td", {}, it.revision),
+      el("td", { class: "data", title: JSON.stringify(it.data) }, preview(it.data)), el("td", {}, it.date_updated),
+      el("td", {}, el("button", { "data-history": id, onclick: () => showHistory(svc, coll, o, String(id)) }, "History"))));
+  }
+  if (!r.items.length) msg.textContent = "No items then.";
+  if (r.meta.next_page_url) view().append(el("button", { id: "as-of-next", onclick: () => showAsOf(svc, coll, o, point, relative(r.meta.next_page_url)) }, "Next page"));
 }
 
 // --- webhooks and connections ------------------------------------------------------------------
