@@ -24,7 +24,7 @@ from typing import Any, Literal
 from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
 from .errors import StoreUnavailableError
-from .redis_client import UNREACHABLE, Health, LuaReply
+from .redis_client import UNREACHABLE, Health, LuaReply, closed_transport
 
 Level = Literal["local", "fsync", "replica"]
 
@@ -68,6 +68,11 @@ async def run_script(
         try:
             reply, acked = await _pipeline(raw, wait, sha, key, arg)
         except UNREACHABLE as exc:
+            health.stats.failed("script")
+            raise health.failed(exc) from exc
+        except RuntimeError as exc:
+            if not closed_transport(exc):
+                raise
             health.stats.failed("script")
             raise health.failed(exc) from exc
         lost = next((r for r in (reply, acked) if isinstance(r, UNREACHABLE)), None)

@@ -344,6 +344,15 @@ class Health:
             self.down_since = None
 
 
+def closed_transport(exc: RuntimeError) -> bool:
+    """Whether a RuntimeError is a connection closed under redis-py while it wrote (uvloop: "unable to
+    perform operation on <TCPTransport closed=True …>; the handler is closed"), which redis-py does not
+    wrap in a ConnectionError: seen when a Cluster master is killed mid-connect. Any other
+    RuntimeError is a bug and stays one."""
+    text = str(exc)
+    return "handler is closed" in text or "Transport is closed" in text
+
+
 async def _guarded(
     health: Health, name: str, call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
@@ -351,6 +360,11 @@ async def _guarded(
     try:
         reply = await call(*args, **kwargs)
     except UNREACHABLE as exc:
+        health.stats.failed(name)
+        raise health.failed(exc) from exc
+    except RuntimeError as exc:
+        if not closed_transport(exc):
+            raise
         health.stats.failed(name)
         raise health.failed(exc) from exc
     health.stats.observe(name, time.monotonic() - started)
