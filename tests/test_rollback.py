@@ -107,6 +107,43 @@ async def test_a_subscriber_ahead_of_a_rolled_back_log_gets_the_current_state_ab
             assert ev["event"]["id"] == 5 and ev["event"]["document_data"] == {"v": 9}
 
 
+async def test_a_subscriber_behind_a_feed_that_read_lost_ids_is_not_left_waiting(
+    server: Endpoint, http: Any, service: str, redis: Any, api_key: Any
+) -> None:
+    """After the rollback a client arrives with a cursor the log reaches (1), but this process's
+    feed has read up to 3, ids the store lost: the object is rebased past 3, so the newcomer is
+    established with the current state and the client that stayed gets it too (before, the
+    newcomer waited for the feed to pass 3). A Stream, which has no state, just moves on."""
+    doc = (await http.post(f"/v1/Services/{service}/Documents", data={"Data": '{"v": 0}'})).json()
+    sid, base = doc["sid"], f"/v1/Services/{service}/Documents/{doc['sid']}"
+    await http.post(base, data={"Data": '{"v": 1}'})
+    stream = (await http.post(f"/v1/Services/{service}/Streams", data={})).json()["sid"]
+    publish = f"/v1/Services/{service}/Streams/{stream}/Messages"
+    snaps = [await snapshot(redis, service, sid), await snapshot(redis, service, stream)]
+    for v in (2, 3):
+        await http.post(base, data={"Data": json.dumps({"v": v})})
+        await http.post(publish, data={"Data": json.dumps({"v": v})})
+    tok = token(api_key.sid, api_key.secret, service, "alice")
+    connect = SyncClient.connect
+    async with await connect(server.ws_url, tok) as stayed, await connect(server.ws_url, tok) as low:
+        await stayed.subscribe(sid, "document", 2)
+        assert (await stayed.next_event())["event"]["id"] == 3
+        await stayed.subscribe(stream, "stream", 1)
+        assert (await stayed.next_event())["event"]["id"] == 2
+        for snap in snaps:
+            await roll_back(redis, snap)
+        established = await low.subscribe(sid, "document", 1)
+        assert established.get("last_event_id") == 4, established
+        for client in (low, stayed):
+            state = await client.next_event()
+            assert (state["event"]["id"], state["event"]["document_data"]) == (4, {"v": 1})
+        assert (await low.subscribe(stream, "stream", 0)).get("last_event_id") == 3
+        await http.post(publish, data={"Data": '{"m": 1}'})
+        for client in (low, stayed):
+            ev = await client.next_event()
+            assert (ev["event"]["id"], ev["event"]["message_data"]) == (4, {"m": 1})
+
+
 # -- Twilio's SDK ----------------------------------------------------------------------------------
 
 
@@ -278,6 +315,7 @@ async def test_rebase_of_a_collection_moves_item_revisions_and_of_a_stream_only_
         (7, "map_item_updated", "b", "7"),
     ]
     s = (await http.post(f"{base}/Streams", data={})).json()
-    assert await rebase.rebase(store, service, s["sid"], 4) == (4, 0)
+    assert await rebase.rebase(store, service, s["sid"], 4) == (5, 1)  # a marker only: no state
+    assert [ev.type for ev in await events.read_since(store, service, s["sid"], 4)] == ["stream_updated"]
     await http.post(f"{base}/Streams/{s['sid']}/Messages", data={"Data": "{}"})
-    assert (await events.read_since(store, service, s["sid"]))[-1].id == 5
+    assert (await events.read_since(store, service, s["sid"]))[-1].id == 6

@@ -6,8 +6,9 @@
 -- recorded as new events above it: a Document's data as a document_updated, each live List/Map
 -- item as an *_item_updated (its revision becomes that event's id, as any write would make it),
 -- and for a List, the indexes the client may hold that the store no longer has (at most
--- A.gone_max from the restored next index on) as *_item_removed. A Stream gets no event (it
--- has no state), only the counter. Every later write continues above the cursor.
+-- A.gone_max from the restored next index on) as *_item_removed. A Stream (no state) or an empty
+-- collection gets a *_updated marker, which the SDK is not sent. Every later write continues
+-- above the cursor.
 -- A counter equal to the cursor is rebased too: a feed that read event N and finds another event N
 -- in the log now (a write that reused the id) asks with cursor N. Idempotent: a counter already
 -- above the cursor (another node, another subscriber did it first) changes nothing, so two nodes
@@ -65,5 +66,12 @@ elseif kind == 'list' or kind == 'map' then
       n = n + 1
     end
   end
+end
+if n == 0 then
+  -- a Stream, an empty List or Map: one list_updated-like marker (no SDK event, no webhook), so a
+  -- reader's cursor moves past the ids in the log like after any event
+  local eid = next_event_id(sid)
+  emit(sid, eid, {t = kind .. '_updated', ot = kind, un = o.un, rev = hex(eid)}, true)
+  n = 1
 end
 return {'OK', tonumber(redis.call('HGET', key, 'e')), n}
