@@ -108,7 +108,7 @@ async def test_a_subscriber_ahead_of_a_rolled_back_log_gets_the_current_state_ab
 
 
 async def test_a_subscriber_behind_a_feed_that_read_lost_ids_is_not_left_waiting(
-    server: Endpoint, http: Any, service: str, redis: Any, api_key: Any
+    backend: Backend, http: Any, service: str, redis: Any, api_key: Any
 ) -> None:
     """After the rollback a client arrives with a cursor the log reaches (1), but this process's
     feed has read up to 3, ids the store lost: the object is rebased past 3, so the newcomer is
@@ -124,8 +124,18 @@ async def test_a_subscriber_behind_a_feed_that_read_lost_ids_is_not_left_waiting
         await http.post(base, data={"Data": json.dumps({"v": v})})
         await http.post(publish, data={"Data": json.dumps({"v": v})})
     tok = token(api_key.sid, api_key.secret, service, "alice")
+    node = backend.server_process().start()  # both clients on one process: one feed
+    try:
+        await rolled_back_under_a_feed(node.ws_url, tok, sid, stream, snaps, redis, http, publish)
+    finally:
+        node.stop()
+
+
+async def rolled_back_under_a_feed(
+    url: str, tok: str, sid: str, stream: str, snaps: list[Snapshot], redis: Any, http: Any, publish: str
+) -> None:
     connect = SyncClient.connect
-    async with await connect(server.ws_url, tok) as stayed, await connect(server.ws_url, tok) as low:
+    async with await connect(url, tok) as stayed, await connect(url, tok) as low:
         await stayed.subscribe(sid, "document", 2)
         assert (await stayed.next_event())["event"]["id"] == 3
         await stayed.subscribe(stream, "stream", 1)
