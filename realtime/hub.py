@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
-from storage import ChangeEvent, Store, StoreUnavailableError, events, keys
+from storage import ChangeEvent, Store, StoreUnavailableError, events, keys, rebase
 from storage.stats import FANOUT_BUCKETS, Histogram
 
 from . import twilsock
@@ -125,6 +125,8 @@ class Feed:
         self.sid = sid
         self.subs: set[Subscriber] = set()
         self.last_read: int | None = None
+        self.last_event: ChangeEvent | None = None  # the event read at last_read (rolled_back compares it)
+        self._suspect = False  # a wake-up named an id already read: did the store roll back?
         self._task: asyncio.Task[None] | None = None
         self._again = False
         self._recheck: set[str] | None = set()  # identities to re-check; None: everyone (acl_enabled)
@@ -144,9 +146,32 @@ class Feed:
             return
         self._task = asyncio.create_task(self._pump())
 
+    def suspect(self) -> None:
+        """A wake-up named an id at or below ``last_read``: mostly one whose event an earlier read
+        already took, but after a rollback of the store it is a write that reused an id the
+        subscribers here saw, which they would ignore. Check before the next read of the log."""
+        self._suspect = True
+        self.kick()
+
+    async def _heal(self) -> None:
+        """If the store rolled back under this feed, rebase the object past what was read here
+        (storage/rebase.py): its current state and every later write get ids above every cursor."""
+        self._suspect = False
+        last = self.last_read
+        if last is None:
+            return
+        try:
+            if await rebase.rolled_back(self.hub.store, self.service_sid, self.sid, last, self.last_event):
+                _, restated = await rebase.rebase(self.hub.store, self.service_sid, self.sid, last)
+                log.warning("the log of %s went back below event %d: rebased (%d events)", self.sid, last, restated)
+        except Exception as exc:  # Redis trouble, the object gone: the next suspect wake-up checks again
+            log.warning("checking the log of %s for a rollback failed: %s", self.sid, exc)
+
     async def _pump(self) -> None:
         while True:
             self._again = False
+            if self._suspect:
+                await self._heal()
             if self._recheck is None or self._recheck:
                 who, self._recheck = self._recheck, set()
                 await self._recheck_subs(None if who is None else frozenset(who))
@@ -177,7 +202,7 @@ class Feed:
         fresh = batch if last is None else [ev for ev in batch if ev.id > last]
         if not fresh:
             return
-        self.last_read = fresh[-1].id
+        self.last_read, self.last_event = fresh[-1].id, fresh[-1]
         rendered: dict[str, list[Offer]] = {}
         reached = 0
         for sub in list(self.subs):
@@ -248,6 +273,8 @@ class Hub:
             return
         if eid is None or feed.last_read is None or eid > feed.last_read:
             feed.kick()
+        else:
+            feed.suspect()
 
     def on_reconnect(self) -> None:
         """Wake-ups may have been lost while pub/sub was down: re-read every feed."""
@@ -308,17 +335,6 @@ class Hub:
             if self.broker is not None:
                 with contextlib.suppress(Exception):
                     await self.broker.unsubscribe(keys.wake_channel(service_sid))
-
-    def rewind(self, sid: str, last: int) -> None:
-        """The object's log was found to end at ``last``, below what this process read of it (the
-        store rolled back, realtime/replay.py): read it from there again, and let the subscribers
-        ahead of it take the ids that will be reused."""
-        feed = self.feeds.get(sid)
-        if feed is None or feed.last_read is None or feed.last_read <= last:
-            return
-        feed.last_read = last
-        for sub in feed.subs:
-            sub.cursor = min(sub.cursor, last)
 
     def activate(self, sub: Subscriber) -> bool:
         """Join live delivery if ``sub`` has caught up with its feed; False = replay further first.

@@ -14,15 +14,21 @@ that recorded their removal is gone). Replaying a removal ends the subscription:
 client's answer.
 
 A cursor *ahead* of the object's log means the store came back with older data than the client saw
-(a failover without SYNC_DURABILITY=replica, a restored backup): the ids the client knows will be
-reused for other changes, so waiting for ids above its cursor would be silence. Such a subscriber
-gets the current state (the document, or every item of a list/map) at the log's own ids and its
-cursor is rewound there, as is this process's feed, so the changes made from then on reach it.
+(a failover without SYNC_DURABILITY=replica, a restored backup): the ids the client knows would be
+reused for other changes, and twilio-sync drops every event at or below an id it has seen, so
+waiting would be silence. The same holds for a cursor at or below the log's end when this
+process's feed has read further (its subscribers saw ids the store lost). The object is then
+rebased (storage/rebase.py, one atomic script): its counter jumps to the highest of them and its
+current state (the document, every live list/map item, the list indexes the client may hold that
+are gone) is recorded as new events above it, which this replay then sends like any other. Every
+later write continues above the cursor, for every client of every node (a feed that sees an id it
+already read come back rebases too: hub.py); two subscribers or nodes doing it at once record the
+state once.
 """
 
 from __future__ import annotations
 
-from storage import Item, Kind, Store, events, items, objects
+from storage import Item, Kind, Store, events, items, objects, rebase
 from storage.paging import Cursor
 
 from . import twilsock
@@ -38,12 +44,12 @@ async def catch_up(hub: Hub, sub: Subscriber, kind: Kind, latest: int | None = N
     (the removal was delivered and the subscription ended). ``latest``: the object's last event id
     as just read, if known: a subscriber already there needs no read of the log to start with."""
     replayed = False
-    if latest is not None and sub.cursor > latest:  # the store rolled back under the client
+    feed = hub.feeds.get(sub.sid)
+    seen = max(sub.cursor, -1 if feed is None or feed.last_read is None else feed.last_read)
+    if latest is not None and seen > latest:  # the store rolled back under the client, or this process
         hub.stats.state_replays += 1
-        hub.rewind(sub.sid, latest)
-        sub.cursor = -1  # every item is news to a client whose view is from another history
-        await _send_state(hub.store, sub, kind)
-        latest = None
+        await rebase.rebase(hub.store, sub.service_sid, sub.sid, seen)
+        latest = None  # the restated state is in the log now, above both: replayed below
     while True:
         if latest is not None and sub.cursor >= latest:
             batch, latest = [], None  # only the first time: a failed activation reads the log

@@ -34,6 +34,7 @@ WriteScript = Literal[
     "stream_publish",
     "permission_write",
     "reachability",
+    "object_rebase",
 ]
 PlainScript = Literal[
     "service_update", "webhook_config", "webhook_dead", "webhook_lease", "idempotency_claim", "idempotency_finish"

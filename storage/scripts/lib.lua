@@ -88,7 +88,8 @@ local NO_WEBHOOK = {list_updated = true, map_updated = true, stream_updated = tr
 
 -- Append one change event to the object's log (and the webhook queue), in this same atomic step,
 -- and wake readers. ev: table of event fields; id and common fields are filled in here.
-local function emit(sid, eid, ev)
+-- quiet: queue no webhook (object_rebase.lua's restatements: nobody changed anything).
+local function emit(sid, eid, ev, quiet)
   ev.id = eid
   ev.sid = sid
   ev.ms = NOW
@@ -99,7 +100,7 @@ local function emit(sid, eid, ev)
   local packed = cmsgpack.pack(ev)
   redis.call('XADD', key, 'MAXLEN', '~', LOG_CAP, '0-' .. (eid + 1), 'e', packed)
   redis.call(PUB, P .. 'wake', sid .. ' ' .. eid)
-  if not NO_WEBHOOK[ev.t] then queue_webhook(packed) end
+  if not quiet and not NO_WEBHOOK[ev.t] then queue_webhook(packed) end
 end
 
 local function next_event_id(sid)
