@@ -24,7 +24,7 @@ from typing import Any, Literal
 from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
 from .errors import StoreUnavailableError
-from .redis_client import UNREACHABLE, Health, LuaReply, closed_transport
+from .redis_client import UNREACHABLE, Health, LuaReply, torn_down
 
 Level = Literal["local", "fsync", "replica"]
 
@@ -70,8 +70,8 @@ async def run_script(
         except UNREACHABLE as exc:
             health.stats.failed("script")
             raise health.failed(exc) from exc
-        except RuntimeError as exc:
-            if not closed_transport(exc):
+        except (RuntimeError, AttributeError) as exc:
+            if not torn_down(exc):
                 raise
             health.stats.failed("script")
             raise health.failed(exc) from exc

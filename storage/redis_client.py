@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self, TypedDict, cast, overload
@@ -344,13 +346,20 @@ class Health:
             self.down_since = None
 
 
-def closed_transport(exc: RuntimeError) -> bool:
-    """Whether a RuntimeError is a connection closed under redis-py while it wrote (uvloop: "unable to
-    perform operation on <TCPTransport closed=True …>; the handler is closed"), which redis-py does not
-    wrap in a ConnectionError: seen when a Cluster master is killed mid-connect. Any other
-    RuntimeError is a bug and stays one."""
-    text = str(exc)
-    return "handler is closed" in text or "Transport is closed" in text
+def torn_down(exc: BaseException) -> bool:
+    """Whether an error other than redis-py's own is a connection torn down under it: when a Cluster
+    master dies, redis-py's asyncio Cluster client disconnects the node's connections while other
+    tasks are writing on them, and those tasks fail inside its connection code with a RuntimeError
+    (uvloop: "unable to perform operation on <TCPTransport closed=True …>; the handler is closed") or
+    an AttributeError (its writer already None), not a ConnectionError. Raised anywhere else, they
+    are bugs and stay ones."""
+    if not isinstance(exc, RuntimeError | AttributeError):
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    return any(frame.filename.endswith(_REDIS_CONNECTION_CODE) for frame in frames)
+
+
+_REDIS_CONNECTION_CODE = os.path.join("redis", "asyncio", "connection.py")
 
 
 async def _guarded(
@@ -362,8 +371,8 @@ async def _guarded(
     except UNREACHABLE as exc:
         health.stats.failed(name)
         raise health.failed(exc) from exc
-    except RuntimeError as exc:
-        if not closed_transport(exc):
+    except (RuntimeError, AttributeError) as exc:
+        if not torn_down(exc):
             raise
         health.stats.failed(name)
         raise health.failed(exc) from exc

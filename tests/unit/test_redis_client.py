@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import time
 import typing
 from collections.abc import Callable
@@ -138,8 +139,26 @@ UNREACHABLE_ERRORS = [
     ConnectionRefusedError(111, "Connection refused"),
     ClusterDownError("CLUSTERDOWN The cluster is down"),
     RedisClusterException("Redis Cluster cannot be connected. Please provide at least one reachable node"),
-    # uvloop, when a killed Cluster master's connection closes while redis-py writes its handshake
-    RuntimeError("unable to perform operation on <TCPTransport closed=True reading=False>; the handler is closed"),
+]
+
+
+def _raised_in_redis_connection_code(error: Exception) -> Exception:
+    """``error`` as redis-py's connection code raises it (a frame of redis/asyncio/connection.py)."""
+    namespace: dict[str, Any] = {"error": error}
+    where = os.path.join("redis", "asyncio", "connection.py")
+    exec(compile("def send():\n    raise error\n", where, "exec"), namespace)
+    try:
+        namespace["send"]()
+    except Exception as raised:
+        return raised
+    raise AssertionError("not raised")
+
+
+UNREACHABLE_ERRORS += [  # a Cluster master's connections torn down by redis-py while tasks write on them
+    _raised_in_redis_connection_code(
+        RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed")
+    ),
+    _raised_in_redis_connection_code(AttributeError("'NoneType' object has no attribute 'writelines'")),
 ]
 
 
@@ -172,9 +191,10 @@ async def test_other_redis_errors_pass_through_and_replies_are_unchanged() -> No
     fake.fail = ResponseError("BUSYGROUP Consumer Group name already exists")
     with pytest.raises(ResponseError):
         await client.get("k")
-    fake.fail = RuntimeError("a bug, not a lost connection")
-    with pytest.raises(RuntimeError):
-        await client.get("k")
+    for bug in (RuntimeError("a bug, not a lost connection"), AttributeError("nor this")):
+        fake.fail = bug  # raised outside redis-py's connection code
+        with pytest.raises(type(bug)):
+            await client.get("k")
 
 
 async def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(caplog: pytest.LogCaptureFixture) -> None:
