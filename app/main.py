@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         gateway = Gateway(store, settings.redis_url, gateway_config(settings))
         await gateway.start()
         app.state.gateway = gateway
-        worker = WebhookWorker(store, webhook_options(settings)) if settings.webhooks else None
+        worker = WebhookWorker(store, webhook_options(settings), settings.redis_url) if settings.webhooks else None
         if worker is not None:
             await worker.start()
         if metrics is not None:
