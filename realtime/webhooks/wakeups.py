@@ -17,10 +17,11 @@ SSUBSCRIBEs the channels of the Services in the buckets it holds, and nothing el
 
 The subscriptions go through the realtime brokers (realtime/broker.py standalone,
 realtime/cluster_broker.py on a Cluster: one connection per master, slot moves and failovers
-followed). Pub/sub is at-most-once: after a reconnect or re-route ``rescan`` asks the worker for a
-scan of its queues at once, and the worker's periodic scan stays the safety net; the queue in Valkey
-is the truth. Servers older than 7 have no shard channels: there the worker keeps the global
-channel (realtime/webhooks/worker.py ``_listen``).
+followed), made by the factory app/main.py passes in (``cluster_broker.shard_broker``: webhooks and
+the gateway do not import each other). Pub/sub is at-most-once: after a reconnect or re-route
+``rescan`` asks the worker for a scan of its queues at once, and the worker's periodic scan stays the
+safety net; the queue in Valkey is the truth. Servers older than 7 have no shard channels: there
+the worker keeps the global channel (realtime/webhooks/worker.py ``_listen``).
 """
 
 from __future__ import annotations
@@ -30,17 +31,30 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from storage import Store, keys, webhooks
 from storage.errors import StoreUnavailableError
-
-from ..broker import RedisBroker
-from ..cluster_broker import ClusterBroker
 
 log = logging.getLogger("sync.webhooks")
 
 _LOOK_S = 0.25  # how often the held buckets are compared with the subscribed ones (in memory)
 _RETRY_S = 1.0  # after a failure to reach Redis
+
+Handler = Callable[[str, bytes], None]
+
+
+class ShardBroker(Protocol):
+    """realtime/broker.py's brokers, SSUBSCRIBing (the gateway's side: app/main.py passes one in)."""
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def subscribe(self, channel: str) -> None: ...
+    async def unsubscribe(self, channel: str) -> None: ...
+
+
+# makes the broker: (wake-up handler, what to call after a reconnect or re-route)
+BrokerFactory = Callable[[Handler, Callable[[], None]], ShardBroker]
 
 
 def wanted_channels(held: Iterable[int], service_sids: Iterable[str]) -> set[str]:
@@ -59,7 +73,7 @@ class ShardWakeUps:
     def __init__(
         self,
         store: Store,
-        redis_url: str,
+        brokers: BrokerFactory,
         held: Callable[[], set[int]],
         kick: Callable[[str], None],
         rescan: Callable[[], None],
@@ -69,11 +83,7 @@ class ShardWakeUps:
         self._held = held
         self._kick = kick
         self._every_s = every_s
-        self.broker: RedisBroker | ClusterBroker
-        if store.cluster:
-            self.broker = ClusterBroker(redis_url, self._heard, rescan)
-        else:
-            self.broker = RedisBroker(redis_url, self._heard, rescan, sharded=True)
+        self.broker = brokers(self._heard, rescan)
         self.channels: set[str] = set()  # subscribed now
         self._joined = {keys.webhook_joined_channel(b): b for b in range(keys.BUCKETS)}
         self._changed = asyncio.Event()

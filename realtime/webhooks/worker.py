@@ -42,7 +42,7 @@ from .client import DeliveryError, WebhookClient
 from .params import form_params
 from .policy import DestinationBlockedError, NetworkPolicy
 from .signing import signature
-from .wakeups import ShardWakeUps
+from .wakeups import BrokerFactory, ShardWakeUps
 
 log = logging.getLogger("sync.webhooks")
 
@@ -96,8 +96,8 @@ class WebhookWorker:
 
     store: Store
     options: WebhookOptions
-    # where the wake-up subscriptions connect (realtime/webhooks/wakeups.py); None: the scan only
-    redis_url: str | None = None
+    # makes the broker of the wake-up subscriptions on 7+ (realtime/webhooks/wakeups.py); None: the scan only
+    brokers: BrokerFactory | None = None
 
     def __post_init__(self) -> None:
         self.owner = uuid.uuid4().hex  # lease owner and consumer name of this process
@@ -126,10 +126,10 @@ class WebhookWorker:
         o = self.options
         self._http = WebhookClient(policy, o.connect_timeout_s, o.read_timeout_s, max_connections=o.concurrency)
         await self._http.start()
-        if self.store.sharded and self.redis_url is not None:
+        if self.store.sharded and self.brokers is not None:
             self.wakeups = ShardWakeUps(
                 self.store,
-                self.redis_url,
+                self.brokers,
                 lambda: self.buckets.held,
                 self.kick,
                 self._rescan.set,
@@ -191,7 +191,7 @@ class WebhookWorker:
         if not self.store.sharded:
             await self._listen()
         elif self.wakeups is None:
-            log.warning("no Redis URL for webhook wake-ups; relying on the periodic scan")
+            log.warning("no broker for webhook wake-ups; relying on the periodic scan")
         else:
             await self.wakeups.run(self._stop)
 
