@@ -128,3 +128,44 @@ async def test_the_wake_up_channel_is_held_on_the_owning_shard_by_one_process(
     # nobody listens on the global channel any more: a plain PUBLISH there would cross the whole bus
     for reply in (await _each_node(masters, "PUBSUB", "NUMSUB", keys.WEBHOOK_WAKE)).values():
         assert reply == [keys.WEBHOOK_WAKE.encode(), 0]
+
+
+async def _owner(ports: list[int], channel: str) -> int:
+    """The master whose slots hold ``channel``, from CLUSTER SLOTS."""
+    table = owners((await _each_node(ports[:1], "CLUSTER", "SLOTS"))[ports[0]])  # type: ignore[arg-type]
+    node = table[slot_of(channel)]
+    assert node is not None
+    return node[1]
+
+
+async def test_the_wake_ups_follow_a_failover(receiver: Receiver) -> None:
+    """kill -9 the master owning the Service: the worker's subscription moves to the promoted replica
+    (realtime/cluster_broker.py), and later writes are still woken, not left to the 30 s scan."""
+    env = {"REDIS_CLUSTER": "true", **SLOW_SCAN}
+    with ClusterProcess() as cluster, ServerProcess(redis_url=cluster.url, env=env) as server:
+        async with httpx.AsyncClient(base_url=server.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=10) as http:
+            while True:  # a Service on a master other than the URL's node (kill_master spares that one)
+                service = await _hooked(http, receiver.url)
+                channel = keys.webhook_wake_channel(service)
+                owner = await _owner(cluster.masters(), channel)
+                if owner != cluster.ports[0]:
+                    break
+            made = await http.post(f"/v1/Services/{service}/Documents", data={"UniqueName": "d", "Data": "{}"})
+            assert made.status_code == 201, made.text
+            await receiver.wait_for(1, within=PROMPT_S)
+            promoted = await asyncio.to_thread(cluster.kill_master, owner)
+
+            async def subscribed_on_the_promoted() -> bool:
+                return bool((await _each_node([promoted], "PUBSUB", "SHARDCHANNELS", channel))[promoted])
+
+            await _until(subscribed_on_the_promoted, 10)
+            for n in range(1, 4):
+                started = time.monotonic()
+                deadline = started + 10 * SCALE
+                while True:  # the server's own client may still answer 503 for a moment
+                    r = await http.post(f"/v1/Services/{service}/Documents/d", data={"Data": f'{{"n":{n}}}'})
+                    if r.status_code == 200 or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.2)
+                assert r.status_code == 200, r.text
+                await receiver.wait_for(1 + n, within=PROMPT_S)
