@@ -10,6 +10,7 @@ import os
 import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from types import FrameType
 from typing import Any
 
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from realtime.cluster_broker import shard_broker
 from realtime.gateway import PATH as GATEWAY_PATH, Gateway, GatewayConfig
 from realtime.session import Limits
 from realtime.webhooks import WebhookOptions, WebhookWorker
@@ -76,7 +78,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         gateway = Gateway(store, settings.redis_url, gateway_config(settings))
         await gateway.start()
         app.state.gateway = gateway
-        worker = WebhookWorker(store, webhook_options(settings)) if settings.webhooks else None
+        brokers = partial(shard_broker, settings.redis_url, store.cluster) if settings.redis_url else None
+        worker = WebhookWorker(store, webhook_options(settings), brokers) if settings.webhooks else None
         if worker is not None:
             await worker.start()
         if metrics is not None:

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
-from .broker import Handler, Subscriber, connect
+from .broker import Handler, RedisBroker, Subscriber, connect
 
 log = logging.getLogger("sync.realtime.broker")
 
@@ -53,6 +53,16 @@ def owners(reply: Sequence[Any]) -> list[Node | None]:
         for slot in range(start, end + 1):
             table[slot] = node
     return table
+
+
+def shard_broker(
+    url: str, cluster: bool, handler: Handler, on_reconnect: Callable[[], None] | None = None
+) -> RedisBroker | ClusterBroker:
+    """A broker of shard channels only (no fixed channels): the webhook worker's wake-ups
+    (realtime/webhooks/wakeups.py; app/main.py hands it this, the two packages do not import each other)."""
+    if cluster:
+        return ClusterBroker(url, handler, on_reconnect)
+    return RedisBroker(url, handler, on_reconnect, sharded=True)
 
 
 def slot_of(channel: str) -> int:

@@ -31,6 +31,8 @@ Service slot ``{IS…}`` — everything inside one Service, so that every write 
     sync:{IS}:whq               stream webhooks to deliver (consumer group "wh"), XADDed by emit() in lib.lua
     sync:{IS}:whdl              stream dead letters: deliveries that exhausted their retries
     sync:{IS}:whl               string delivery lease: the one worker delivering this Service now
+    sync:{IS}:whw               channel shard channel (7+): queue_webhook() SPUBLISHes the IS… of each
+                                       queued webhook, heard by the process holding its bucket only
     sync:{IS}:rc:{identity}     set    connected endpoint ids of one identity (storage/reachability.py)
     sync:{IS}:ri                set    identities that have such a set (so a Service delete finds them)
     sync:{IS}:rd                zset   identity -> when its debounced endpoint_disconnected is due (ms)
@@ -44,7 +46,8 @@ Global (one slot each, tiny):
     sync:keyidx                 hash   SK… -> AC… (find the account of an API key)
     sync:default-account        string the account created on first start
     sync:store-id               string random id of this data store, made once (realtime offline storage ids)
-    sync:webhooks:wake          channel emit() publishes the IS… of each queued webhook (a wake-up only)
+    sync:webhooks:wake          channel emit() publishes the IS… of each queued webhook (a wake-up only;
+                                       servers without sharded pub/sub, < 7; else ``whw`` below)
 
 Work lists, in BUCKETS buckets ``{w<b>}`` (b = crc32 of the Service SID mod BUCKETS), each bucket in
 its own slot, so that no one slot takes every process's every tick; a process works only the
@@ -54,6 +57,8 @@ buckets it holds a lease for (storage/buckets.py):
     sync:{w<b>}:failed          set    IS… with dead letters (`sync-server webhooks failed`)
     sync:{w<b>}:reach           zset   IS… -> earliest debounced endpoint_disconnected (ms)
     sync:{w<b>}:lease:{role}    string the process working this bucket now for ``role`` (sweep, webhooks)
+    sync:{w<b>}:whnew           channel shard channel (7+): a Service joined ``webhooks`` (its holder
+                                       SSUBSCRIBEs that Service's ``whw``)
     sync:procs:{role}           zset   process id -> until when it is alive (ms): each one's fair share
 Before buckets they were single keys (LEGACY_*: sync:due, sync:webhooks, sync:webhooks:failed,
 sync:reach:due); a process moves what it finds there into the buckets at start.
@@ -206,6 +211,12 @@ def webhook_lease(is_: str) -> str:
     return f"sync:{{{is_}}}:whl"
 
 
+def webhook_wake_channel(is_: str) -> str:
+    """Shard channel (Redis/Valkey 7+) in the Service's slot: a webhook was queued; payload the SID.
+    Also spelled out in scripts/lib.lua (scripts cannot import)."""
+    return f"sync:{{{is_}}}:whw"
+
+
 def endpoints(is_: str, identity: str) -> str:
     return f"sync:{{{is_}}}:rc:{identity}"
 
@@ -256,6 +267,11 @@ def reach_due(b: int) -> str:
 
 def bucket_lease(b: int, role: str) -> str:
     return f"sync:{{w{b}}}:lease:{role}"
+
+
+def webhook_joined_channel(b: int) -> str:
+    """Shard channel in the bucket's slot: payload the SID of a Service that joined ``webhook_services(b)``."""
+    return f"sync:{{w{b}}}:whnew"
 
 
 def processes(role: str) -> str:

@@ -10,10 +10,14 @@ Design (keys in keys.py):
 * **Queue.** ``emit()`` in scripts/lib.lua XADDs each event that should become a webhook (with the
   URL of that moment) to ``sync:{IS}:whq`` in the same atomic step as the write: no acknowledged
   write exists without its queued webhook, and a URL change applies to later events only. It then
-  PUBLISHes the Service SID on ``sync:webhooks:wake`` (a wake-up only, never the truth).
+  wakes the worker (a wake-up only, never the truth): on Redis/Valkey 7+ it SPUBLISHes the Service
+  SID on the Service's own shard channel ``sync:{IS}:whw``, which only the process holding the
+  Service's bucket subscribes, on the shard owning the Service (a Cluster's bus does not carry it
+  to every node); older servers PUBLISH it on the global ``sync:webhooks:wake`` (``wake`` here too).
 * **Discovery** without a key scan: ``sync:{w<b>}:webhooks`` (16 buckets by Service SID) list the
   Services that have (had) a webhook URL; each process works the buckets it holds a lease for
-  (storage/buckets.py): it is woken by the channel for those and, to catch missed wake-ups and
+  (storage/buckets.py): it is woken by the channels of those (on 7+ it follows a Service joining
+  a bucket through the bucket's shard channel ``sync:{w<b>}:whnew``) and, to catch missed wake-ups and
   crashed workers, checks the queue lengths of its buckets' Services every few seconds.
 * **Order.** One worker at a time delivers a Service (the lease ``sync:{IS}:whl``), reading with the
   consumer group ``wh``; a worker taking over claims (XAUTOCLAIM) the entries a crashed one had
@@ -96,7 +100,10 @@ async def sync_config(store: Store, account_sid: str, service_sid: str) -> None:
     copy = {k: ("0" if v == "\x00" else v) for k, v in copy.items()}
     if url not in ("\x00", ""):
         copy["url"] = url
-        await store.redis.sadd(keys.webhook_services(keys.bucket(service_sid)), service_sid)
+        b = keys.bucket(service_sid)
+        if await store.redis.sadd(keys.webhook_services(b), service_sid) and store.sharded:
+            # the holder of the bucket subscribes the Service's wake-ups now (else at its next scan)
+            await store.redis.spublish(keys.webhook_joined_channel(b), service_sid)
         old_url, since = await store.redis.hmget(keys.webhook_config(service_sid), ["url", FAILING_SINCE])
         if since is not None and old_url is not None and text(old_url) == url:
             copy[FAILING_SINCE] = text(since)  # same receiver: still failing since then
@@ -141,10 +148,27 @@ async def resync_all(store: Store) -> int:
 # --- discovery and lease -----------------------------------------------------------------------
 
 
+async def wake(store: Store, service_sid: str) -> None:
+    """Wake the worker of the Service as queue_webhook() in scripts/lib.lua does."""
+    if store.sharded:
+        await store.redis.spublish(keys.webhook_wake_channel(service_sid), service_sid)
+    else:
+        await wake(store, service_sid)
+
+
+async def services_in(store: Store, buckets: Iterable[int]) -> list[str]:
+    """The Services that have (had) a webhook URL, in ``buckets`` (one SMEMBERS per bucket)."""
+    return [text(s) for b in sorted(buckets) for s in await store.redis.smembers(keys.webhook_services(b))]
+
+
 async def services_with_work(store: Store, buckets: Iterable[int] = range(keys.BUCKETS)) -> list[str]:
     """Services of ``buckets`` whose queue is not empty (one SMEMBERS per bucket plus one pipelined
     XLEN per Service)."""
-    sids = [text(s) for b in sorted(buckets) for s in await store.redis.smembers(keys.webhook_services(b))]
+    return await with_work(store, await services_in(store, buckets))
+
+
+async def with_work(store: Store, sids: list[str]) -> list[str]:
+    """Those of ``sids`` whose queue is not empty (one pipelined XLEN each)."""
     if not sids:
         return []
     async with store.redis.pipeline(transaction=False) as p:
@@ -275,7 +299,7 @@ async def replay(
             progress(done, len(rows))
     if rows:
         await store.redis.sadd(keys.webhook_services(keys.bucket(service_sid)), service_sid)
-        await store.redis.publish(keys.WEBHOOK_WAKE, service_sid)
+        await wake(store, service_sid)
     if not await store.redis.xlen(dead):
         await store.redis.srem(keys.webhook_failed(keys.bucket(service_sid)), service_sid)
     return len(rows)

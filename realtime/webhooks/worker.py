@@ -42,9 +42,11 @@ from .client import DeliveryError, WebhookClient
 from .params import form_params
 from .policy import DestinationBlockedError, NetworkPolicy
 from .signing import signature
+from .wakeups import BrokerFactory, ShardWakeUps
 
 log = logging.getLogger("sync.webhooks")
 
+_START_S = 10.0  # at start, the longest wait for the first buckets and wake-up subscriptions
 _CLOSE_SLACK_S = 2.0  # at close, after the grace: time to acknowledge and release the leases
 
 
@@ -94,6 +96,8 @@ class WebhookWorker:
 
     store: Store
     options: WebhookOptions
+    # makes the broker of the wake-up subscriptions on 7+ (realtime/webhooks/wakeups.py); None: the scan only
+    brokers: BrokerFactory | None = None
 
     def __post_init__(self) -> None:
         self.owner = uuid.uuid4().hex  # lease owner and consumer name of this process
@@ -108,6 +112,8 @@ class WebhookWorker:
         self._loops: list[asyncio.Task[None]] = []
         self._http: WebhookClient | None = None
         self._finish_by = 0.0  # when closing: until when attempts in flight may run (monotonic)
+        self._rescan = asyncio.Event()  # wake-ups may have been missed: scan the queues now
+        self.wakeups: ShardWakeUps | None = None  # shard subscriptions (7+), see _wake_ups
         # attempts of this process by outcome (/metrics): "delivered" (2xx), "retried" (failed, tried
         # again later), "dead_lettered" (failed, moved to the dead letters)
         self.attempts: dict[str, int] = {"delivered": 0, "retried": 0, "dead_lettered": 0}
@@ -120,8 +126,21 @@ class WebhookWorker:
         o = self.options
         self._http = WebhookClient(policy, o.connect_timeout_s, o.read_timeout_s, max_connections=o.concurrency)
         await self._http.start()
+        if self.store.sharded and self.brokers is not None:
+            self.wakeups = ShardWakeUps(
+                self.store,
+                self.brokers,
+                lambda: self.buckets.held,
+                self.kick,
+                self._rescan.set,
+                self.options.scan_interval_s,
+            )
+            try:  # before the process is ready: a Service made right after is heard (bounded: an outage)
+                await asyncio.wait_for(self._first_wake_ups(self.wakeups), timeout=_START_S)
+            except Exception as exc:  # the loop below tries again
+                log.warning("webhook wake-ups not subscribed at start (%s)", exc)
         self._loops = [
-            asyncio.create_task(self._listen()),
+            asyncio.create_task(self._wake_ups()),
             asyncio.create_task(self._scan()),
             asyncio.create_task(self.buckets.run(self._stop)),
         ]
@@ -144,6 +163,8 @@ class WebhookWorker:
             for t in late:
                 t.cancel()
         await asyncio.gather(*self._loops, *serving, return_exceptions=True)
+        if self.wakeups is not None:
+            await self.wakeups.close()
         with contextlib.suppress(Exception):  # the others take our buckets on their next tick, not after the lease
             await self.buckets.release_all()
         if self._http is not None:
@@ -163,9 +184,24 @@ class WebhookWorker:
         else:
             self._tasks[service_sid] = asyncio.create_task(self._serve(service_sid))
 
-    async def _listen(self) -> None:
-        """Wake-ups published by the write scripts; reconnects after a Redis hiccup. Without them the
+    async def _wake_ups(self) -> None:
+        """Wake-ups published by the write scripts: on 7+ the shard channels of this process's
+        Services only (realtime/webhooks/wakeups.py), else the global channel. Without them the
         periodic scan still finds every queue, only later."""
+        if not self.store.sharded:
+            await self._listen()
+        elif self.wakeups is None:
+            log.warning("no broker for webhook wake-ups; relying on the periodic scan")
+        else:
+            await self.wakeups.run(self._stop)
+
+    async def _first_wake_ups(self, wakeups: ShardWakeUps) -> None:
+        await self.buckets.tick()  # this process's buckets (the lease loop renews them from now on)
+        await wakeups.update()
+
+    async def _listen(self) -> None:
+        """Wake-ups on the global channel (servers without sharded pub/sub, < 7); reconnects after
+        a Redis hiccup."""
         pause = 1.0
         while not self._stop.is_set():
             try:
@@ -199,7 +235,8 @@ class WebhookWorker:
             try:
                 held = set(self.buckets.held)
                 await reachability.fire_due(self.store, held)
-                if time.monotonic() - last >= self.options.scan_interval_s:
+                if self._rescan.is_set() or time.monotonic() - last >= self.options.scan_interval_s:
+                    self._rescan.clear()
                     last = time.monotonic()
                     for sid in await webhooks.services_with_work(self.store, held):
                         self.kick(sid)

@@ -79,7 +79,13 @@ local function queue_webhook(packed)
   local wh = redis.call('HMGET', P .. 'wh', 'url', 'rest', 'ac')
   if not wh[1] or (ORIGIN == 'rest' and wh[2] ~= '1') then return end
   redis.call('XADD', P .. 'whq', '*', 'e', packed, 'u', wh[1], 'a', wh[3])
-  redis.call('PUBLISH', 'sync:webhooks:wake', string.sub(P, 7, -3))
+  -- the wake-up: on 7+ a shard channel of the Service's slot (keys.py webhook_wake_channel), heard
+  -- on its shard by the one process holding its bucket; older servers: one global plain channel
+  if PUB == 'SPUBLISH' then
+    redis.call('SPUBLISH', P .. 'whw', string.sub(P, 7, -3))
+  else
+    redis.call('PUBLISH', 'sync:webhooks:wake', string.sub(P, 7, -3))
+  end
 end
 
 -- Event types that never become webhooks: TTL-only changes and streams (Twilio sends none).
