@@ -14,10 +14,17 @@ Fixed channels that every process must hear (cache invalidations) stay plain SUB
 
 A Redis that is alive but silent (stopped with SIGSTOP, partitioned) never breaks the connection,
 so the reader PINGs it on the subscribed connection every ``PING_S`` of silence and, when no reply
-comes within ``REPLY_S``, drops the connection and reconnects (redis-py subscribes again). The
+comes within ``REPLY_S``, drops the connection and reconnects (the reader subscribes again). The
 connection has no read timeout (its reads wait for messages for as long as there are none);
 connecting and the handshake are bounded by ``REPLY_S``, so a reconnect to a frozen Redis fails
 and is retried instead of hanging.
+
+The reader reconnects itself, never redis-py: the client has no retries (``connect``), because
+redis-py's own retry reconnects to the same address in silence, and on a Cluster that address may
+now be a replica (the killed master restarted) that never hears the Service's wake-ups again: the
+cluster broker must see every loss to re-read the topology, and the hub to re-read its feeds. And
+it subscribes the shard channels again one SSUBSCRIBE each, because redis-py resubscribes them all
+in one command, which a Cluster node refuses (CROSSSLOT) as soon as they span two slots.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, TimeoutError as RedisTimeoutError
 
 log = logging.getLogger("sync.realtime.broker")
@@ -124,6 +133,8 @@ class Subscriber:
                 if pinged is not None and now - pinged > REPLY_S:
                     pinged = None
                     raise RedisTimeoutError(f"no answer to a PING within {REPLY_S:g} s")
+                if broken:
+                    await self._resubscribe()
                 if pinged is None and now - heard >= PING_S:
                     await self._pubsub.ping(_PING)
                     pinged = time.monotonic()
@@ -142,7 +153,7 @@ class Subscriber:
                     self._on_lost()
                 broken = True
                 pinged = None
-                await self._drop_connection()  # the next read reconnects and subscribes again
+                await self._drop_connection()  # the next turn reconnects and subscribes again
                 await asyncio.sleep(0.5)
                 continue
             if msg is None:
@@ -176,6 +187,18 @@ class Subscriber:
         if self._on_moved is not None:
             self._on_moved(name)
 
+    async def _resubscribe(self) -> None:
+        """Reconnect: the fixed channels in one SUBSCRIBE (redis-py's ``on_connect``), then each
+        shard channel in its own SSUBSCRIBE (a node refuses several slots in one: CROSSSLOT)."""
+        connection = self._pubsub.connection
+        if connection is None or connection.is_connected:
+            return
+        shard = [c for c in self.channels if self._sharded]
+        self._pubsub.shard_channels.clear()  # else on_connect sends them all in one SSUBSCRIBE
+        await connection.connect()
+        for channel in shard:
+            await self._pubsub.ssubscribe(channel)
+
     async def _drop_connection(self) -> None:
         connection = self._pubsub.connection
         if connection is not None:
@@ -186,7 +209,12 @@ class Subscriber:
 def connect(url: str | None = None, **where: Any) -> Any:
     """A client for a subscriber: no read timeout on the pub/sub connection's reads is needed (the
     reader PINGs), connecting and the handshake are bounded by REPLY_S."""
-    options: dict[str, Any] = {"decode_responses": False, "socket_connect_timeout": REPLY_S, "socket_timeout": REPLY_S}
+    options: dict[str, Any] = {
+        "decode_responses": False,
+        "socket_connect_timeout": REPLY_S,
+        "socket_timeout": REPLY_S,
+        "retry": Retry(NoBackoff(), 0),  # every loss reaches the reader (module docstring)
+    }
     if url is not None:
         return aioredis.Redis.from_url(url, **options)
     return aioredis.Redis(**where, **options)

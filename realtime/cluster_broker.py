@@ -13,7 +13,8 @@ Following the topology (``CLUSTER SLOTS``, read at start and after any of these)
   subscribed again on the slot's new owner;
 * a master lost (killed, partitioned): its subscriber fails to reconnect; after each failure the
   topology is read again (at most once a second), and once a replica is promoted the node's
-  channels move to it and the dead node's subscriber is closed.
+  channels move to it and the dead node's subscriber is closed. A subscriber that does reconnect
+  to its address reads the topology again too: the killed master may be back as a replica.
 
 After each re-route the hub re-reads every feed it holds (``on_reconnect``): wake-ups published
 meanwhile may have been missed, events never are (they are in the logs). Fixed channels (cache
@@ -145,7 +146,7 @@ class ClusterBroker:
             sub = Subscriber(
                 connect(host=node[0], port=node[1]),
                 self._handler,
-                self._on_reconnect,
+                self._reconnected,
                 sharded=True,
                 on_moved=self._moved,
                 on_lost=self._schedule,
@@ -178,6 +179,14 @@ class ClusterBroker:
         self._main = (node, sub)
         if old is not None:
             await old[1].close()
+
+    def _reconnected(self) -> None:
+        """A shard subscriber is connected again, but to the same address: after a failover that
+        node may be back as a replica (its old master restarted) and hear nothing; the topology
+        read moves its channels to the promoted master if so. The hub re-reads its feeds."""
+        self._schedule()
+        if self._on_reconnect is not None:
+            self._on_reconnect()
 
     def _moved(self, channel: str) -> None:
         self._where.pop(channel, None)

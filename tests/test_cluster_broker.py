@@ -1,0 +1,57 @@
+"""The Cluster broker's pub/sub connection lost and regained (realtime/broker.py, cluster_broker.py):
+the reader, not redis-py, reconnects, so the broker hears of it (on_reconnect: the hub re-reads its
+feeds; a topology read: the node may be a replica now), and it subscribes the shard channels again
+one SSUBSCRIBE each: redis-py's single SSUBSCRIBE of every channel is refused (CROSSSLOT) by a node
+as soon as they span two slots, and such a connection never came back. The whole failover (kill -9
+of a master, its replica promoted, the old master back as a replica) is tests/test_failover.py."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+from redis import asyncio as aioredis
+
+from realtime.cluster_broker import ClusterBroker, slot_of
+from tests.cluster_failover import cli
+from tests.helpers import SCALE, ClusterProcess
+
+
+async def test_a_lost_connection_comes_back_with_every_shard_channel_and_is_reported(
+    redis_cluster: ClusterProcess,
+) -> None:
+    client = aioredis.RedisCluster.from_url(redis_cluster.url)
+    await client.initialize()
+    try:
+        by_node: dict[int, list[str]] = {}
+        for i in itertools.count():
+            channel = f"sync:{{brokertest{i}}}:wake"
+            node = client.get_node_from_key(channel).port
+            by_node.setdefault(node, []).append(channel)
+            if len(by_node[node]) == 2 and slot_of(by_node[node][0]) != slot_of(channel):
+                port, channels = node, by_node[node]
+                break
+        heard: list[tuple[str, bytes]] = []
+        reconnects: list[float] = []
+        broker = ClusterBroker(redis_cluster.url, lambda c, d: heard.append((c, d)), lambda: reconnects.append(1))
+        await broker.start()
+        try:
+            for channel in channels:
+                await broker.subscribe(channel)
+            sub = broker._subs[("127.0.0.1", port)]
+            local = sub._pubsub.connection._writer.get_extra_info("sockname")
+            cli("-p", str(port), "client", "kill", "addr", f"127.0.0.1:{local[1]}")
+            deadline = time.monotonic() + 15 * SCALE
+            n = 0
+            while not reconnects or {c for c, _ in heard} != set(channels):
+                assert time.monotonic() < deadline, f"not back: reconnects={len(reconnects)} heard={heard[-4:]}"
+                heard.clear()
+                n += 1
+                for channel in channels:
+                    await client.execute_command("SPUBLISH", channel, f"x {n}")
+                await asyncio.sleep(0.2)
+        finally:
+            await broker.close()
+    finally:
+        await client.aclose()
