@@ -325,6 +325,8 @@ class Health:
     def __init__(self) -> None:
         self.down_since: float | None = None
         self.stats = RedisStats()  # every guarded call's latency and failures, by command (/metrics)
+        # called once when an outage starts (Store.connect: drop the pool's idle connections)
+        self.on_outage: Callable[[], None] | None = None
 
     @property
     def up(self) -> bool:
@@ -335,6 +337,8 @@ class Health:
         if self.down_since is None:
             self.down_since = time.monotonic()
             log.warning("Redis unavailable: %s", exc or type(exc).__name__)
+            if self.on_outage is not None:
+                self.on_outage()
         return StoreUnavailableError("redis", message=f"Redis is not reachable: {exc}")
 
     def ok(self, started: float) -> None:

@@ -12,8 +12,10 @@ by name): storage/lua.py.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -130,6 +132,8 @@ class Store:
         # once (``Awaitable[T] | T``, often ``Any``), so its types check nothing. Both clients answer
         # the commands of RedisClient as declared there (bytes: decode_responses=False).
         store = cls(cast(RedisClient, client), config)
+        if not cluster:
+            store.health.on_outage = _drop_idle_connections(pool)
         await store.ping()
         await check_durability(client, store.config.durability)
         store.cluster = cluster
@@ -224,3 +228,22 @@ class Store:
         due = [int(x) for x in expires_ms if x not in (None, "", b"")]
         if due:
             await self.redis.zadd(keys.due(keys.bucket(service_sid)), {service_sid: min(due)}, lt=True)
+
+
+def _drop_idle_connections(pool: aioredis.BlockingConnectionPool) -> Callable[[], None]:
+    """What an outage's start does to the pool: close its idle connections. Redis went away, so they
+    are dead; left in the pool, the first requests after Redis is back would each take one, fail on
+    it ("Connection closed by server") and answer 503 once more. Those in use fail and are closed by
+    redis-py itself. (The Cluster client re-initialises its nodes on connection errors.)"""
+    closing: set[asyncio.Task[None]] = set()
+
+    async def close_idle() -> None:
+        with contextlib.suppress(Exception):  # closing a dead connection may fail: it is closed all the same
+            await pool.disconnect(inuse_connections=False)
+
+    def drop() -> None:
+        task = asyncio.get_running_loop().create_task(close_idle())
+        closing.add(task)
+        task.add_done_callback(closing.discard)
+
+    return drop
