@@ -192,8 +192,8 @@ class Run:
 
 
 async def service_off_first_node(http: httpx.AsyncClient, cluster: ReplicatedCluster) -> str:
-    """A Service whose slot is not on the node REDIS_URL names: the realtime broker's pub/sub
-    connection stays on that node (it does not follow a failover yet), so the test kills another."""
+    """A Service whose slot is not on the node REDIS_URL names, so that killing its master also
+    leaves the server's seed node up (the brokers follow the failover: realtime/cluster_broker.py)."""
     for _ in range(20):
         r = await http.post("/v1/Services", data={"FriendlyName": "failover"})
         assert r.status_code == 201, r.text
