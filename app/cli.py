@@ -173,7 +173,9 @@ def check(settings: Settings, args: argparse.Namespace) -> int:
             with _admin_redis(settings) as url:
                 key, secret = asyncio.run(_check_key(settings, url))
         target = Target(args.url, settings.account_sid, settings.auth_token, key, secret)
-    opts = Options(plan, target, args.spawn, args.faults, args.record, args.verify, settings.event_log_max)
+    opts = Options(
+        plan, target, args.spawn, args.faults, args.record, args.verify, settings.event_log_max, settings.durability
+    )
     return run_check(opts)
 
 

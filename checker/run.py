@@ -23,6 +23,7 @@ class Options:
     record: str | None = None
     verify: str | None = None
     event_log_max: int = 1000  # the server's SYNC_EVENT_LOG_MAX: a log shorter than this was not trimmed
+    durability: str = "local"  # SYNC_DURABILITY of a spawned server (--durability)
 
 
 def main(opts: Options) -> int:
@@ -33,7 +34,7 @@ def main(opts: Options) -> int:
         rec = Recording(meta={"seed": opts.plan.seed, "duration_s": opts.plan.duration_s,
                               "writers": opts.plan.writers, "subscribers": opts.plan.subscribers,
                               "event_log_max": opts.event_log_max})  # fmt: skip
-        spawned = Spawned(opts.event_log_max) if opts.spawn else None
+        spawned = Spawned(opts.event_log_max, opts.durability) if opts.spawn else None
         try:
             faults: Any = None
             if spawned is not None:

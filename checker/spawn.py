@@ -34,7 +34,7 @@ def _free_port() -> int:
 
 
 class Spawned:
-    def __init__(self, event_log_max: int = 1000) -> None:
+    def __init__(self, event_log_max: int = 1000, durability: str = "local") -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="sync-check-"))
         self.port = _free_port()
         self.account_sid = "AC" + secrets.token_hex(16)
@@ -47,6 +47,7 @@ class Spawned:
             SYNC_LOG_LEVEL="warning",
             SYNC_DRAIN_S="0",
             SYNC_EVENT_LOG_MAX=str(event_log_max),
+            SYNC_DURABILITY=durability,
             TWILIO_ACCOUNT_SID=self.account_sid,
             TWILIO_AUTH_TOKEN=self.auth_token,
         )
