@@ -162,7 +162,7 @@ class Feed:
             return
         try:
             if await rebase.rolled_back(self.hub.store, self.service_sid, self.sid, last, self.last_event):
-                _, restated = await rebase.rebase(self.hub.store, self.service_sid, self.sid, last)
+                _, restated = await rebase.rebase(self.hub.store, self.service_sid, self.sid, last, reused=True)
                 log.warning("the log of %s went back below event %d: rebased (%d events)", self.sid, last, restated)
         except Exception as exc:  # Redis trouble, the object gone: the next suspect wake-up checks again
             log.warning("checking the log of %s for a rollback failed: %s", self.sid, exc)

@@ -47,8 +47,9 @@ async def catch_up(hub: Hub, sub: Subscriber, kind: Kind, latest: int | None = N
     feed = hub.feeds.get(sub.sid)
     seen = max(sub.cursor, -1 if feed is None or feed.last_read is None else feed.last_read)
     if latest is not None and seen > latest:  # the store rolled back under the client, or this process
-        hub.stats.state_replays += 1
-        await rebase.rebase(hub.store, sub.service_sid, sub.sid, seen)
+        # read further since ``latest`` was read: the script, reading the counter now, tells which
+        _, restated = await rebase.rebase(hub.store, sub.service_sid, sub.sid, seen)
+        hub.stats.state_replays += restated > 0  # none when ``latest`` was merely read before a write
         latest = None  # the restated state is in the log now, above both: replayed below
     while True:
         if latest is not None and sub.cursor >= latest:

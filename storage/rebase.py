@@ -25,12 +25,22 @@ from .store import Store
 GONE_MAX = 1000  # List indexes at most reported removed per rebase (object_rebase.lua)
 
 
-async def rebase(store: Store, service_sid: str, sid: str, cursor: int) -> tuple[int, int]:
-    """Make the object's last event id at least ``cursor`` + 1 if it is below ``cursor``, restating
-    its current state above ``cursor``. Answers (last event id now, events recorded: 0 when the
-    counter already reached ``cursor``). NotFoundError if the object is gone."""
+async def rebase(store: Store, service_sid: str, sid: str, cursor: int, reused: bool = False) -> tuple[int, int]:
+    """Make the object's last event id at least ``cursor`` + 1 if it is below ``cursor`` (or equal to
+    it and ``reused``: the caller found another event at ``cursor`` than the one it read), restating
+    its current state above ``cursor``. A counter merely equal to the cursor is left alone: a caller
+    whose own read of the counter is older than the cursor cannot tell a rollback from a write that
+    came in between, and the script, which reads the counter now, can. Answers (last event id now,
+    events recorded: 0 when nothing was rolled back). NotFoundError if the object is gone."""
     reply = await store.run(
-        "object_rebase", service_sid, keys.obj(service_sid, sid), SWEEPER, sid=sid, cursor=cursor, gone_max=GONE_MAX
+        "object_rebase",
+        service_sid,
+        keys.obj(service_sid, sid),
+        SWEEPER,
+        sid=sid,
+        cursor=cursor,
+        gone_max=GONE_MAX,
+        reused=int(reused),
     )
     return reply.number(1), reply.number(2)
 

@@ -21,8 +21,10 @@ from typing import Any
 
 import pytest
 
+from realtime import replay
 from realtime.client import SyncClient
-from storage import events, keys, rebase
+from realtime.hub import Hub
+from storage import Kind, events, keys, rebase
 from tests.helpers import ON_EVERY_BACKEND, Backend, Endpoint
 from tests.sdk import Sdk, token
 
@@ -307,6 +309,75 @@ async def test_rebase_is_idempotent_under_concurrent_calls_and_queues_no_webhook
     fetched = (await http.get(f"/v1/Services/{service}/Documents/{doc['sid']}")).json()
     assert fetched["revision"] == "8" and fetched["data"] == {"v": 0}
     assert await rebase.rebase(store, service, doc["sid"], 3) == (8, 0)  # below the counter: nothing
+
+
+async def test_a_counter_at_the_cursor_is_rebased_only_for_a_reused_id(http: Any, service: str, store: Any) -> None:
+    """A caller that read the counter before the latest write (a subscriber whose object was read
+    just before this process's feed read further) asks with a cursor equal to the counter: that is
+    no rollback, and restating the state would record every value twice (what `sync-server check`
+    caught in CI). Only a feed that found another event at the id it read asks with ``reused``."""
+    doc = (await http.post(f"/v1/Services/{service}/Documents", data={"Data": '{"v": 0}'})).json()
+    await http.post(f"/v1/Services/{service}/Documents/{doc['sid']}", data={"Data": '{"v": 1}'})
+    assert await rebase.rebase(store, service, doc["sid"], 1) == (1, 0)
+    assert [ev.id for ev in await events.read_since(store, service, doc["sid"])] == [0, 1]
+    assert await rebase.rebase(store, service, doc["sid"], 1, reused=True) == (2, 1)
+
+
+async def test_a_subscriber_whose_object_was_read_before_the_feed_read_further_is_not_rebased(
+    http: Any, service: str, store: Any
+) -> None:
+    """The subscribe handler reads the object (counter 1), then awaits (the ACL check, joining the
+    hub) while this process's feed reads event 2. Catching up with that stale ``latest`` must send
+    event 2 as it is, not rebase: nothing was rolled back."""
+    base = f"/v1/Services/{service}/Documents"
+    doc = (await http.post(base, data={"Data": '{"v": 0}'})).json()
+    sid = doc["sid"]
+    await http.post(f"{base}/{sid}", data={"Data": '{"v": 1}'})
+    hub = Hub(store)
+    first = Reader(service, sid, cursor=1)
+    await hub.join(first)
+    assert hub.activate(first)
+    await http.post(f"{base}/{sid}", data={"Data": '{"v": 2}'})
+    hub.feeds[sid].kick()
+    await asyncio.wait_for(first.got(2), 10)  # the feed has read event 2
+    late = Reader(service, sid, cursor=0)
+    await hub.join(late)
+    assert await replay.catch_up(hub, late, Kind.DOCUMENT, latest=1)  # read before event 2 was
+    assert late.active and late.offered == [2]
+    assert [ev.id for ev in await events.read_since(store, service, sid)] == [0, 1, 2]
+    assert hub.stats.state_replays == 0
+    for reader in (first, late):
+        await hub.leave(reader)
+
+
+class Reader:
+    """A subscriber of the hub (realtime/hub.Subscriber) that records the ids it is offered."""
+
+    base = ""
+
+    def __init__(self, service_sid: str, sid: str, cursor: int) -> None:
+        self.service_sid, self.sid, self.cursor = service_sid, sid, cursor
+        self.active = False
+        self.offered: list[int] = []
+        self._arrived = asyncio.Event()
+
+    def offer(self, eid: int, frame: Any, origin: str | None, removal: bool, replay: bool = False) -> None:
+        if eid > self.cursor:
+            self.cursor = eid
+            self.offered.append(eid)
+            self._arrived.set()
+
+    def offer_many(self, offers: list[Any]) -> None:
+        for o in offers:
+            self.offer(*o)
+
+    async def recheck(self, identities: frozenset[str] | None) -> None:
+        return None
+
+    async def got(self, eid: int) -> None:
+        while self.cursor < eid:
+            self._arrived.clear()
+            await self._arrived.wait()
 
 
 async def test_rebase_of_a_collection_moves_item_revisions_and_of_a_stream_only_the_counter(

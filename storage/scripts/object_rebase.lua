@@ -9,21 +9,24 @@
 -- A.gone_max from the restored next index on) as *_item_removed. A Stream (no state) or an empty
 -- collection gets a *_updated marker, which the SDK is not sent. Every later write continues
 -- above the cursor.
--- A counter equal to the cursor is rebased too: a feed that read event N and finds another event N
--- in the log now (a write that reused the id) asks with cursor N. Idempotent: a counter already
+-- A counter equal to the cursor is rebased only when A.reused is 1: a feed that read event N and
+-- finds another event N in the log now (a write that reused the id) asks so. Anyone else asking
+-- with cursor N has merely read the counter before event N was written (a stale read, no rollback),
+-- and restating the state then would record every value twice. Idempotent: a counter already
 -- above the cursor (another node, another subscriber did it first) changes nothing, so two nodes
 -- rebasing at once record the state once. No webhooks: the
 -- restatements are no change anyone made (emit's quiet flag).
 -- A.sid       object sid
 -- A.cursor    the highest event id a client saw: the restated events take the ids after it
 -- A.gone_max  most List indexes to report removed
+-- A.reused    1: the log holds another event at the cursor than the one the caller read there
 -- Answers {"OK", the object's last event id after, events recorded (0: the counter was above the cursor)}.
 local sid, cursor = A.sid, tonumber(A.cursor)
 if service_gone() then return err('notfound', 'service') end
 local o = load_object(sid)
 if not o then return err('notfound', 'object', sid) end
 local e = tonumber(o.e)
-if e > cursor then return {'OK', e, 0} end
+if e > cursor or (e == cursor and A.reused ~= 1) then return {'OK', e, 0} end
 local key, kind = KEYS[1], o.t
 redis.call('HSET', key, 'e', cursor)
 local n = 0
