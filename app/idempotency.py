@@ -11,8 +11,10 @@ storage/idempotency.py for the record and its states). For a request carrying th
 3. by what the claim found: a stored answer is sent again with ``Idempotent-Replayed: true``; a
    key applied by a request that died before storing its answer has the handler run again with the
    recorded script reply standing in for the write (nothing is written; the answer is rebuilt);
-   another request still holding the key: 409/20409 with ``Retry-After`` (we answer rather than
-   wait, so no connection is held for a request that may have died); other parameters: 422/20422;
+   another request still holding the key is waited for (storage/idempotency.claim polls it up to the
+   time left on its claim, at most LEASE_MS), then its stored answer is sent, or the lapsed claim of a
+   request that died is taken over and the handler runs; 409/20409 with ``Retry-After`` only when the
+   key is still held after that; other parameters: 422/20422;
 4. after the handler: its answer is stored under the key (any status below 500 but 429: a 4xx is
    the answer to those parameters, as in the IETF draft); a 5xx, or an exception, gives a pending
    claim up, so a retry runs afresh (a write whose script ran stays recorded as applied whatever

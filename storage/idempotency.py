@@ -3,8 +3,10 @@
 A record (keys.idempotency / keys.account_idempotency, a hash) goes through three states:
 
 * ``p`` pending: a request claimed the key (``claim``) and is running. It holds the claim for
-  LEASE_MS; a retry meanwhile is told "busy" (409 with a retry hint). A claim whose request died
-  lapses after LEASE_MS and the next retry takes it over with a new token.
+  LEASE_MS; a retry meanwhile waits (``claim`` polls the record) until the first stores its answer,
+  which the retry then gets, or until the claim lapses: a claim whose request died lapses after
+  LEASE_MS and the waiting retry takes it over with a new token. So a retry is never told to come
+  back later, and waits at most LEASE_MS.
 * ``a`` applied: the write script ran. It checks the claim is still its request's (a request that
   lost its claim to a retry is refused, so the write cannot happen twice) and records ``a`` with its
   whole reply IN THE SAME ATOMIC STEP as the write (scripts/idempotency.lua, appended to every
@@ -19,6 +21,8 @@ The claim a request holds, and how its write script picks it up: storage/claims.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 
 import msgpack
@@ -27,7 +31,7 @@ from . import lua
 from .claims import CURRENT, LEASE_MS, Claim
 from .clock import now_ms
 from .errors import IdempotencyConflictError
-from .redis_client import text
+from .redis_client import LuaReply, text
 from .store import Store
 
 __all__ = ["CURRENT", "LEASE_MS", "Answer", "Claim", "Outcome", "claim", "finish"]
@@ -49,17 +53,29 @@ class Outcome:
     answer: Answer | None = None
 
 
-async def claim(store: Store, c: Claim, fingerprint: str, ttl_s: int) -> Outcome:
-    """Claim ``c.key`` for this request, or raise IdempotencyConflictError ("mismatch", "busy")."""
-    args: dict[str, lua.LuaArg] = {"hash": fingerprint, "tok": c.token, "now_ms": now_ms(), "lease_ms": LEASE_MS}
-    r = await store.call("idempotency_claim", [c.key], **args, ttl_ms=ttl_s * 1000)
-    assert isinstance(r, list)
-    state = text(r[0]) if isinstance(r[0], bytes) else ""
+async def claim(store: Store, c: Claim, fingerprint: str, ttl_s: int, wait: bool = True) -> Outcome:
+    """Claim ``c.key`` for this request, or raise IdempotencyConflictError ("mismatch", "busy").
+
+    A key another request holds is waited for (``wait``): polled, 10 ms apart at first, up to the
+    time left on that request's claim, until it is done (its answer is returned) or lapsed (this
+    request takes it over). "busy" is raised only without ``wait``, or if the claim is still held
+    past that time (another retry took it over meanwhile)."""
+    deadline: float | None = None
+    pause = 0.01
+    while True:
+        state, r = await _claim_once(store, c, fingerprint, ttl_s)
+        if state != "busy":
+            break
+        assert isinstance(r[1], int)
+        now = time.monotonic()
+        if deadline is None:
+            deadline = now + r[1] / 1000 + 0.25  # the first holder's lease, and a little for clocks
+        if not wait or now >= deadline:
+            raise IdempotencyConflictError("busy", str(max(1, -(-r[1] // 1000))))
+        await asyncio.sleep(min(pause, deadline - now))
+        pause = min(pause * 2, 0.2)
     if state == "mismatch":
         raise IdempotencyConflictError("mismatch")
-    if state == "busy":
-        assert isinstance(r[1], int)
-        raise IdempotencyConflictError("busy", str(max(1, -(-r[1] // 1000))))
     if state == "applied":
         assert isinstance(r[1], bytes)
         return Outcome("applied", reply=r[1])
@@ -69,6 +85,13 @@ async def claim(store: Store, c: Claim, fingerprint: str, ttl_s: int) -> Outcome
         headers = {k.decode(): v.decode() for k, v in msgpack.unpackb(packed, raw=True).items()}
         return Outcome("done", answer=Answer(int(status), body, headers))
     return Outcome("new")
+
+
+async def _claim_once(store: Store, c: Claim, fingerprint: str, ttl_s: int) -> tuple[str, list[LuaReply]]:
+    args: dict[str, lua.LuaArg] = {"hash": fingerprint, "tok": c.token, "now_ms": now_ms(), "lease_ms": LEASE_MS}
+    r = await store.call("idempotency_claim", [c.key], **args, ttl_ms=ttl_s * 1000)
+    assert isinstance(r, list)
+    return (text(r[0]) if isinstance(r[0], bytes) else ""), r
 
 
 async def finish(store: Store, c: Claim, answer: Answer | None, rebuilt: bool = False) -> bool:
