@@ -37,7 +37,13 @@ WriteScript = Literal[
     "object_rebase",
 ]
 PlainScript = Literal[
-    "service_update", "webhook_config", "webhook_dead", "webhook_lease", "idempotency_claim", "idempotency_finish"
+    "service_update",
+    "webhook_config",
+    "webhook_dead",
+    "webhook_failing",
+    "webhook_lease",
+    "idempotency_claim",
+    "idempotency_finish",
 ]
 PRELUDE = "lib"
 EPILOGUE = "idempotency"  # runs each write script as a function, recording an Idempotency-Key with it

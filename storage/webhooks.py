@@ -310,10 +310,9 @@ async def replay(
 
 async def mark_failing(store: Store, service_sid: str, since_ms: int) -> None:
     """The Service's receiver is failing since ``since_ms`` unless an earlier time is recorded. Only
-    on an existing config copy: a deleted Service's must not come back."""
-    key = keys.webhook_config(service_sid)
-    if await store.redis.exists(key) and await store.redis.hget(key, FAILING_SINCE) is None:
-        await store.redis.hset(key, FAILING_SINCE, since_ms)  # one worker per Service (its lease): no race
+    on an existing config copy, checked in the same atomic step (scripts/webhook_failing.lua): a
+    Service deleted between a check and the write would otherwise get its config key back."""
+    await store.call("webhook_failing", [keys.webhook_config(service_sid)], field=FAILING_SINCE, since=since_ms)
 
 
 async def clear_failing(store: Store, service_sid: str) -> None:

@@ -220,6 +220,21 @@ async def test_a_url_change_applies_to_later_events(http, store: Store, receiver
         await second.stop()
 
 
+async def test_marking_a_deleted_services_receiver_failing_does_not_bring_its_config_back(
+    http, store: Store, redis, receiver: Receiver
+) -> None:
+    """The worker marks a receiver failing after a failed attempt, which may come just after the
+    Service was deleted: the mark is made only on an existing config copy, atomically, and keeps
+    the earliest time (CI once found a deleted Service's config key come back)."""
+    service = await hooked(http, receiver.url)
+    await webhooks.mark_failing(store, service, 1000)
+    await webhooks.mark_failing(store, service, 2000)
+    assert await redis.hget(keys.webhook_config(service), webhooks.FAILING_SINCE) == b"1000"
+    assert (await http.delete(f"/v1/Services/{service}")).status_code == 204
+    await webhooks.mark_failing(store, service, 3000)
+    assert not await redis.exists(keys.webhook_config(service))
+
+
 async def test_deleting_a_service_drops_its_queue(http, store: Store, redis, receiver: Receiver) -> None:
     await receiver.stop()  # nobody answers: the entries stay queued
     service = await hooked(http, receiver.url)
