@@ -3,6 +3,7 @@
 Usage:  python tests/bench/fanout.py [--subscribers 100,1000,5000 | --quick] [--seconds 4]
         [--paced-seconds 5] [--rate 2000] [--writers 4] [--clients 2] [--servers reference,sync]
         [--no-deflate] [--no-acks] [--kind document|map] [--compression] [--server-compression]
+        [--reference-coalesce]
 
 Starts its own Valkey, then for each N runs the reference server and one sync-server process one
 after the other, with the same client code, N, payload (~200-byte Document data) and writer (REST
@@ -25,7 +26,14 @@ Each server gets, per N:
     both servers accept it, sync-server with SYNC_WS_COMPRESSION, the reference with websockets'
     defaults; by default both decline it).
 --kind map subscribes to a Map and updates its items (100 keys) instead of a Document.
-Server CPU is utime+stime of the server's process tree from /proc (Valkey not counted).
+Server CPU is utime+stime of the server's process tree from /proc (Valkey and the clients not
+counted), from just before the phase's first write until every subscriber has every write (or
+nothing moved for 3 s); connection setup is outside it. Write calls per delivery (``syscw`` from
+/proc, the write/writev calls uvloop makes on sockets) show how many frames each system call
+carries: on this box a socket write costs 5–10 µs whatever its size (broadcast_micro.py), so this
+decides most of the CPU per delivery. The reference ``broadcast()``s each message (one write per
+message and connection, as the issue's reference); --reference-coalesce has it write all the frames
+of one pub/sub read at once per connection, as sync-server does when several events are queued.
 Nothing lost: after each write phase every subscriber must have received every write exactly once
 (sampled ones: in order); otherwise the run prints FAIL and exits 1.
 The table prints each sync-server figure followed by its ratio to the reference's.
@@ -90,16 +98,27 @@ def cpu_s(pids: list[int]) -> float:
     return total / TICK
 
 
-def rss_kb(pids: list[int]) -> int:
+def proc_sum(pids: list[int], name: str, key: str) -> int:
+    """The sum over ``pids`` of the first number on the line starting with ``key`` in /proc/PID/name."""
     total = 0
     for pid in pids:
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+                if line.startswith(key):
                     total += int(line.split()[1])
         except OSError:
             pass
     return total
+
+
+def write_calls(pids: list[int]) -> int:
+    """write/writev system calls (``syscw``): uvloop writes to sockets with them, so per delivery
+    this says how many frames go out per system call (1.0: one write per frame)."""
+    return proc_sum(pids, "io", "syscw:")
+
+
+def rss_kb(pids: list[int]) -> int:
+    return proc_sum(pids, "status", "VmRSS:")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -450,7 +469,7 @@ class Target:
     stop: Any
 
 
-def start_reference(redis: RedisProcess, compression: bool) -> Target:
+def start_reference(redis: RedisProcess, compression: bool, coalesce: bool) -> Target:
     port, http_port = free_port(), free_port()
     proc = subprocess.Popen(
         [
@@ -464,6 +483,7 @@ def start_reference(redis: RedisProcess, compression: bool) -> Target:
             redis.url,
         ]
         + (["--compression"] if compression else [])
+        + (["--coalesce"] if coalesce else [])
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -472,7 +492,6 @@ def start_reference(redis: RedisProcess, compression: bool) -> Target:
             break
         except httpx.HTTPError:
             time.sleep(0.1)
-    time.sleep(0.3)  # its pub/sub subscription
 
     def stop() -> None:
         proc.terminate()
@@ -518,16 +537,17 @@ def run_target(target: Target, tokens: list[str], sid: str, n: int, args: argpar
         for label, acking, rate in phases:
             clients.start(acking)
             time.sleep(0.2)
-            cpu0 = cpu_s(pids)
+            cpu0, calls0 = cpu_s(pids), write_calls(pids)
             seconds = args.paced_seconds if rate else args.seconds
             written, t0 = uvloop.run(write_loop(target.http_port, target.write_path, seconds, rate, args.writers))
             agg = clients.report(written)
-            cpu = cpu_s(pids) - cpu0
+            cpu, calls = cpu_s(pids) - cpu0, write_calls(pids) - calls0
             total = agg["total"]
             span = max(1e-9, agg["last"] - t0)
             res[label] = {
                 "rate": total / span,
                 "cpu_us": cpu * 1e6 / max(1, total),
+                "writes_per_delivery": calls / max(1, total),
                 "p50": percentile(agg["lat"], 50),
                 "p99": percentile(agg["lat"], 99),
                 "writes": written,
@@ -536,6 +556,7 @@ def run_target(target: Target, tokens: list[str], sid: str, n: int, args: argpar
             print(
                 f"  {target.name:11s} N={n:<5d} {label:9s} writes={written:<6d} deliveries={total}/{written * n} "
                 f"({total / span:,.0f}/s)  cpu/delivery={cpu * 1e6 / max(1, total):.1f} µs  "
+                f"write calls/delivery={calls / max(1, total):.2f}  "
                 f"p50={percentile(agg['lat'], 50):.1f} ms p99={percentile(agg['lat'], 99):.1f} ms",
                 flush=True,
             )
@@ -607,6 +628,7 @@ def table(ns: list[int], results: dict[int, dict[str, dict[str, Any]]]) -> None:
     row("server CPU µs/delivery, never answer", lambda x: f"{x:.1f}", "burst", "cpu_us")
     row("server CPU µs/delivery, acking (vs ref never answering)", lambda x: f"{x:.1f}", "burst_ack", "cpu_us",
         ref_keys=("burst", "cpu_us"))  # fmt: skip
+    row("server write calls per delivery, never answer", lambda x: f"{x:.2f}", "burst", "writes_per_delivery")
     row("publish→receipt p50 ms at 2,000 deliveries/s", lambda x: f"{x:.1f}", "paced", "p50")
     row("publish→receipt p99 ms at 2,000 deliveries/s", lambda x: f"{x:.1f}", "paced", "p99")
     row("idle KB/connection, no deflate offered", lambda x: f"{x:.1f}", "idle_kb")
@@ -639,6 +661,11 @@ def main() -> None:
     ap.add_argument("--no-acks", action="store_true", help="skip the acking burst phase")
     ap.add_argument("--kind", choices=["document", "map"], default="document", help="subscribe to and update this")
     ap.add_argument("--compression", action="store_true", help="subscribers offer permessage-deflate in every phase")
+    ap.add_argument(
+        "--reference-coalesce",
+        action="store_true",
+        help="the reference writes the frames of one pub/sub read in one write per connection",
+    )
     ap.add_argument("--server-compression", action="store_true", help="the servers accept it (SYNC_WS_COMPRESSION)")
     args = ap.parse_args()
     global KIND
@@ -670,17 +697,23 @@ def main() -> None:
                 for k in range(100 if KIND == "map" else 0):  # the items the writes update
                     http.post(f"/v1/Services/{service}/Maps/{docs[n]}/Items", data={"Key": f"k{k}", "Data": "{}"})
         setup.stop()
+        mode = "frames of one pub/sub read coalesced" if args.reference_coalesce else "broadcast() per message"
         print(
             f"fan-out bench: 1 server process each, {os.cpu_count()} cores, {args.clients} client processes, "
-            f"{args.seconds:g} s bursts with {args.writers} writes in flight, paced {args.rate:g} deliveries/s",
+            f"{args.seconds:g} s bursts with {args.writers} writes in flight, paced {args.rate:g} deliveries/s; "
+            f"reference: {mode}; "
+            f"load average {os.getloadavg()[0]:.1f}",
             flush=True,
         )
         for n in ns:
             toks = [mint(ACCOUNT_SID, key.sid, key.secret, f"user{i}", service, 3600) for i in range(n)]
             results[n] = {}
             for which in servers:
-                start = (lambda: start_reference(redis, args.server_compression)) if which == "reference" else (
-                    lambda n=n: start_sync(redis, service, docs[n], args.server_compression))  # fmt: skip
+                start = (
+                    (lambda: start_reference(redis, args.server_compression, args.reference_coalesce))
+                    if which == "reference"
+                    else (lambda n=n: start_sync(redis, service, docs[n], args.server_compression))
+                )
                 target = start()
                 try:
                     res = run_target(target, toks, docs[n], n, args)

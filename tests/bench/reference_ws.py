@@ -13,6 +13,16 @@ round trip out, a pub/sub read and a frame per message in the measured process; 
 its Lua write (the Document, its revision, the event log, the webhook queue) and its event
 rendering on top, which the bench counts as part of its cost (rest_writes.py isolates the REST side).
 
+The pub/sub reader is a bare asyncio Protocol fed to hiredis (redis-py's ``listen()`` costs an
+await and a few Python calls per message): every message of one read is handed over at once, as
+sync-server's feed hands over every event of one read. What it then does is the choice that
+matters on this box, where each write to a socket is a system call of 5–10 µs (broadcast_micro.py):
+by default each message is ``broadcast()`` on its own (the issue's reference: one write per
+message and connection); with --coalesce the frames of one read go out in one write per connection
+(the WebSocket frame bytes built once per message, joined, written to each transport; as
+sync-server's ``send_many`` does; a lone frame too is written this way, without ``broadcast()``), when
+compression is off.
+
 Clients speak twilsock so the bench's client code is the same for both servers: ``init`` gets a
 200 reply (the token is not checked), any ``message`` (the subscribe request) gets a frame saying
 ``subscription_established``, and everything else (the SDK's acks) is read and dropped.
@@ -28,14 +38,16 @@ import asyncio
 import json
 import re
 import uuid
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
+import hiredis
 import redis.asyncio as aioredis
 import uvloop
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
-CHANNEL = "bench:reference"
+CHANNEL = b"bench:reference"
 _ID = re.compile(rb'"id":"([^"]*)"')
 CONNS: set[ServerConnection] = set()
 EVENT = (  # the fields and size of sync-server's document_updated event
@@ -67,18 +79,54 @@ async def handler(ws: ServerConnection) -> None:
         CONNS.discard(ws)
 
 
-async def fan_out(r: aioredis.Redis) -> None:
-    """Each published Data becomes a Document event (ids in publish order) in one frame for all."""
-    seq = 0
-    async with r.pubsub() as ps:
-        await ps.subscribe(CHANNEL)
-        async for m in ps.listen():
-            if m["type"] == "message":
-                seq += 1
-                body = EVENT % (seq, seq, m["data"])
+def ws_binary(payload: bytes) -> bytes:
+    """An unmasked, unfragmented binary WebSocket frame (what websockets writes for a server)."""
+    n = len(payload)
+    if n < 126:
+        return bytes([0x82, n]) + payload
+    if n < 65536:
+        return bytes([0x82, 126]) + n.to_bytes(2, "big") + payload
+    return bytes([0x82, 127]) + n.to_bytes(8, "big") + payload
+
+
+class FanOut(asyncio.Protocol):
+    """The pub/sub connection: each published Data becomes a Document event (ids in publish order)
+    in one frame for all; every message of one read is sent before the next read."""
+
+    def __init__(self, coalesce: bool) -> None:
+        self.coalesce = coalesce
+        self.reader = hiredis.Reader()
+        self.seq = 0
+        self.subscribed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(b"*2\r\n$9\r\nSUBSCRIBE\r\n$%d\r\n%s\r\n" % (len(CHANNEL), CHANNEL))  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        frames = []
+        while (m := self.reader.gets()) is not False:
+            if m[0] == b"message":
+                self.seq += 1
+                body = EVENT % (self.seq, self.seq, m[2])
                 head = {"method": "notification", "id": f"TM{uuid.uuid4()}", "message_type": "twilio.sync.event",
                         "payload_type": "application/json"}  # fmt: skip
-                broadcast(CONNS, frame(head, body))
+                frames.append(frame(head, body))
+            elif m[0] == b"subscribe" and not self.subscribed.done():
+                self.subscribed.set_result(None)
+        if not frames:
+            return
+        if not self.coalesce:
+            for f in frames:
+                broadcast(CONNS, f)
+            return
+        wire = b"".join([ws_binary(f) for f in frames])
+        for ws in CONNS:
+            if ws.protocol.state is State.OPEN:
+                ws.transport.write(wire)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        raise SystemExit(f"pub/sub connection lost: {exc!r}")
 
 
 async def publish_endpoint(r: aioredis.Redis, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -97,12 +145,17 @@ async def publish_endpoint(r: aioredis.Redis, reader: asyncio.StreamReader, writ
 
 async def main(args: argparse.Namespace) -> None:
     r = aioredis.Redis.from_url(args.redis_url)
-    fan = asyncio.create_task(fan_out(r))
+    url = urlsplit(args.redis_url)
+    loop = asyncio.get_running_loop()
+    _, fan = await loop.create_connection(
+        lambda: FanOut(args.coalesce and not args.compression), url.hostname, url.port or 6379
+    )
+    await fan.subscribed
     http = await asyncio.start_server(lambda rd, wr: publish_endpoint(r, rd, wr), "127.0.0.1", args.http_port)
     compression = "deflate" if args.compression else None
     async with serve(handler, "127.0.0.1", args.port, compression=compression, ping_interval=None, backlog=2048):
         async with http:
-            await fan
+            await loop.create_future()  # until terminated
 
 
 if __name__ == "__main__":
@@ -111,4 +164,7 @@ if __name__ == "__main__":
     ap.add_argument("--http-port", type=int, required=True, help="the publish endpoint's port")
     ap.add_argument("--redis-url", required=True)
     ap.add_argument("--compression", action="store_true", help="accept permessage-deflate")
+    ap.add_argument(
+        "--coalesce", action="store_true", help="the frames of one pub/sub read in one write per connection"
+    )
     uvloop.run(main(ap.parse_args()))
