@@ -441,6 +441,8 @@ async def test_kill_valkey_and_server_in_turn_loses_nothing_and_heals_itself() -
             if path := os.environ.get("SYNC_CHAOS_SUMMARY"):  # for a report to quote
                 await asyncio.to_thread(_append, path, summary)
             states = [(e["source"], e["event"], e["args"][:1]) for e in sdk.events if e["event"].startswith(STATES)]
+            if problems:  # whole, in the captured output (the assertion message is cut short)
+                print("problems:", *problems, "sdk states:", *states, sep="\n  ")
             assert not problems, (problems, "sdk states:", states)
             assert servers[-1].proc is not None and servers[-1].proc.poll() is None
     finally:
