@@ -118,6 +118,12 @@ def test_a_check_with_master_kills_on_a_spawned_cluster_passes() -> None:
     assert figure(out.stdout, "anomalies") == 0 and figure(out.stdout, "events delivered") > 0
 
 
+def test_faults_and_a_cluster_are_only_for_a_deployment_the_checker_spawns() -> None:
+    for flags in (["--faults"], ["--cluster"]):
+        out = check("--url", "http://127.0.0.1:9", *flags, timeout=30)
+        assert out.returncode == 1 and "needs --spawn" in out.stderr, (flags, out.stderr)
+
+
 class _Valkey:
     """A Valkey with a data dir of its own, which the test can snapshot and later rewind to."""
 
