@@ -96,6 +96,9 @@ class Server:
 
 
 class Spawned:
+    """The checker's own deployment: its servers and, with ``cluster``, its Valkey Cluster (else each
+    server's embedded Valkey), under one temporary directory that keeps their logs after the run."""
+
     def __init__(self, event_log_max: int = 1000, durability: str = "local", cluster: bool = False) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="sync-check-"))
         self.account_sid = "AC" + secrets.token_hex(16)
