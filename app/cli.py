@@ -94,7 +94,18 @@ def _check_parser(chk: argparse.ArgumentParser) -> None:
     chk.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     chk.add_argument("--max-ops", type=int, default=600, help="operations per Document at most (default 600)")
     chk.add_argument("--spawn", action="store_true", help="start a server of its own (temp dir, embedded Valkey)")
-    chk.add_argument("--faults", action="store_true", help="with --spawn: kill -9 the server and its Valkey at random")
+    chk.add_argument(
+        "--cluster",
+        action="store_true",
+        help="with --spawn: a Valkey Cluster of 3 masters + 3 replicas (AOF on) and two servers on it",
+    )
+    chk.add_argument(
+        "--faults",
+        action="store_true",
+        help="with --spawn: kill -9 at random of a server (restarted) and of its Valkey, or with --cluster "
+        "of a Cluster master (its replica is promoted; it comes back as a replica). --durability replica "
+        "is the level that loses no acknowledged write across a master's kill",
+    )
     chk.add_argument("--record", metavar="FILE", help="save what was recorded (JSON) for --verify")
     chk.add_argument("--verify", metavar="FILE", help="verify a saved recording instead of running")
 
@@ -163,6 +174,8 @@ def check(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.faults and not args.spawn:
         sys.exit("sync-server: --faults needs --spawn (the checker kills only processes it started)")
+    if args.cluster and not args.spawn:
+        sys.exit("sync-server: --cluster needs --spawn (to check a running Cluster deployment, give its --url)")
     plan = Plan(args.duration, args.writers, args.subscribers, args.seed, args.max_ops)
     target = None
     if not (args.spawn or args.verify):
@@ -174,7 +187,15 @@ def check(settings: Settings, args: argparse.Namespace) -> int:
                 key, secret = asyncio.run(_check_key(settings, url))
         target = Target(args.url, settings.account_sid, settings.auth_token, key, secret)
     opts = Options(
-        plan, target, args.spawn, args.faults, args.record, args.verify, settings.event_log_max, settings.durability
+        plan,
+        target,
+        args.spawn,
+        args.faults,
+        args.record,
+        args.verify,
+        settings.event_log_max,
+        settings.durability,
+        args.cluster,
     )
     return run_check(opts)
 

@@ -4,14 +4,13 @@ optionally save the recording, verify, print the verdict; or verify a saved reco
 from __future__ import annotations
 
 import asyncio
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 from .record import Recording
 from .spawn import Faults, Spawned
 from .verify import verify
-from .workload import Plan, Target, run
+from .workload import Plan, Target, run, say
 
 
 @dataclass
@@ -24,6 +23,7 @@ class Options:
     verify: str | None = None
     event_log_max: int = 1000  # the server's SYNC_EVENT_LOG_MAX: a log shorter than this was not trimmed
     durability: str = "local"  # SYNC_DURABILITY of a spawned server (--durability)
+    cluster: bool = False  # with spawn: a Valkey Cluster and two servers (--cluster)
 
 
 def main(opts: Options) -> int:
@@ -34,20 +34,26 @@ def main(opts: Options) -> int:
         rec = Recording(meta={"seed": opts.plan.seed, "duration_s": opts.plan.duration_s,
                               "writers": opts.plan.writers, "subscribers": opts.plan.subscribers,
                               "event_log_max": opts.event_log_max})  # fmt: skip
-        spawned = Spawned(opts.event_log_max, opts.durability) if opts.spawn else None
+        spawned = Spawned(opts.event_log_max, opts.durability, opts.cluster) if opts.spawn else None
         try:
             faults: Any = None
             if spawned is not None:
+                if opts.cluster:
+                    say("starting a Valkey Cluster (3 masters + 3 replicas) and two servers on it")
                 spawned.start()
                 target = spawned.target()
-                faults = Faults(spawned, opts.plan.seed, rec.faults) if opts.faults else None
+                faults = Faults(spawned, opts.plan.seed, rec.faults, rec.errors) if opts.faults else None
             else:
                 assert opts.target is not None
                 target = opts.target
-            rec.meta["url"] = target.url
-            print(f"sync-server check: {opts.plan.duration_s:g} s on {target.url}, {opts.plan.writers} writers, "
-                  f"{opts.plan.subscribers} subscribers, seed {opts.plan.seed}"
-                  + (", faults" if faults else ""), file=sys.stderr)  # fmt: skip
+            urls = [target.url, *target.more_urls]
+            rec.meta.update(url=target.url, urls=urls, cluster=opts.cluster, durability=opts.durability)
+            say(f"{opts.plan.duration_s:g} s on {', '.join(urls)}" + (" (Valkey Cluster)" if opts.cluster else "")
+                + f", {opts.plan.writers} writers, {opts.plan.subscribers} subscribers, seed {opts.plan.seed}"
+                + (", faults" if faults else ""))  # fmt: skip
+            if faults and opts.cluster and opts.durability != "replica":
+                say(f"at --durability {opts.durability} a failover may lose the writes its replica had not received "
+                    "(asynchronous replication): only --durability replica promises none is lost")  # fmt: skip
             asyncio.run(run(target, opts.plan, rec, faults))
         finally:
             if spawned is not None:

@@ -80,9 +80,26 @@ def verify(rec: Recording, budget: int = 2_000_000) -> Verdict:
     f["faults injected"] = len(rec.faults)
     if rec.faults:
         f["faults"] = ", ".join(f"{k}={n}" for k, n in sorted(Counter(x["what"] for x in rec.faults).items()))
+        _fault_figures(rec.faults, f)
     v.extend("run", rec.errors)
     f["anomalies"] = len(v.anomalies)
     return v
+
+
+def _fault_figures(faults: list[dict[str, Any]], f: dict[str, Any]) -> None:
+    """How the deployment took its faults: failover times of the Cluster masters killed, and the
+    servers that exited when started again before one came up (a Cluster without a master for some
+    slots: the start-up's first writes fail, and ``serve`` exits 1 for systemd's ``Restart=``)."""
+    failovers = [x for x in faults if "failover_s" in x]
+    if failovers:
+        promoted = sorted(x["failover_s"] for x in failovers)
+        whole = sorted(x["whole_again_s"] for x in failovers if "whole_again_s" in x)
+        f["failovers"] = f"{len(failovers)}, replica promoted after {promoted[0]}–{promoted[-1]} s" + (
+            f", old master back in sync as a replica after {whole[0]}–{whole[-1]} s" if whole else ""
+        )
+    exited = sum(x.get("starts", 1) - 1 for x in faults)
+    if exited:
+        f["sync-server starts that exited before ready (started again)"] = exited
 
 
 def _log_gapless(o: Obj, v: Verdict, log_max: int) -> None:

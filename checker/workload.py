@@ -10,6 +10,10 @@ taking operations at ``max_ops`` so its linearizability search stays bounded.
 Subscribers (``--subscribers``) connect over the twilsock protocol (realtime.client.SyncClient),
 subscribe to every object from their cursor (the last event id delivered), stay a random 0.2–2 s,
 disconnect and reconnect, recording every event delivered.
+
+A deployment of several processes (``Target.more_urls``: the two servers of ``--spawn --cluster``)
+has its clients spread over them, writer ``n`` on the ``n``-th and subscriber ``n`` on the next, so
+subscribers also receive what was written through another process.
 """
 
 from __future__ import annotations
@@ -43,6 +47,12 @@ class Target:
     auth_token: str
     key_sid: str
     key_secret: str
+    more_urls: tuple[str, ...] = ()  # other processes of the same deployment: clients are spread over all
+
+    def url_for(self, n: int) -> str:
+        """The base URL client ``n`` talks to (writers and subscribers each counted from 0)."""
+        urls = (self.url, *self.more_urls)
+        return urls[n % len(urls)]
 
 
 @dataclass
@@ -170,8 +180,8 @@ async def _map_write(rest: Rest, path: str, mp: Obj, p: int, key: str, token: st
 class Subscriber:
     """One SDK-protocol client that reconnects at random and resumes every object from its cursor."""
 
-    def __init__(self, target: Target, rec: Recording, service: str, name: str, seed: int) -> None:
-        self.target, self.rec, self.service, self.name = target, rec, service, name
+    def __init__(self, target: Target, url: str, rec: Recording, service: str, name: str, seed: int) -> None:
+        self.target, self.url, self.rec, self.service, self.name = target, url, rec, service, name
         self.rng = random.Random(f"{seed}-{name}")
         self.objects = {sid: o.kind for sid, o in rec.objects.items()}
         self.cursor = dict.fromkeys(self.objects, 0)  # every object starts at its creation event
@@ -186,7 +196,7 @@ class Subscriber:
         return self.targets is not None and all(self.cursor[s] >= t for s, t in self.targets.items())
 
     async def run(self) -> None:
-        ws = self.target.url.replace("http", "ws", 1).rstrip("/") + "/v3/wsconnect"
+        ws = self.url.replace("http", "ws", 1).rstrip("/") + "/v3/wsconnect"
         while not self.stopping:
             token = mint(self.target.account_sid, self.target.key_sid, self.target.key_secret, self.name, self.service)
             try:
@@ -238,14 +248,21 @@ class Subscriber:
 async def run(target: Target, plan: Plan, rec: Recording, faults: Any = None) -> str:
     """Set up, run writers and subscribers (and ``faults``, an object with ``async run(deadline)``)
     until the deadline, then read every object's log and final state and let subscribers catch up."""
-    rest = Rest(target.url, target.account_sid, target.auth_token, plan.timeout_s)
+    rests = {u: Rest(u, target.account_sid, target.auth_token, plan.timeout_s) for u in (target.url, *target.more_urls)}
+    rest = rests[target.url]  # set-up and reading back
+    subs: list[Subscriber] = []
+    sub_tasks: list[asyncio.Task[None]] = []
     try:
         service = await setup(rest, rec, f"seed {plan.seed}")
         rec.meta.update(service=service)
-        subs = [Subscriber(target, rec, service, f"checker-sub-{i}", plan.seed) for i in range(plan.subscribers)]
+        # subscriber i on another process than writer i, when there are several
+        subs = [
+            Subscriber(target, target.url_for(i + 1), rec, service, f"checker-sub-{i}", plan.seed)
+            for i in range(plan.subscribers)
+        ]
         sub_tasks = [asyncio.create_task(s.run()) for s in subs]
         deadline = now() + plan.duration_s
-        work = [writer(rest, rec, service, p, plan, deadline) for p in range(plan.writers)]
+        work = [writer(rests[target.url_for(p)], rec, service, p, plan, deadline) for p in range(plan.writers)]
         if faults is not None:
             work.append(faults.run(deadline))
         await asyncio.gather(*work)
@@ -258,12 +275,13 @@ async def run(target: Target, plan: Plan, rec: Recording, faults: Any = None) ->
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(s.caught_up.wait() for s in subs)), 30)
         say("verifying")
+        return service
+    finally:  # also when the run failed: a subscriber stops at its next turn, not at a cancellation
         for s in subs:
             s.stopping = True
         await asyncio.gather(*sub_tasks, return_exceptions=True)
-        return service
-    finally:
-        await rest.close()
+        for r in rests.values():
+            await r.close()
 
 
 async def read_back(rest: Rest, rec: Recording, service: str) -> None:

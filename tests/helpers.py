@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from checker.cluster import ValkeyCluster
 from storage.embedded import free_port, server_binary
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -157,152 +158,19 @@ class ServerProcess(Endpoint):
             self.proc.wait()
 
 
-class ClusterProcess:
-    """A throwaway Valkey Cluster on free ports: 3 masters + 1 replica each by default, no persistence.
-
-    Ready means every slot is served and every replica is in sync with its master. Roles change on a
-    failover, so they are read live: ``masters()`` and ``replicas()`` (ports), ``replica_of(port)``.
-    For failover tests: ``kill_master(port)`` kills a master with SIGKILL and waits until its replica
-    is promoted and the Cluster serves every slot again (returns the promoted port); ``revive(port)``
-    starts the killed node again, which rejoins as a replica, and waits until it is in sync, so the
-    session's Cluster is whole again for the tests after. ``url`` names the first node, which
-    ``kill_master`` never picks by default (clients created later still reach the Cluster through it).
-    Failure detection takes ``node_timeout_ms`` (2 s: quick, yet not fooled by a loaded machine).
-    """
+class ClusterProcess(ValkeyCluster):
+    """The suite's throwaway Valkey Cluster (checker/cluster.py, which ``sync-server check --spawn
+    --cluster`` runs too): 3 masters + 1 replica each by default, no persistence, waits scaled by
+    SYNC_TEST_TIMEOUT_SCALE. ``kill_master`` and ``revive`` are its failover tools; ``url`` names the
+    first node, which ``kill_master`` never picks by default (clients created later still reach the
+    Cluster through it)."""
 
     def __init__(self, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 2000) -> None:
-        self.dir = tempfile.mkdtemp(prefix="sync-test-cluster-")
-        self.node_timeout_ms = node_timeout_ms
-        self.ports = [free_port() for _ in range(masters * (1 + replicas))]
-        self._bus = {p: free_port() for p in self.ports}
-        self.procs = {p: self._start(p) for p in self.ports}
-        try:
-            for p in self.ports:
-                self._wait(p, "ping", "PONG")
-            nodes = [f"127.0.0.1:{p}" for p in self.ports]
-            self.cli("--cluster", "create", *nodes, "--cluster-replicas", str(replicas), "--cluster-yes")
-            self.wait_healthy()
-        except BaseException:
-            self.stop()
-            raise
-
-    def _start(self, port: int) -> subprocess.Popen[bytes]:
-        # the bus port must be given: the default (port + 10000) overflows for high free ports
-        return subprocess.Popen(
-            [server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-             "--cluster-port", str(self._bus[port]),
-             "--cluster-config-file", os.path.join(self.dir, f"nodes-{port}.conf"),
-             "--cluster-node-timeout", str(self.node_timeout_ms), "--repl-diskless-sync-delay", "0", "--save", "",
-             "--appendonly", "no",
-             "--dir", self.dir],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-
-    def cli(self, *args: str) -> str:
-        cli = os.path.join(os.path.dirname(server_binary()), "valkey-cli")
-        return subprocess.run([cli, *args], capture_output=True, text=True, timeout=30 * SCALE, check=True).stdout
-
-    def _wait(self, port: int, command: str, expect: str) -> None:
-        deadline = time.monotonic() + 20 * SCALE
-        while time.monotonic() < deadline:
-            try:
-                if expect in self.cli("-p", str(port), *command.split()):
-                    return
-            except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"test Valkey Cluster node {port}: no {expect!r}")
-
-    def _alive(self) -> list[int]:
-        return [p for p, proc in self.procs.items() if proc.poll() is None]
-
-    def _nodes(self) -> list[list[str]]:
-        """``CLUSTER NODES`` as seen by a live node: one field list per node that is not failed."""
-        lines = self.cli("-p", str(self._alive()[0]), "cluster", "nodes").splitlines()
-        return [line.split() for line in lines if line and "fail" not in line.split()[2].split(",")]
-
-    def masters(self) -> list[int]:
-        """Ports of the live masters serving slots, now."""
-        return sorted(int(f[1].split(":")[1].split("@")[0]) for f in self._nodes() if "master" in f[2] and len(f) > 8)
-
-    def replicas(self) -> list[int]:
-        """Ports of the live replicas, now."""
-        return sorted(int(f[1].split(":")[1].split("@")[0]) for f in self._nodes() if "slave" in f[2])
-
-    def replica_of(self, master: int) -> list[int]:
-        """Ports of ``master``'s live replicas."""
-        nodes = self._nodes()
-        ids = {int(f[1].split(":")[1].split("@")[0]): f[0] for f in nodes}
-        return sorted(int(f[1].split(":")[1].split("@")[0]) for f in nodes if "slave" in f[2] and f[3] == ids[master])
-
-    def wait_healthy(self) -> None:
-        """Every live node sees every slot served, and every live replica is in sync with its master."""
-        for p in self._alive():
-            self._wait(p, "cluster info", "cluster_state:ok")
-        deadline = time.monotonic() + 30 * SCALE
-        while time.monotonic() < deadline:
-            try:
-                pending = [p for p in self.replicas() if not self._in_sync(p)]
-            except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-                pending = [-1]
-            if not pending:
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"test Valkey Cluster: replicas not in sync: {pending}")
-
-    def _in_sync(self, port: int) -> bool:
-        info = self.cli("-p", str(port), "info", "replication")
-        return "master_link_status:up" in info and "master_sync_in_progress:0" in info
-
-    def kill_master(self, port: int | None = None) -> int:
-        """SIGKILL a master (default: the last one, never the node of ``url``), wait until its replica is
-        promoted and every slot is served again; return the promoted replica's port."""
-        masters = self.masters()
-        port = port or [m for m in masters if m != self.ports[0]][-1]
-        if port not in masters:
-            raise ValueError(f"{port} is not a master")
-        (replica, *_) = self.replica_of(port)
-        self.procs[port].kill()
-        self.procs[port].wait()
-        deadline = time.monotonic() + 30 * SCALE
-        while time.monotonic() < deadline:
-            try:
-                if "role:master" in self.cli("-p", str(replica), "info", "replication"):
-                    break
-            except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-                pass
-            time.sleep(0.05)
-        else:
-            raise RuntimeError(f"test Valkey Cluster: replica {replica} of {port} not promoted")
-        for p in self._alive():
-            self._wait(p, "cluster info", "cluster_state:ok")
-        return replica
-
-    def revive(self, port: int) -> None:
-        """Start a killed node again (same config and ports): it rejoins as a replica; wait until in sync."""
-        self.procs[port] = self._start(port)
-        self._wait(port, "ping", "PONG")
-        deadline = time.monotonic() + 30 * SCALE
-        while port not in self.replicas() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        self.wait_healthy()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.ports[0]}/0"
+        temp = tempfile.mkdtemp(prefix="sync-test-cluster-")
+        super().__init__(masters, replicas, node_timeout_ms, aof=False, patience=SCALE, dir=temp)
 
     def __enter__(self) -> ClusterProcess:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            proc.wait(10)
 
 
 @dataclass(frozen=True)

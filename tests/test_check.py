@@ -1,7 +1,8 @@
 """``sync-server check`` end to end: a short check of the session's server passes (on a standalone
-Valkey and on a Cluster), one with faults it injects itself passes, and the checker does fail when
-the server loses acknowledged writes (its Valkey rewound to an older snapshot mid-run) or when a
-recorded history is tampered with."""
+Valkey and on a Cluster), checks with faults it injects itself pass (kill -9 of its server and its
+Valkey; of its servers and of Cluster masters), and the checker does fail when the server loses
+acknowledged writes (its Valkey rewound to an older snapshot mid-run) or when a recorded history is
+tampered with."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from storage.embedded import free_port, server_binary
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ON_EVERY_BACKEND, ROOT, SCALE, Backend, ServerProcess
@@ -98,6 +101,27 @@ def test_a_check_with_faults_on_a_spawned_server_passes() -> None:
     out = check("--spawn", "--faults", "--durability", "fsync", "--duration", "8", "--seed", "1", timeout=110)
     assert out.returncode == 0, out.stdout + out.stderr
     assert figure(out.stdout, "faults injected") >= 1 and figure(out.stdout, "anomalies") == 0
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(int(240 * SCALE))
+def test_a_check_with_master_kills_on_a_spawned_cluster_passes() -> None:
+    """``--spawn --cluster --faults``: a Valkey Cluster of 3 masters + 3 replicas and two servers on it;
+    during 20 s of load, kill -9 of a server and of a Cluster master (its replica is promoted; the old
+    master comes back as a replica). At ``--durability replica`` a write is acknowledged once a replica
+    has it, so a master's kill loses nothing acknowledged: the verdict must be OK."""
+    out = check("--spawn", "--cluster", "--faults", "--durability", "replica", "--duration", "20", "--seed", "1",
+                timeout=200)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    kills = re.search(r"^  faults: .*kill -9 valkey cluster master=(\d+)", out.stdout, re.M)
+    assert kills and int(kills.group(1)) >= 1, out.stdout
+    assert figure(out.stdout, "anomalies") == 0 and figure(out.stdout, "events delivered") > 0
+
+
+def test_faults_and_a_cluster_are_only_for_a_deployment_the_checker_spawns() -> None:
+    for flags in (["--faults"], ["--cluster"]):
+        out = check("--url", "http://127.0.0.1:9", *flags, timeout=30)
+        assert out.returncode == 1 and "needs --spawn" in out.stderr, (flags, out.stderr)
 
 
 class _Valkey:
