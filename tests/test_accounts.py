@@ -5,7 +5,9 @@ from __future__ import annotations
 import httpx
 
 from storage import accounts
-from tests.helpers import ACCOUNT_SID, AUTH_TOKEN
+from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ON_EVERY_BACKEND
+
+pytestmark = ON_EVERY_BACKEND
 
 
 async def test_another_account_cannot_read_list_or_change_data(server, store, http, service) -> None:

@@ -8,13 +8,15 @@ import base64
 
 import httpx
 
-from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ServerProcess
+from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ON_EVERY_BACKEND, Endpoint
+
+pytestmark = ON_EVERY_BACKEND
 
 CHUNK = b"x" * 65536
 BODY_MIB = 16  # far past the limit: a server reading it whole would take it all before answering
 
 
-async def _chunked_post(server: ServerProcess, path: str, content_type: str, first: bytes) -> bytes:
+async def _chunked_post(server: Endpoint, path: str, content_type: str, first: bytes) -> bytes:
     """POST a chunked body of ``first`` then BODY_MIB MiB that never ends (no last chunk) and return the
     answer: only a server that stops reading answers at all (one reading the body whole waits for its
     end, and the test times out). How much was sent by then says nothing: the sockets buffer megabytes."""
@@ -43,7 +45,7 @@ async def _chunked_post(server: ServerProcess, path: str, content_type: str, fir
 
 
 async def test_a_chunked_form_past_the_limit_is_413_54006_before_it_is_read_whole(
-    server: ServerProcess, service: str, http: httpx.AsyncClient
+    server: Endpoint, service: str, http: httpx.AsyncClient
 ) -> None:
     path = f"/v1/Services/{service}/Documents"
     answer = await _chunked_post(server, path, "application/x-www-form-urlencoded", b"UniqueName=big&Data=")
@@ -52,7 +54,7 @@ async def test_a_chunked_form_past_the_limit_is_413_54006_before_it_is_read_whol
     assert (await http.get(path)).json()["documents"] == []
 
 
-async def test_a_chunked_multipart_form_past_the_limit_is_413_54006(server: ServerProcess, service: str) -> None:
+async def test_a_chunked_multipart_form_past_the_limit_is_413_54006(server: Endpoint, service: str) -> None:
     first = b'--b\r\nContent-Disposition: form-data; name="FriendlyName"\r\n\r\n'
     answer = await _chunked_post(server, f"/v1/Services/{service}", "multipart/form-data; boundary=b", first)
     assert answer.startswith(b"HTTP/1.1 413 ") and b'"code":54006' in answer, answer[:300]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 
 from storage import Store, accounts
-from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ROOT, ServerProcess
+from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ON_EVERY_BACKEND, ROOT, Backend, ServerProcess
 
 
 def _cli(redis_url: str, *args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -28,29 +29,33 @@ def _cli(redis_url: str, *args: str, env: Mapping[str, str] | None = None) -> su
     return subprocess.run(cmd, env=full, cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
-def test_keys_create_list_delete_and_revoked_key_is_refused(server, redis_server) -> None:
-    out = _cli(redis_server.url, "keys", "create", "--name", "deploy-bot")
+@ON_EVERY_BACKEND
+def test_keys_create_list_delete_and_revoked_key_is_refused(backend: Backend) -> None:
+    cli = functools.partial(_cli, backend.redis_url, env=backend.env)
+    out = cli("keys", "create", "--name", "deploy-bot")
     assert out.returncode == 0, out.stderr
     fields = dict(line.split(":", 1) for line in out.stdout.splitlines() if ":" in line and "(" not in line)
     sid, secret = fields["sid"].strip(), fields["secret"].strip()
-    listed = _cli(redis_server.url, "keys", "list")
+    listed = cli("keys", "list")
     assert f"{sid}  deploy-bot" in listed.stdout and secret not in listed.stdout
-    with httpx.Client(base_url=server.base_url, auth=(sid, secret)) as c:
+    with httpx.Client(base_url=backend.server.base_url, auth=(sid, secret)) as c:
         assert c.get("/v1/Services").status_code == 200
-        assert _cli(redis_server.url, "keys", "delete", sid).returncode == 0
+        assert cli("keys", "delete", sid).returncode == 0
         time.sleep(0.6)  # the server trusts checked credentials for SYNC_AUTH_CACHE_S (0.5 s in tests)
         assert c.get("/v1/Services").status_code == 401
-    assert sid not in _cli(redis_server.url, "keys", "list").stdout
-    missing = _cli(redis_server.url, "keys", "delete", sid)
+    assert sid not in cli("keys", "list").stdout
+    missing = cli("keys", "delete", sid)
     assert missing.returncode != 0 and "no API key" in missing.stderr
 
 
-def test_account_prints_the_configured_credentials(server, redis_server) -> None:
-    out = _cli(redis_server.url, "account")
+@ON_EVERY_BACKEND
+def test_account_prints_the_configured_credentials(backend: Backend) -> None:
+    out = _cli(backend.redis_url, "account", env=backend.env)
     assert out.returncode == 0
     assert f"TWILIO_ACCOUNT_SID={ACCOUNT_SID}" in out.stdout and f"TWILIO_AUTH_TOKEN={AUTH_TOKEN}" in out.stdout
 
 
+# standalone only: the setting is refused before any Redis is reached, so a backend changes nothing
 def test_invalid_setting_is_a_clear_error(redis_server) -> None:
     env_bad = _cli(redis_server.url, "--port", "notaport")
     assert env_bad.returncode != 0 and "invalid int value" in env_bad.stderr
@@ -87,6 +92,7 @@ async def _add_account(url: str, sid: str) -> None:
         await store.close()
 
 
+# standalone only: what the commands must find is the server's embedded Valkey (its SYNC_DATA_DIR)
 def test_admin_commands_without_the_servers_env_act_on_its_account_and_create_none() -> None:
     data_dir = tempfile.mkdtemp(prefix="sync-admin-")
     with ServerProcess(data_dir=data_dir) as server:  # started with TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN
@@ -126,6 +132,7 @@ def test_admin_commands_without_the_servers_env_act_on_its_account_and_create_no
         assert asyncio.run(_accounts(url)) == before  # no account was created on the way
 
 
+# no backend: there is no store to find
 def test_admin_commands_elsewhere_fail_clearly_and_create_no_store() -> None:
     elsewhere = Path(tempfile.mkdtemp(prefix="sync-elsewhere-"))
     for args in (("keys", "create"), ("account",), ("token", "--identity", "alice"), ("keys", "list")):
@@ -136,6 +143,7 @@ def test_admin_commands_elsewhere_fail_clearly_and_create_no_store() -> None:
     assert list(elsewhere.iterdir()) == []  # no ./data appeared
 
 
+# standalone only: its empty store is a spare database (/13), and a Cluster has database 0 only
 def test_admin_commands_never_create_an_account_and_refuse_to_guess_among_several(redis_server) -> None:
     url = redis_server.url.rsplit("/", 1)[0] + "/13"  # a store of its own: an empty database
     asyncio.run(_flush(url))

@@ -32,7 +32,7 @@ from tests.sync_items import (
     walk_back,
 )
 
-pytestmark = pytest.mark.parametrize("kind", KINDS)
+pytestmark = [ON_EVERY_BACKEND, pytest.mark.parametrize("kind", KINDS)]
 DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
@@ -97,7 +97,6 @@ async def test_collections_are_read_in_pages_following_next_page_url(
     assert meta["key"] == key and meta["page"] == 2 and meta["next_page_url"] is None
 
 
-@ON_EVERY_BACKEND
 async def test_item_create_fetch_update_delete(http: httpx.AsyncClient, service: str, kind: str) -> None:
     c = await create(http, service, kind, UniqueName="box")
     item = await c.added("first", {"a": 1})
@@ -120,7 +119,6 @@ async def test_item_create_fetch_update_delete(http: httpx.AsyncClient, service:
     assert gone.status_code == 404 and gone.json()["code"] == NOT_FOUND[kind]
 
 
-@ON_EVERY_BACKEND
 async def test_item_update_with_stale_if_match_is_412_and_changes_nothing(
     http: httpx.AsyncClient, service: str, kind: str
 ) -> None:
@@ -243,7 +241,6 @@ async def test_collection_ttl_on_an_item_write_resets_the_parents_expiry(
     assert (await http.get(c.path)).json()["date_expires"] is None
 
 
-@ON_EVERY_BACKEND
 async def test_expired_item_is_gone_at_once_and_swept_with_a_removal_event(
     http: httpx.AsyncClient, service: str, kind: str, store: Store
 ) -> None:
@@ -312,7 +309,6 @@ async def test_deleting_a_collection_deletes_its_items(http: httpx.AsyncClient, 
 @pytest.mark.parametrize("order", ["asc", "desc"])
 @pytest.mark.parametrize("bounds", ["inclusive", "exclusive"])
 @pytest.mark.parametrize("start", ["present", "removed", "none"])
-@ON_EVERY_BACKEND
 async def test_item_query_pages_in_order_from_a_bound_following_next_and_previous_urls(
     http: httpx.AsyncClient, service: str, kind: str, order: str, bounds: str, start: str
 ) -> None:

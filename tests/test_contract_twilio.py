@@ -12,7 +12,11 @@ from urllib.parse import quote
 import pytest
 from twilio.base.exceptions import TwilioRestException
 
+from tests.helpers import ON_EVERY_BACKEND
+
 Api = Any  # twilio.rest.sync.v1.service.ServiceContext
+
+pytestmark = ON_EVERY_BACKEND
 
 
 @pytest.fixture

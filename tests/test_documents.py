@@ -11,6 +11,8 @@ import httpx
 from storage import events
 from tests.helpers import ON_EVERY_BACKEND
 
+pytestmark = ON_EVERY_BACKEND
+
 
 async def _doc(http: httpx.AsyncClient, service: str, **form: str) -> dict:
     r = await http.post(f"/v1/Services/{service}/Documents", data=form)
@@ -18,7 +20,6 @@ async def _doc(http: httpx.AsyncClient, service: str, **form: str) -> dict:
     return r.json()
 
 
-@ON_EVERY_BACKEND
 async def test_create_fetch_by_sid_and_unique_name(http: httpx.AsyncClient, service: str) -> None:
     d = await _doc(http, service, UniqueName="settings", Data='{"theme": "dark"}')
     assert d["sid"].startswith("ET") and d["revision"] == "0" and d["created_by"] == "system"
@@ -34,7 +35,6 @@ async def test_create_without_data_gives_empty_object(http: httpx.AsyncClient, s
     assert (await _doc(http, service))["data"] == {}
 
 
-@ON_EVERY_BACKEND
 async def test_revision_is_lowercase_hex_and_if_match_guards_updates(http: httpx.AsyncClient, service: str) -> None:
     d = await _doc(http, service, UniqueName="counter", Data='{"n": 0}')
     url = f"/v1/Services/{service}/Documents/counter"
@@ -101,7 +101,6 @@ async def test_ttl_sets_date_expires_and_zero_removes_it(http: httpx.AsyncClient
     assert r.status_code == 200 and r.json()["date_expires"] is None
 
 
-@ON_EVERY_BACKEND
 async def test_expired_document_is_gone_at_once_and_swept_with_an_event(http, service, store) -> None:
     d = await _doc(http, service, UniqueName="short", Ttl="1")
     await asyncio.sleep(1.1)
@@ -119,7 +118,6 @@ async def test_expired_document_is_gone_at_once_and_swept_with_an_event(http, se
     assert again.status_code == 201
 
 
-@ON_EVERY_BACKEND
 async def test_every_write_appends_one_event_with_increasing_ids(http, service, store) -> None:
     d = await _doc(http, service, UniqueName="ev", Data='{"a": 1}')
     await http.post(f"/v1/Services/{service}/Documents/ev", data={"Data": '{"a": 2}'})
@@ -135,7 +133,6 @@ async def test_every_write_appends_one_event_with_increasing_ids(http, service, 
     assert [e.id for e in await events.read_since(store, service, d["sid"], after=0)] == [1, 2]
 
 
-@ON_EVERY_BACKEND
 async def test_delete_then_fetch_is_404_20404(http: httpx.AsyncClient, service: str) -> None:
     d = await _doc(http, service, UniqueName="gone")
     assert (await http.delete(f"/v1/Services/{service}/Documents/gone")).status_code == 204

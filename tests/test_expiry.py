@@ -9,6 +9,8 @@ import httpx
 from storage import events, keys
 from tests.helpers import ON_EVERY_BACKEND, Backend
 
+pytestmark = ON_EVERY_BACKEND
+
 
 async def _wait_removed(store, service: str, sids: list[str], kind: str) -> dict[str, list[str]]:
     logs: dict[str, list[str]] = {}
@@ -55,7 +57,6 @@ async def test_nothing_scheduled_means_no_due_entry(http: httpx.AsyncClient, ser
     assert await store.redis.zscore(keys.due(keys.bucket(service)), service) is not None
 
 
-@ON_EVERY_BACKEND
 async def test_deleting_a_service_purges_its_objects_with_removal_events(http, service, store) -> None:
     sids = [(await http.post(f"/v1/Services/{service}/Documents")).json()["sid"] for _ in range(3)]
     lst = (await http.post(f"/v1/Services/{service}/Lists")).json()["sid"]

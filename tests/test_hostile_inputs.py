@@ -14,8 +14,10 @@ import pytest
 
 from realtime import twilsock
 from realtime.client import SyncClient
-from tests.helpers import ServerProcess
+from tests.helpers import ON_EVERY_BACKEND, Endpoint
 from tests.sdk import token
+
+pytestmark = ON_EVERY_BACKEND
 
 DEEP = "[" * 1000 + "]" * 1000
 DEEP_DATA = '{"a":' + DEEP + "}"  # a 2 KB body
@@ -25,7 +27,7 @@ DEEP_TOKEN = base64.urlsafe_b64encode(b"[" * 1000 + b"]" * 1000).decode()
 
 
 @pytest.fixture
-async def client(server: ServerProcess, api_key: Any, service: str) -> Any:
+async def client(server: Endpoint, api_key: Any, service: str) -> Any:
     async with await SyncClient.connect(server.ws_url, token(api_key.sid, api_key.secret, service, "alice")) as c:
         yield c
 

@@ -17,8 +17,10 @@ from app.idempotency import fingerprint, record_key
 from realtime.client import SyncClient
 from storage import Kind, Store, accounts, idempotency, items, objects, records
 from storage.errors import IdempotencyConflictError
-from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ON_EVERY_BACKEND, ServerProcess
+from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ON_EVERY_BACKEND, Backend, Endpoint
 from tests.sdk import token
+
+pytestmark = ON_EVERY_BACKEND
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -33,7 +35,6 @@ async def _items(http: httpx.AsyncClient, service: str, lst: str) -> list[dict[s
     return list(r.json()["items"])
 
 
-@ON_EVERY_BACKEND
 async def test_retry_gets_the_stored_answer_and_changes_nothing(http: httpx.AsyncClient, service: str) -> None:
     base = f"/v1/Services/{service}"
     create = _key("create")
@@ -86,7 +87,6 @@ async def test_service_writes_are_replayed(http: httpx.AsyncClient) -> None:
     assert [s["sid"] for s in listed].count(first.json()["sid"]) == 1
 
 
-@ON_EVERY_BACKEND
 async def test_same_key_with_other_parameters_is_422(http: httpx.AsyncClient, service: str) -> None:
     base = f"/v1/Services/{service}"
     key = _key("mismatch")
@@ -110,7 +110,6 @@ async def test_invalid_key_is_400(http: httpx.AsyncClient, service: str) -> None
         assert r.status_code == 400 and r.json()["code"] == 20001, (bad, r.text)
 
 
-@ON_EVERY_BACKEND
 async def test_concurrent_duplicates_apply_once(http: httpx.AsyncClient, service: str) -> None:
     base = f"/v1/Services/{service}"
     assert (await http.post(f"{base}/Lists", data={"UniqueName": "l"})).status_code == 201
@@ -127,7 +126,7 @@ async def test_concurrent_duplicates_apply_once(http: httpx.AsyncClient, service
     assert later.status_code == 201 and later.json()["index"] == 0
 
 
-async def test_keys_are_scoped_by_account(http: httpx.AsyncClient, server: ServerProcess, store: Store) -> None:
+async def test_keys_are_scoped_by_account(http: httpx.AsyncClient, server: Endpoint, store: Store) -> None:
     other, token = "AC" + "7" * 32, "t" * 32
     await accounts.ensure_account(store, other, token)
     key = _key("shared")
@@ -138,8 +137,8 @@ async def test_keys_are_scoped_by_account(http: httpx.AsyncClient, server: Serve
     assert r.json()["account_sid"] == other and r.json()["sid"] != mine.json()["sid"]
 
 
-async def test_records_lapse_after_the_ttl(backend: Any) -> None:
-    with ServerProcess(redis_url=backend.redis_url, env={"SYNC_IDEMPOTENCY_TTL_S": "1"}) as srv:
+async def test_records_lapse_after_the_ttl(backend: Backend) -> None:
+    with backend.server_process(SYNC_IDEMPOTENCY_TTL_S="1") as srv:
         async with httpx.AsyncClient(base_url=srv.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN)) as http:
             service = (await http.post("/v1/Services", data={"FriendlyName": "ttl"})).json()["sid"]
             assert (await http.post(f"/v1/Services/{service}/Lists", data={"UniqueName": "l"})).status_code == 201
@@ -162,7 +161,6 @@ async def _claim_for(store: Store, service: str, path: str, key: str, form: str)
     return claim
 
 
-@ON_EVERY_BACKEND
 async def test_a_write_applied_but_never_answered_is_answered_on_retry(
     http: httpx.AsyncClient, service: str, store: Store
 ) -> None:
@@ -203,7 +201,6 @@ async def test_a_retry_while_the_first_runs_waits_and_gets_its_stored_answer(
     assert len(await _items(http, service, "l")) == 0  # the retry wrote nothing itself
 
 
-@ON_EVERY_BACKEND
 async def test_a_claim_whose_request_died_is_taken_over_and_the_late_write_refused(
     http: httpx.AsyncClient, service: str, store: Store, redis: Any
 ) -> None:
@@ -225,9 +222,8 @@ async def test_a_claim_whose_request_died_is_taken_over_and_the_late_write_refus
     assert len(await _items(http, service, "l")) == 1
 
 
-@ON_EVERY_BACKEND
 async def test_an_sdk_write_retried_with_its_request_id_applies_once(
-    server: ServerProcess, api_key: Any, service: str, http: httpx.AsyncClient
+    server: Endpoint, api_key: Any, service: str, http: httpx.AsyncClient
 ) -> None:
     """twilio-sync sends a write's retries with the Twilio-Request-Id of its first attempt."""
     async with await SyncClient.connect(server.ws_url, token(api_key.sid, api_key.secret, service, "alice")) as c:

@@ -12,17 +12,18 @@ import httpx
 import pytest
 
 from storage import accounts, services
-from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ServerProcess
+from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ON_EVERY_BACKEND, Backend, ServerProcess
 
 LONG_CACHE = {"SYNC_AUTH_CACHE_S": "30"}
 WITHIN_S = 1.0
+pytestmark = ON_EVERY_BACKEND
 
 
 @pytest.fixture
-def pair(redis_server: Any) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    """Two server processes (A and B) on one Valkey, both caching credentials for 30 s."""
-    a = ServerProcess(redis_url=redis_server.url, env=LONG_CACHE).start()
-    b = ServerProcess(redis_url=redis_server.url, env=LONG_CACHE).start()
+def pair(backend: Backend) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two server processes (A and B) on the test's Redis, both caching credentials for 30 s."""
+    a = backend.server_process(**LONG_CACHE).start()
+    b = backend.server_process(**LONG_CACHE).start()
     yield a, b
     a.stop()
     b.stop()

@@ -11,8 +11,9 @@ from storage import Store, events
 from tests.helpers import ON_EVERY_BACKEND
 from tests.sync_items import create
 
+pytestmark = ON_EVERY_BACKEND
 
-@ON_EVERY_BACKEND
+
 async def test_appended_items_get_indexes_from_zero_in_order(http: httpx.AsyncClient, service: str) -> None:
     lst = await create(http, service, "list")
     assert await lst.fill(3) == ["0", "1", "2"]

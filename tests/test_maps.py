@@ -15,6 +15,8 @@ from storage import Store, events
 from tests.helpers import ON_EVERY_BACKEND
 from tests.sync_items import create, walk
 
+pytestmark = ON_EVERY_BACKEND
+
 ODD_KEYS = [
     "a/b/c",
     "with space",
@@ -77,7 +79,6 @@ async def test_key_of_320_characters_is_accepted_and_longer_or_empty_is_400_5420
     assert await m.items() == ["é" * 320]
 
 
-@ON_EVERY_BACKEND
 async def test_items_are_ordered_by_the_utf8_bytes_of_their_keys(http: httpx.AsyncClient, service: str) -> None:
     m = await create(http, service, "map")
     keys = ["b", "B", "a", "é", "z", "日本", "Z9", "~", "a b", "ab"]

@@ -10,7 +10,7 @@ import pytest
 from tests.helpers import ON_EVERY_BACKEND
 from tests.sync_items import PLURAL
 
-pytestmark = pytest.mark.parametrize("kind", ["document", "list", "map"])
+pytestmark = [ON_EVERY_BACKEND, pytest.mark.parametrize("kind", ["document", "list", "map"])]
 ALL = {"Read": "true", "Write": "true", "Manage": "true"}
 
 
@@ -20,7 +20,6 @@ async def _object(http: httpx.AsyncClient, service: str, kind: str, name: str = 
     return str(r.json()["sid"])
 
 
-@ON_EVERY_BACKEND
 async def test_update_then_fetch_returns_the_permission(http: httpx.AsyncClient, service: str, kind: str) -> None:
     sid = await _object(http, service, kind)
     url = f"/v1/Services/{service}/{PLURAL[kind]}/{sid}/Permissions/alice"
@@ -120,7 +119,6 @@ async def test_permissions_are_read_in_pages_by_identity(http: httpx.AsyncClient
     assert pages == [["Bob", "amy"], ["kim", "lee"], ["zoe"]]
 
 
-@ON_EVERY_BACKEND
 async def test_deleting_the_object_removes_its_permissions(http: httpx.AsyncClient, service: str, kind: str) -> None:
     await _object(http, service, kind, "doomed")
     base = f"/v1/Services/{service}/{PLURAL[kind]}/doomed"

@@ -13,8 +13,10 @@ import pytest
 
 from storage import Store
 from storage.reachability import record_endpoint
-from tests.helpers import ACCOUNT_SID
+from tests.helpers import ACCOUNT_SID, ON_EVERY_BACKEND
 from tests.webhook_receiver import Receiver
+
+pytestmark = ON_EVERY_BACKEND
 
 
 @pytest.fixture

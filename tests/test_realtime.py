@@ -16,16 +16,18 @@ from realtime import twilsock
 from realtime.client import SyncClient, SyncClientError
 from realtime.tokens import mint
 from storage import keys
-from tests.helpers import ACCOUNT_SID, ON_EVERY_BACKEND, Backend, ServerProcess
+from tests.helpers import ACCOUNT_SID, ON_EVERY_BACKEND, Backend, Endpoint
 from tests.sdk import token
 
+pytestmark = ON_EVERY_BACKEND
 
-def ws_url(server: ServerProcess) -> str:
+
+def ws_url(server: Endpoint) -> str:
     return server.ws_url
 
 
 @pytest.fixture
-async def client(server: ServerProcess, api_key: Any, service: str) -> Any:
+async def client(server: Endpoint, api_key: Any, service: str) -> Any:
     async with await SyncClient.connect(ws_url(server), token(api_key.sid, api_key.secret, service, "alice")) as c:
         yield c
 
@@ -42,9 +44,7 @@ async def test_init_reply_grants_client_update(client: SyncClient) -> None:
     ("case", "code"),
     [("bad_signature", 20101), ("unknown_key", 20101), ("expired", 20104), ("no_grant", 20101), ("garbage", 20101)],
 )
-async def test_refused_tokens_get_the_sdk_error(
-    server: ServerProcess, api_key: Any, service: str, case: str, code: int
-):
+async def test_refused_tokens_get_the_sdk_error(server: Endpoint, api_key: Any, service: str, case: str, code: int):
     now = int(time.time())
     claims = {
         "jti": f"{api_key.sid}-{now}",
@@ -72,7 +72,7 @@ async def test_refused_tokens_get_the_sdk_error(
 
 
 async def test_update_token_replaces_the_grant_and_refuses_another_identity(
-    server: ServerProcess, api_key: Any, service: str
+    server: Endpoint, api_key: Any, service: str
 ) -> None:
     async with await SyncClient.connect(ws_url(server), token(api_key.sid, api_key.secret, service, "alice")) as c:
         await c.update_token(token(api_key.sid, api_key.secret, service, "alice"))
@@ -82,7 +82,7 @@ async def test_update_token_replaces_the_grant_and_refuses_another_identity(
         assert (await c.open("document", "still-works"))["unique_name"] == "still-works"
 
 
-async def test_server_warns_before_expiry_then_closes_with_410(server: ServerProcess, api_key: Any, service: str):
+async def test_server_warns_before_expiry_then_closes_with_410(server: Endpoint, api_key: Any, service: str):
     tok = mint(ACCOUNT_SID, api_key.sid, api_key.secret, "alice", service, ttl_s=2)
     async with await SyncClient.connect(ws_url(server), tok) as c:
         first = await asyncio.wait_for(c.control.get(), 10)
@@ -91,7 +91,7 @@ async def test_server_warns_before_expiry_then_closes_with_410(server: ServerPro
         assert second["method"] == "close" and second["status"]["code"] == 410
 
 
-async def test_first_frame_must_be_init(server: ServerProcess) -> None:
+async def test_first_frame_must_be_init(server: Endpoint) -> None:
     async with connect(ws_url(server)) as ws:
         await ws.send(twilsock.encode({"method": "message", "id": "TM1"}, {}))
         frame = twilsock.decode(await asyncio.wait_for(ws.recv(), 10))
@@ -160,7 +160,7 @@ async def test_list_paging_with_from_order_and_tokens(client: SyncClient) -> Non
     assert (status, body["code"]) == (400, 54454)
 
 
-async def test_stream_publish(client: SyncClient, server: ServerProcess, api_key: Any, service: str) -> None:
+async def test_stream_publish(client: SyncClient, server: Endpoint, api_key: Any, service: str) -> None:
     stream = await client.open("stream", "chat")
     async with await SyncClient.connect(ws_url(server), token(api_key.sid, api_key.secret, service, "bob")) as bob:
         established = await bob.subscribe(stream["sid"], "stream")
@@ -177,7 +177,6 @@ async def test_stream_publish(client: SyncClient, server: ServerProcess, api_key
 # -- subscriptions, live events and replay ----------------------------------------------------------
 
 
-@ON_EVERY_BACKEND
 async def test_rest_write_reaches_subscriber_with_payload(client: SyncClient, twilio: Any, service: str) -> None:
     doc = await client.open("document", "live")
     est = await client.subscribe(doc["sid"], "document", doc["last_event_id"])
@@ -261,9 +260,7 @@ async def test_subscriptions_per_connection_are_limited(
         srv.stop()
 
 
-async def test_acl_decides_reads_writes_and_removals(
-    server: ServerProcess, api_key: Any, service: str, twilio: Any
-) -> None:
+async def test_acl_decides_reads_writes_and_removals(server: Endpoint, api_key: Any, service: str, twilio: Any) -> None:
     svc = twilio.sync.v1.services(service)
     svc.update(acl_enabled=True)
     doc = svc.documents.create(unique_name="guarded", data={"v": 1})
@@ -365,7 +362,7 @@ async def test_ttl_options_on_creates_and_writes(client: SyncClient) -> None:
 
 @pytest.mark.parametrize(("proto", "scheme"), [(None, "http"), ("https", "https"), ("http", "http")])
 async def test_urls_follow_a_trusted_proxys_x_forwarded_proto(
-    server: ServerProcess, api_key: Any, service: str, proto: str | None, scheme: str
+    server: Endpoint, api_key: Any, service: str, proto: str | None, scheme: str
 ) -> None:
     """Behind a TLS-terminating proxy on loopback (uvicorn's default FORWARDED_ALLOW_IPS), as for REST."""
     headers = {"X-Forwarded-Proto": proto} if proto else None

@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from realtime.client import SyncClient
-from tests.helpers import ServerProcess
+from tests.helpers import ON_EVERY_BACKEND, Backend, Endpoint, ServerProcess
 from tests.sdk import token
+
+pytestmark = ON_EVERY_BACKEND
 
 
 async def connect(url: str, api_key: Any, service: str, identity: str) -> SyncClient:
@@ -61,16 +63,16 @@ async def no_event(client: SyncClient, wait_s: float = 0.5) -> None:
 
 
 @pytest.fixture
-def second(redis_server: Any) -> Any:
-    """A second server process sharing the test Redis."""
-    srv = ServerProcess(redis_url=redis_server.url).start()
+def second(backend: Backend) -> Any:
+    """Another server process on the test's Redis."""
+    srv = backend.server_process().start()
     yield srv
     srv.stop()
 
 
 @pytest.mark.parametrize("how", ["delete", "read_false"])
 async def test_revoking_read_ends_only_that_subscription(
-    server: ServerProcess, api_key: Any, service: str, twilio: Any, how: str
+    server: Endpoint, api_key: Any, service: str, twilio: Any, how: str
 ) -> None:
     svc = twilio.sync.v1.services(service)
     svc.update(acl_enabled=True)
@@ -116,9 +118,7 @@ async def test_revoking_read_ends_only_that_subscription(
         assert (again["event_type"], again["error"]["code"]) == ("subscription_failed", 54007)
 
 
-async def test_granting_or_keeping_read_ends_nothing(
-    server: ServerProcess, api_key: Any, service: str, twilio: Any
-) -> None:
+async def test_granting_or_keeping_read_ends_nothing(server: Endpoint, api_key: Any, service: str, twilio: Any) -> None:
     svc = twilio.sync.v1.services(service)
     svc.update(acl_enabled=True)
     doc = svc.documents.create(unique_name="kept", data={"v": 0})
@@ -136,7 +136,7 @@ async def test_granting_or_keeping_read_ends_nothing(
 
 
 async def test_enabling_acl_ends_the_subscriptions_without_permission(
-    server: ServerProcess, api_key: Any, service: str, twilio: Any
+    server: Endpoint, api_key: Any, service: str, twilio: Any
 ) -> None:
     svc = twilio.sync.v1.services(service)
     doc = svc.documents.create(unique_name="open", data={"v": 0})
@@ -178,7 +178,7 @@ async def test_enabling_acl_ends_the_subscriptions_without_permission(
 
 
 async def test_revocation_reaches_every_server_process(
-    server: ServerProcess, second: ServerProcess, api_key: Any, service: str, twilio: Any
+    server: Endpoint, second: ServerProcess, api_key: Any, service: str, twilio: Any
 ) -> None:
     svc = twilio.sync.v1.services(service)
     svc.update(acl_enabled=True)

@@ -10,8 +10,10 @@ import httpx
 import pytest
 
 from realtime.client import SyncClient
-from tests.helpers import ServerProcess
+from tests.helpers import ON_EVERY_BACKEND, Endpoint
 from tests.sdk import Sdk, SdkError, token
+
+pytestmark = ON_EVERY_BACKEND
 
 PLURAL = {"document": "Documents", "list": "Lists", "map": "Maps", "stream": "Streams"}
 GONE = {"document": 54100, "list": 54150, "map": 54200, "stream": 54250}
@@ -19,7 +21,7 @@ GONE = {"document": 54100, "list": 54150, "map": 54200, "stream": 54250}
 
 @pytest.mark.parametrize("kind", list(PLURAL))
 async def test_unknown_unique_name_is_54300_but_a_removed_sid_keeps_the_kinds_code(
-    server: ServerProcess, api_key: Any, service: str, http: httpx.AsyncClient, kind: str
+    server: Endpoint, api_key: Any, service: str, http: httpx.AsyncClient, kind: str
 ) -> None:
     coll = f"/v3/{PLURAL[kind]}"
     async with await SyncClient.connect(server.ws_url, token(api_key.sid, api_key.secret, service, "alice")) as c:
@@ -59,7 +61,7 @@ async def test_twilios_sdk_opening_an_unknown_name_gets_54300(sdk: Sdk, api_key:
 
 
 async def test_a_write_only_identity_gets_answers_without_data(
-    server: ServerProcess, api_key: Any, service: str, twilio: Any
+    server: Endpoint, api_key: Any, service: str, twilio: Any
 ) -> None:
     svc = twilio.sync.v1.services(service)
     svc.update(acl_enabled=True)

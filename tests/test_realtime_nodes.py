@@ -17,25 +17,27 @@ from websockets.asyncio.client import connect
 from realtime import twilsock
 from realtime.client import SyncClient
 from storage import keys
-from tests.helpers import SCALE, ServerProcess
+from tests.helpers import ON_EVERY_BACKEND, SCALE, Backend, Endpoint, ServerProcess
 from tests.sdk import token
 from tests.webhook_receiver import Receiver
 
+pytestmark = ON_EVERY_BACKEND
 
-def ws_url(server: ServerProcess) -> str:
+
+def ws_url(server: Endpoint) -> str:
     return f"ws://127.0.0.1:{server.port}/v3/wsconnect"
 
 
 @pytest.fixture
-def second(redis_server: Any) -> Any:
-    """A second server process sharing the test Redis."""
-    srv = ServerProcess(redis_url=redis_server.url).start()
+def second(backend: Backend) -> Any:
+    """Another server process on the test's Redis."""
+    srv = backend.server_process().start()
     yield srv
     srv.stop()
 
 
 async def test_write_through_one_process_reaches_a_socket_of_another(
-    server: ServerProcess, second: ServerProcess, api_key: Any, service: str
+    server: Endpoint, second: ServerProcess, api_key: Any, service: str
 ) -> None:
     tok = token(api_key.sid, api_key.secret, service, "alice")
     async with (
@@ -81,10 +83,10 @@ BIG = base64.b64encode(os.urandom(11000)).decode()  # incompressible, ~15 KB
 
 
 async def test_a_stalled_collection_reader_is_closed_and_never_delays_the_others(
-    redis_server: Any, api_key: Any, service: str, twilio: Any, redis: Any
+    backend: Backend, api_key: Any, service: str, twilio: Any, redis: Any
 ) -> None:
     # heartbeats are slow here (60 s): only the overflow policy can end the stalled connection in time
-    srv = ServerProcess(redis_url=redis_server.url, env={"SYNC_WS_QUEUE_FRAMES": "150", "SYNC_WS_PING_S": "60"}).start()
+    srv = backend.server_process(SYNC_WS_QUEUE_FRAMES="150", SYNC_WS_PING_S="60").start()
     reachable(twilio, service)
     try:
         sync = twilio.sync.v1.services(service)
@@ -110,11 +112,11 @@ async def test_a_stalled_collection_reader_is_closed_and_never_delays_the_others
 
 
 async def test_a_stalled_document_reader_is_conflated_to_the_latest_state(
-    redis_server: Any, api_key: Any, service: str, twilio: Any, redis: Any
+    backend: Backend, api_key: Any, service: str, twilio: Any, redis: Any
 ) -> None:
     """A Document's reader that falls behind is not closed and gets no backlog: while its socket is
     backed up only the latest state waits, and it arrives once the reader reads again."""
-    srv = ServerProcess(redis_url=redis_server.url, env={"SYNC_WS_QUEUE_FRAMES": "10", "SYNC_WS_PING_S": "60"}).start()
+    srv = backend.server_process(SYNC_WS_QUEUE_FRAMES="10", SYNC_WS_PING_S="60").start()
     reachable(twilio, service)
     try:
         sync = twilio.sync.v1.services(service)
@@ -164,10 +166,10 @@ async def disconnected(redis: Any, service: str, identity: str) -> None:
 
 
 async def test_heartbeat_drops_a_peer_that_stops_answering(
-    redis_server: Any, api_key: Any, service: str, redis: Any, twilio: Any
+    backend: Backend, api_key: Any, service: str, redis: Any, twilio: Any
 ) -> None:
     reachable(twilio, service)
-    srv = ServerProcess(redis_url=redis_server.url, env={"SYNC_WS_PING_S": "1"}).start()
+    srv = backend.server_process(SYNC_WS_PING_S="1").start()
     try:
         async with connect(ws_url(srv), close_timeout=0.5) as ws:
             await ws.send(twilsock.encode({"method": "init", "id": "TM1", "token": token(
@@ -181,9 +183,9 @@ async def test_heartbeat_drops_a_peer_that_stops_answering(
 
 
 async def test_shutdown_closes_sockets_and_clients_resume_elsewhere(
-    redis_server: Any, server: ServerProcess, api_key: Any, service: str, twilio: Any
+    backend: Backend, server: Endpoint, api_key: Any, service: str, twilio: Any
 ) -> None:
-    srv = ServerProcess(redis_url=redis_server.url).start()
+    srv = backend.server_process().start()
     try:
         tok = token(api_key.sid, api_key.secret, service, "alice")
         doc = twilio.sync.v1.services(service).documents.create(unique_name="moving", data={"v": 0})
@@ -203,9 +205,7 @@ async def test_shutdown_closes_sockets_and_clients_resume_elsewhere(
         srv.stop()
 
 
-async def test_connect_and_disconnect_become_reachability_webhooks(
-    server: ServerProcess, api_key: Any, http: Any
-) -> None:
+async def test_connect_and_disconnect_become_reachability_webhooks(server: Endpoint, api_key: Any, http: Any) -> None:
     receiver = await Receiver().start()
     try:
         r = await http.post(
@@ -225,7 +225,7 @@ async def test_connect_and_disconnect_become_reachability_webhooks(
 
 
 async def test_without_reachability_webhooks_connections_cost_no_record(
-    server: ServerProcess, api_key: Any, http: Any, redis: Any
+    server: Endpoint, api_key: Any, http: Any, redis: Any
 ) -> None:
     """A Service without reachability webhooks (the default) runs no reachability script per connect."""
     r = await http.post("/v1/Services", data={"FriendlyName": "quiet", "WebhookUrl": "http://127.0.0.1:9/x"})

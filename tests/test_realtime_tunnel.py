@@ -16,8 +16,10 @@ from websockets.asyncio.client import connect
 from realtime import twilsock
 from realtime.client import SyncClient
 from storage import StoreConfig, keys
-from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, Backend, ServerProcess
+from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ON_EVERY_BACKEND, Backend, Endpoint
 from tests.sdk import JS_DIR, ensure_installed, token
+
+pytestmark = ON_EVERY_BACKEND
 
 # -- in-flight requests per connection (SYNC_WS_MAX_INFLIGHT) -----------------------------------------
 
@@ -27,12 +29,14 @@ async def test_requests_beyond_the_limit_are_not_read_until_a_slot_frees(
 ) -> None:
     """Two writes stalled in Valkey (CLIENT PAUSE WRITE) hold both slots of a connection limited to 2:
     reads sent after them are not even read (a read is not paused), then all are answered."""
+    # on the Cluster, every master (the Service's among them)
+    every_master = {"target_nodes": (await redis.initialize()).get_primaries()} if backend.cluster else {}
     srv = backend.server_process(SYNC_WS_MAX_INFLIGHT="2").start()
     try:
         async with await SyncClient.connect(srv.ws_url, token(api_key.sid, api_key.secret, service, "alice")) as c:
             doc = await c.open("document", "slow")
             assert (await c.request("GET", doc["url"]))[0] == 200  # reads answer while nothing is paused
-            await redis.execute_command("CLIENT", "PAUSE", "8000", "WRITE")
+            await redis.execute_command("CLIENT", "PAUSE", "8000", "WRITE", **every_master)
             try:
                 writes = [asyncio.create_task(c.request("POST", doc["url"], {"data": {"n": n}})) for n in range(2)]
                 await asyncio.sleep(0.5)  # both writes are in the server, waiting on Valkey
@@ -42,7 +46,7 @@ async def test_requests_beyond_the_limit_are_not_read_until_a_slot_frees(
                 assert early == 0, f"{early} requests beyond SYNC_WS_MAX_INFLIGHT were run"
                 assert sum(w.done() for w in writes) == 0
             finally:
-                await redis.execute_command("CLIENT", "UNPAUSE")
+                await redis.execute_command("CLIENT", "UNPAUSE", **every_master)
             answers = await asyncio.gather(*writes, *reads)
             assert [status for status, _ in answers] == [200] * 5
     finally:
@@ -50,7 +54,7 @@ async def test_requests_beyond_the_limit_are_not_read_until_a_slot_frees(
 
 
 async def test_a_flood_on_one_connection_is_all_answered_and_others_stay_served(
-    server: ServerProcess, api_key: Any, service: str
+    server: Endpoint, api_key: Any, service: str
 ) -> None:
     """3,000 requests written at once on one socket (raw frames, as a hostile client would): every one
     is answered, while another client's REST call (from a thread, so that this loop's own work is
@@ -126,7 +130,7 @@ def _storage_id(c: SyncClient) -> str:
 
 
 async def test_init_reply_carries_a_storage_id_per_identity_service_and_store(
-    server: ServerProcess, http: httpx.AsyncClient, redis: Any, api_key: Any, service: str
+    server: Endpoint, http: httpx.AsyncClient, redis: Any, api_key: Any, service: str
 ) -> None:
     other = (await http.post("/v1/Services", data={"FriendlyName": "other"})).json()["sid"]
 
@@ -157,7 +161,7 @@ client.document('cached').then(async (doc) => {
 """
 
 
-async def test_the_sdk_initializes_its_storage(server: ServerProcess, api_key: Any, service: str) -> None:
+async def test_the_sdk_initializes_its_storage(server: Endpoint, api_key: Any, service: str) -> None:
     """Twilio's SDK no longer warns "Failed to initialize storage … No offline storage id"."""
     ensure_installed()
     env = {

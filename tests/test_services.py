@@ -10,6 +10,8 @@ from tests.helpers import ACCOUNT_SID, ON_EVERY_BACKEND, Backend
 
 DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
+pytestmark = ON_EVERY_BACKEND
+
 
 async def test_create_service_has_twilio_defaults_and_links(http: httpx.AsyncClient) -> None:
     r = await http.post("/v1/Services", data={"FriendlyName": "hello"})
@@ -28,7 +30,6 @@ async def test_create_service_has_twilio_defaults_and_links(http: httpx.AsyncCli
     assert s["links"]["documents"] == s["url"] + "/Documents"
 
 
-@ON_EVERY_BACKEND
 async def test_update_service_changes_only_given_fields(http: httpx.AsyncClient, service: str) -> None:
     r = await http.post(
         f"/v1/Services/{service}",
@@ -56,7 +57,6 @@ async def test_invalid_service_parameters_are_rejected_with_twilio_codes(http: h
     assert (await http.get(f"/v1/Services/{service}")).json()["webhook_url"] is None
 
 
-@ON_EVERY_BACKEND
 async def test_delete_service_removes_it_and_its_documents(http: httpx.AsyncClient, service: str) -> None:
     d = await http.post(f"/v1/Services/{service}/Documents", data={"UniqueName": "doc"})
     assert d.status_code == 201
@@ -68,7 +68,6 @@ async def test_delete_service_removes_it_and_its_documents(http: httpx.AsyncClie
     assert r.status_code == 404
 
 
-@ON_EVERY_BACKEND
 async def test_list_services_pages_with_absolute_urls(http: httpx.AsyncClient) -> None:
     created = {(await http.post("/v1/Services", data={"FriendlyName": f"p{i}"})).json()["sid"] for i in range(5)}
     seen: list[str] = []

@@ -12,6 +12,8 @@ from storage import Store, events
 from tests.helpers import ON_EVERY_BACKEND
 from tests.sync_items import expires_in, wait_for_event
 
+pytestmark = ON_EVERY_BACKEND
+
 
 async def _stream(http: httpx.AsyncClient, service: str, **form: str) -> dict:
     r = await http.post(f"/v1/Services/{service}/Streams", data=form)
@@ -63,7 +65,6 @@ async def test_publish_answers_201_with_a_tz_sid_and_the_data(http: httpx.AsyncC
     assert by_name.status_code == 201 and by_name.json()["sid"] != r.json()["sid"]
 
 
-@ON_EVERY_BACKEND
 async def test_each_message_is_recorded_as_stream_message_published(
     http: httpx.AsyncClient, service: str, store: Store
 ) -> None:

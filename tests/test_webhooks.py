@@ -2,7 +2,8 @@
 
 A real receiver (tests/webhook_receiver.py) checks each request with twilio's RequestValidator.
 SDK-origin changes are written through the storage layer with an SDK actor; the running server's
-worker delivers them.
+worker delivers them. Every test runs on both backends; the fault tests at the end start servers
+with settings of their own on a Redis of their own, of the backend's kind.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import signal
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -24,8 +26,20 @@ from redis import asyncio as aioredis
 
 from storage import Actor, Kind, Store, items, keys, objects, streams, webhooks
 from storage.reachability import record_endpoint
-from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ON_EVERY_BACKEND, SCALE, Backend, RedisProcess, ServerProcess
+from tests.helpers import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    ON_EVERY_BACKEND,
+    SCALE,
+    Backend,
+    ClusterProcess,
+    Endpoint,
+    RedisProcess,
+    ServerProcess,
+)
 from tests.webhook_receiver import Receiver
+
+pytestmark = ON_EVERY_BACKEND
 
 ALICE = Actor(identity="alice", origin="sdk", endpoint="ep1")
 
@@ -72,7 +86,6 @@ def common(r: Any, service: str, event_type: str) -> None:
     assert r.form["EventType"] == event_type
 
 
-@ON_EVERY_BACKEND
 async def test_document_events_from_an_sdk_client(http, store: Store, receiver: Receiver) -> None:
     service = await hooked(http, receiver.url)
     doc = await objects.create(store, service, Kind.DOCUMENT, ALICE, unique_name="d", data_json='{"a":1}')
@@ -167,7 +180,7 @@ async def test_sdk_changes_are_sent_whatever_the_rest_flag(http, store: Store, r
 
 
 async def test_changes_through_the_realtime_gateway_carry_its_endpoint(
-    http, server: ServerProcess, api_key: Any, receiver: Receiver
+    http, server: Endpoint, api_key: Any, receiver: Receiver
 ) -> None:
     from realtime.client import SyncClient
     from tests.sdk import token
@@ -233,6 +246,10 @@ async def test_marking_a_deleted_services_receiver_failing_does_not_bring_its_co
     assert (await http.delete(f"/v1/Services/{service}")).status_code == 204
     await webhooks.mark_failing(store, service, 3000)
     assert not await redis.exists(keys.webhook_config(service))
+    for _ in range(10):  # and while the deletion drops the copy: a check and a write apart fell around it
+        service = await hooked(http, receiver.url)
+        await asyncio.gather(webhooks.mark_failing(store, service, 1000), webhooks.drop(store, service))
+        assert not await redis.exists(keys.webhook_config(service))
 
 
 async def test_deleting_a_service_drops_its_queue(http, store: Store, redis, receiver: Receiver) -> None:
@@ -245,7 +262,11 @@ async def test_deleting_a_service_drops_its_queue(http, store: Store, redis, rec
     assert await redis.exists(keys.endpoints(service, "zed"))
     assert (await http.delete(f"/v1/Services/{service}")).status_code == 204
     gone = [keys.webhook_queue(service), keys.webhook_config(service), keys.endpoints(service, "zed")]
-    assert not await redis.exists(*gone)
+    assert not await redis.exists(*gone), [
+        (k, await redis.type(k), await redis.hgetall(k) if (await redis.type(k)) == b"hash" else None)
+        for k in gone
+        if await redis.exists(k)
+    ]
     assert not await redis.sismember(keys.webhook_services(keys.bucket(service)), service)
 
 
@@ -390,19 +411,48 @@ async def test_a_slow_receiver_does_not_delay_another_service(http, store: Store
 PATIENT = {"SYNC_WEBHOOK_MAX_RETRIES": "100000"}  # retry (quickly) until the receiver is back
 
 
+@dataclass
+class OwnRedis:
+    """A Redis of the test's backend kind that only the test's own servers use: the session's
+    servers, with other settings, would deliver the test's webhooks too."""
+
+    url: str
+    cluster: bool
+    env: dict[str, str] = field(default_factory=dict)  # what a process needs to reach it
+
+    def server(self, **env: str) -> ServerProcess:
+        """A ``sync-server`` (not started yet) on this Redis, with these extra settings."""
+        return ServerProcess(redis_url=self.url, env={**self.env, **env})
+
+
+@pytest.fixture(scope="module")
+def spare_cluster() -> Iterator[ClusterProcess]:
+    """A second Cluster of the scale-out topology (3 masters + 3 replicas), started once for the module
+    the first time a fault test runs on the cluster backend, and emptied before each of them."""
+    with ClusterProcess() as cluster:
+        yield cluster
+
+
 @pytest.fixture
-def own_redis() -> Any:
+def own_redis(backend: Backend, request: pytest.FixtureRequest) -> Iterator[OwnRedis]:
+    """A fresh standalone Valkey, or on the cluster backend the module's spare Cluster, emptied."""
+    if backend.cluster:
+        cluster: ClusterProcess = request.getfixturevalue("spare_cluster")
+        for port in cluster.masters():
+            cluster.cli("-p", str(port), "flushall")
+        yield OwnRedis(cluster.url, cluster=True, env={"REDIS_CLUSTER": "true"})
+        return
     r = RedisProcess()
-    yield r
+    yield OwnRedis(r.url, cluster=False)
     r.stop()
 
 
 @contextlib.asynccontextmanager
-async def own_server(redis: RedisProcess, url: str, **env: str) -> AsyncIterator[tuple[ServerProcess, Store, str]]:
+async def own_server(redis: OwnRedis, url: str, **env: str) -> AsyncIterator[tuple[ServerProcess, Store, str]]:
     """A server with these SYNC_ settings on its own Redis, a store on that Redis, and a Service
     whose webhook goes to ``url``."""
-    server = await asyncio.to_thread(ServerProcess(redis_url=redis.url, env=env).start)
-    store = await Store.connect(redis.url)
+    server = await asyncio.to_thread(redis.server(**env).start)
+    store = await Store.connect(redis.url, cluster=redis.cluster)
     try:
         async with httpx.AsyncClient(base_url=server.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=10) as c:
             service = await hooked(c, url)
@@ -432,7 +482,9 @@ def assert_in_order_per_object(got: list[Any], docs: list[str], per_doc: int) ->
         assert deduped == list(range(per_doc)), (sid, revisions)
 
 
-async def test_receiver_down_during_100_writes_then_back_gets_all_in_order(own_redis, receiver: Receiver) -> None:
+async def test_receiver_down_during_100_writes_then_back_gets_all_in_order(
+    own_redis: OwnRedis, receiver: Receiver
+) -> None:
     async with own_server(own_redis, receiver.url, **PATIENT) as (_, store, service):
         await receiver.stop()
         docs = await write_round_robin(store, service, 4, 96)
@@ -441,7 +493,7 @@ async def test_receiver_down_during_100_writes_then_back_gets_all_in_order(own_r
 
 
 async def test_server_sigkilled_with_pending_deliveries_delivers_all_after_restart(
-    own_redis, receiver: Receiver
+    own_redis: OwnRedis, receiver: Receiver
 ) -> None:
     async with own_server(own_redis, receiver.url, **PATIENT) as (first, store, service):
         await receiver.stop()
@@ -454,16 +506,16 @@ async def test_server_sigkilled_with_pending_deliveries_delivers_all_after_resta
         assert (await store.redis.xpending(queue, "wh"))["pending"] > 0
         await asyncio.to_thread(first.stop, signal.SIGKILL)
         await receiver.start()
-        second = await asyncio.to_thread(ServerProcess(redis_url=own_redis.url, env=PATIENT).start)
+        second = await asyncio.to_thread(own_redis.server(**PATIENT).start)
         try:
             assert_in_order_per_object(await receiver.wait_for(30), docs, 10)
         finally:
             await asyncio.to_thread(second.stop)
 
 
-async def test_two_server_processes_deliver_one_service_in_order(own_redis, receiver: Receiver) -> None:
+async def test_two_server_processes_deliver_one_service_in_order(own_redis: OwnRedis, receiver: Receiver) -> None:
     async with own_server(own_redis, receiver.url) as (_, store, service):
-        other = await asyncio.to_thread(ServerProcess(redis_url=own_redis.url).start)
+        other = await asyncio.to_thread(own_redis.server().start)
         try:
             docs = await write_round_robin(store, service, 3, 117)  # both workers are woken by each write
             assert_in_order_per_object(await receiver.wait_for(120), docs, 40)
@@ -471,7 +523,7 @@ async def test_two_server_processes_deliver_one_service_in_order(own_redis, rece
             await asyncio.to_thread(other.stop)
 
 
-async def test_denied_destination_network_is_never_called(own_redis, receiver: Receiver) -> None:
+async def test_denied_destination_network_is_never_called(own_redis: OwnRedis, receiver: Receiver) -> None:
     async with own_server(own_redis, receiver.url, SYNC_WEBHOOK_DENY_NETWORKS="127.0.0.0/8") as (_, store, service):
         await objects.create(store, service, Kind.DOCUMENT, ALICE)
         dead = await dead_letters(store, service)
@@ -480,7 +532,7 @@ async def test_denied_destination_network_is_never_called(own_redis, receiver: R
 
 
 async def test_a_host_name_resolving_to_a_denied_network_is_dead_lettered_without_retries(
-    own_redis, receiver: Receiver
+    own_redis: OwnRedis, receiver: Receiver
 ) -> None:
     """The check is on the resolved address, not the URL's text: localhost is refused as 127.0.0.1."""
     url = receiver.url.replace("127.0.0.1", "localhost")
@@ -493,7 +545,9 @@ async def test_a_host_name_resolving_to_a_denied_network_is_dead_lettered_withou
         assert receiver.requests == []
 
 
-async def test_a_receiver_slower_than_the_read_timeout_fails_the_attempt(own_redis, receiver: Receiver) -> None:
+async def test_a_receiver_slower_than_the_read_timeout_fails_the_attempt(
+    own_redis: OwnRedis, receiver: Receiver
+) -> None:
     receiver.hold = asyncio.Event()
     quick = {"SYNC_WEBHOOK_READ_TIMEOUT_S": "0.3", "SYNC_WEBHOOK_MAX_RETRIES": "0"}
     async with own_server(own_redis, receiver.url, **quick) as (_, store, service):
@@ -503,7 +557,7 @@ async def test_a_receiver_slower_than_the_read_timeout_fails_the_attempt(own_red
 
 
 async def test_https_receiver_is_verified_against_the_servers_trust_store(
-    own_redis, tmp_path, http, store: Store
+    own_redis: OwnRedis, tmp_path, http, store: Store
 ) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     await asyncio.to_thread(
