@@ -252,6 +252,7 @@ class Connection:
             return
         self.ended = True
         if self.session is not None:
+            self.session.flush()  # a deferred reply still goes before the close
             self.session.closed = True  # nothing more is sent (Session.send)
         if code != 200:
             payload = self.gateway.backoff() if code == 308 else None
@@ -341,9 +342,15 @@ class Connection:
         except Exception:  # every request gets an answer, in Twilio's error shape
             log.exception("tunnelled %s %s failed", method, path)
             status, answer = 500, errors.INTERNAL().body()
-        session.send(twilsock.http_reply(frame.id, status, _REASONS.get(status, "Error"), answer))
-        if then is not None:
+        reply = twilsock.http_reply(frame.id, status, _REASONS.get(status, "Error"), answer)
+        if then is None:
+            session.send(reply)
+            return
+        session.defer(reply)  # it leaves with the work's first notification, in one write
+        try:
             await then()  # after the answer, still holding this request's in-flight slot
+        finally:
+            session.flush()
 
     async def _update(self, session: Session, frame: twilsock.Frame) -> None:
         """``update``: a new token for this connection (same identity and Service). Always answered:

@@ -136,9 +136,10 @@ async def _key(store: Store, key_sid: str) -> accounts.ApiKey | None:
     of a crowd of clients signed by one key would otherwise read it again."""
     cached: accounts.ApiKey | None = store.cache.get(("api-key", key_sid))
     if cached is None:
+        since = store.cache.generation  # a revocation heard during the read: not kept
         cached = await accounts.get_key(store, key_sid)
         if cached is not None:
-            store.cache.put(("api-key", key_sid), cached)
+            store.cache.put(("api-key", key_sid), cached, since)
     return cached
 
 
@@ -161,8 +162,8 @@ async def _service(store: Store, account_sid: str, requested: Any) -> Service:
         return first.items[0]
     if not isinstance(requested, str):
         raise invalid("bad service_sid", 403)
-    try:
-        return await services.get(store, account_sid, requested)
+    try:  # cached, as the key: a change to the Service reaches every process's cache (services.cached)
+        return await services.cached(store, account_sid, requested)
     except NotFoundError:
         raise invalid(f"no Service {requested} in this account", 403) from None
 

@@ -647,6 +647,33 @@ def table(ns: list[int], results: dict[int, dict[str, dict[str, Any]]]) -> None:
 # -- main -------------------------------------------------------------------------------------------
 
 
+def populate(
+    redis: RedisProcess, setup: ServerProcess, ns: list[int]
+) -> tuple[Any, str, dict[int, str], dict[int, str]]:
+    """An API key, a Service, and per N one object to fan out from and one with no events (the
+    deflate pass's): (key, service SID, {N: object SID}, {N: idle object SID})."""
+    from storage import Store, accounts
+
+    async def make_key() -> Any:
+        store = await Store.connect(redis.url)
+        try:
+            return await accounts.create_key(store, ACCOUNT_SID, "bench")
+        finally:
+            await store.close()
+
+    key = asyncio.run(make_key())
+    with httpx.Client(base_url=setup.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN)) as http:
+        service = http.post("/v1/Services", data={"FriendlyName": "bench"}).json()["sid"]
+        docs, idle_docs = {}, {}
+        coll = "Documents" if KIND == "document" else "Maps"
+        for n in ns:
+            for name, into in ((f"fan-{n}", docs), (f"idle-{n}", idle_docs)):
+                into[n] = http.post(f"/v1/Services/{service}/{coll}", data={"UniqueName": name}).json()["sid"]
+            for k in range(100 if KIND == "map" else 0):  # the items the writes update
+                http.post(f"/v1/Services/{service}/Maps/{docs[n]}/Items", data={"Key": f"k{k}", "Data": "{}"})
+    return key, service, docs, idle_docs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subscribers", default="100,1000,5000")
@@ -677,25 +704,7 @@ def main() -> None:
     failures: list[str] = []
     results: dict[int, dict[str, dict[str, Any]]] = {}
     try:
-        from storage import Store, accounts
-
-        async def make_key() -> Any:
-            store = await Store.connect(redis.url)
-            try:
-                return await accounts.create_key(store, ACCOUNT_SID, "bench")
-            finally:
-                await store.close()
-
-        key = asyncio.run(make_key())
-        with httpx.Client(base_url=setup.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN)) as http:
-            service = http.post("/v1/Services", data={"FriendlyName": "bench"}).json()["sid"]
-            docs, idle_docs = {}, {}  # the deflate pass subscribes to an object with no events to replay
-            coll = "Documents" if KIND == "document" else "Maps"
-            for n in ns:
-                for name, into in ((f"fan-{n}", docs), (f"idle-{n}", idle_docs)):
-                    into[n] = http.post(f"/v1/Services/{service}/{coll}", data={"UniqueName": name}).json()["sid"]
-                for k in range(100 if KIND == "map" else 0):  # the items the writes update
-                    http.post(f"/v1/Services/{service}/Maps/{docs[n]}/Items", data={"Key": f"k{k}", "Data": "{}"})
+        key, service, docs, idle_docs = populate(redis, setup, ns)
         setup.stop()
         mode = "frames of one pub/sub read coalesced" if args.reference_coalesce else "broadcast() per message"
         print(
