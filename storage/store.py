@@ -23,6 +23,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from . import claims, keys, lua
+from .batch import ReadBatch
 from .clock import now_ms
 from .durability import Durability, check_durability, run_script
 from .errors import (
@@ -116,6 +117,7 @@ class Store:
         self.cluster = False  # connected to a Redis Cluster
         self.sharded = False  # the server has sharded pub/sub (7+): wake-ups are SPUBLISHed (see detect_sharded)
         self.scripts = lua.Scripts(self.redis)
+        self.reads = ReadBatch(self.redis)  # reads of one loop turn in one pipeline (batch.py)
 
     @classmethod
     async def connect(

@@ -1,0 +1,58 @@
+"""storage/batch.py: the reads of one loop turn reach Redis as one pipeline, each gets its own answer
+(on a Cluster too, where the objects live on different masters), and a failed batch fails every
+read in it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import cast
+
+import httpx
+import redis.asyncio as aioredis
+
+from storage import Kind, NotFoundError, Store, StoreUnavailableError, objects
+from storage.embedded import free_port
+from storage.redis_client import RedisClient
+from tests.helpers import ON_EVERY_BACKEND
+
+
+def _calls(store: Store, command: str) -> int:
+    h = store.health.stats.latency.get(command)
+    return 0 if h is None else h.count
+
+
+@ON_EVERY_BACKEND
+async def test_the_subscriptions_reads_of_one_turn_go_as_one_pipeline(store: Store, http: httpx.AsyncClient) -> None:
+    docs: list[tuple[str, str, int]] = []
+    for i in range(4):  # Services hash to different slots: on a Cluster, to different masters
+        svc = (await http.post("/v1/Services", data={"FriendlyName": f"batch {i}"})).json()["sid"]
+        doc = (await http.post(f"/v1/Services/{svc}/Documents", data={"Data": "{}"})).json()["sid"]
+        for _ in range(i):
+            assert (await http.post(f"/v1/Services/{svc}/Documents/{doc}", data={"Data": "{}"})).status_code == 200
+        docs.append((svc, doc, i))
+    pipelines, single = _calls(store, "pipeline"), _calls(store, "hmget")
+    answers = await asyncio.gather(
+        *(objects.last_event(store, svc, Kind.DOCUMENT, doc) for svc, doc, _ in docs),
+        objects.last_event(store, docs[0][0], Kind.MAP, docs[0][1]),  # a Document is not a Map
+        return_exceptions=True,
+    )
+    assert answers[:4] == [(doc, n) for _, doc, n in docs]  # each its own object's last event id
+    assert isinstance(answers[4], NotFoundError)
+    assert _calls(store, "pipeline") == pipelines + 1 and _calls(store, "hmget") == single
+    svc, doc, n = docs[3]
+    assert await objects.last_event(store, svc, Kind.DOCUMENT, doc) == (doc, n)  # alone: a plain HMGET
+    assert _calls(store, "hmget") == single + 1
+
+
+async def test_a_batch_that_cannot_reach_redis_fails_every_read_in_it() -> None:
+    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    dead = Store(cast(RedisClient, client))  # nothing listens there: every call fails to connect
+    try:
+        results = await asyncio.gather(
+            *(objects.last_event(dead, "IS" + "0" * 32, Kind.DOCUMENT, f"ET{i:032d}") for i in range(3)),
+            return_exceptions=True,
+        )
+        assert [type(r) for r in results] == [StoreUnavailableError] * 3, results
+        assert dead.health.stats.errors == {"pipeline": 1}
+    finally:
+        await dead.close()
