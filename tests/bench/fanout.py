@@ -34,6 +34,7 @@ carries: on this box a socket write costs 5–10 µs whatever its size (broadcas
 decides most of the CPU per delivery. The reference ``broadcast()``s each message (one write per
 message and connection, as the issue's reference); --reference-coalesce has it write all the frames
 of one pub/sub read at once per connection, as sync-server does when several events are queued.
+sync-server runs with its default settings (not the test helpers' faster background loops).
 Nothing lost: after each write phase every subscriber must have received every write exactly once
 (sampled ones: in order); otherwise the run prints FAIL and exits 1.
 The table prints each sync-server figure followed by its ratio to the reference's.
@@ -500,8 +501,20 @@ def start_reference(redis: RedisProcess, compression: bool, coalesce: bool) -> T
     return Target("reference", f"ws://127.0.0.1:{port}/v3/wsconnect", http_port, "/publish", proc.pid, stop)
 
 
+def product_defaults() -> dict[str, str]:
+    """The environment that undoes what the test helpers speed up (ServerProcess: the sweeper, the
+    webhook worker's scans, leases and retries, the credentials cache), so that a bench measures the
+    server as it runs by default: those background loops cost CPU per second, not per operation."""
+    from app.settings import Settings, env_name, render
+
+    names = ("sweep_interval_s", "auth_cache_s", "webhook_backoff_base_s", "webhook_backoff_max_s")
+    names += ("webhook_max_retries", "webhook_lease_ms", "webhook_scan_interval_s")
+    return {env_name(name): render(Settings.model_fields[name].default) or "" for name in names}
+
+
 def start_sync(redis: RedisProcess, service: str, sid: str, compression: bool) -> Target:
     env = {"SYNC_WS_MAX_CONNECTIONS": "20000", "SYNC_WS_QUEUE_FRAMES": "10000", "SYNC_LOG_LEVEL": "warning"}
+    env.update(product_defaults())
     if compression:
         env["SYNC_WS_COMPRESSION"] = "true"
     if os.environ.get("SYNC_METRICS"):  # metrics on vs off (README, Metrics)
