@@ -95,12 +95,17 @@ async def cached(store: Store, account_sid: str, sid: str) -> Service:
     (storage/invalidation.py), and a read that overlaps one is not kept, so a change holds
     everywhere as soon as that message arrives; writes into a Service deleted meanwhile are refused
     by its tombstone inside the write scripts all the same."""
-    key = ("service", account_sid, sid)
-    hit: Service | None = store.cache.get(key)
+    hit = cached_now(store, account_sid, sid)
     if hit is None:
         since = store.cache.generation
         hit = await get(store, account_sid, sid)
-        store.cache.put(key, hit, since)
+        store.cache.put(("service", account_sid, sid), hit, since)
+    return hit
+
+
+def cached_now(store: Store, account_sid: str, sid: str) -> Service | None:
+    """The Service as ``cached`` has it, if it has it (no read)."""
+    hit: Service | None = store.cache.get(("service", account_sid, sid))
     return hit
 
 
