@@ -1,10 +1,12 @@
-"""Reads issued in one turn of the event loop go to Redis together, as one pipeline.
+"""Reads go to Redis together: one pipeline at a time, carrying every read that arrived meanwhile.
 
 Why: a crowd of clients (re)connecting at once (a server restart, a network blip) each subscribes,
 and each subscription reads its object once. One command through redis-py costs a connection taken
 from the pool and given back, a task for the send and a system call on each side; a pipeline of
-the reads that arrived meanwhile pays that once. A read on its own goes as a plain command, one
-loop turn later (a batch is what the turn collected).
+the reads that arrived meanwhile pays that once. The first read after a quiet spell goes one loop
+turn later, with the others of that turn (alone: as a plain command); while a batch is in flight,
+new reads wait for its answer and then go together, as a client with automatic pipelining does, so
+the busier the process the larger the batches, at the cost of at most one round trip of waiting.
 
 Only idempotent reads whose answers need no ordering against each other belong here: the commands
 of one batch may reach Redis in any order relative to other connections' commands (so does any
@@ -29,24 +31,35 @@ class ReadBatch:
     def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
         self._pending: list[Pending] = []
+        self._busy = False  # a batch is in flight: the pending reads go when it is answered
         self._tasks: set[asyncio.Task[None]] = set()
 
     def hmget(self, key: str, fields: Sequence[str]) -> asyncio.Future[list[bytes | None]]:
-        """``HMGET key *fields``, sent with the other reads of this loop turn."""
+        """``HMGET key *fields``, sent with the other reads of this loop turn (or of the batch in flight)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[bytes | None]] = loop.create_future()
-        if not self._pending:
+        if not self._pending and not self._busy:
             loop.call_soon(self._flush)
         self._pending.append((key, fields, fut))
         return fut
 
     def _flush(self) -> None:
+        if self._busy or not self._pending:
+            return
         batch, self._pending = self._pending, []
+        self._busy = True
         task = asyncio.ensure_future(self._run(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, batch: list[Pending]) -> None:
+        try:
+            await self._send(batch)
+        finally:
+            self._busy = False
+            self._flush()  # what arrived meanwhile
+
+    async def _send(self, batch: list[Pending]) -> None:
         try:
             if len(batch) == 1:
                 key, fields, _ = batch[0]

@@ -1,11 +1,11 @@
 """storage/batch.py: the reads of one loop turn reach Redis as one pipeline, each gets its own answer
-(on a Cluster too, where the objects live on different masters), and a failed batch fails every
-read in it."""
+(on a Cluster too, where the objects live on different masters), reads that arrive while a batch is
+in flight go together once it is answered, and a failed batch fails every read in it."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+from typing import Any, cast
 
 import httpx
 import redis.asyncio as aioredis
@@ -56,3 +56,20 @@ async def test_a_batch_that_cannot_reach_redis_fails_every_read_in_it() -> None:
         assert dead.health.stats.errors == {"pipeline": 1}
     finally:
         await dead.close()
+
+
+async def test_reads_that_arrive_while_a_batch_is_in_flight_go_together_next(
+    store: Store, http: httpx.AsyncClient, redis: Any
+) -> None:
+    svc = (await http.post("/v1/Services", data={"FriendlyName": "batch"})).json()["sid"]
+    sids = [(await http.post(f"/v1/Services/{svc}/Documents", data={"Data": "{}"})).json()["sid"] for _ in range(4)]
+    pipelines, single = _calls(store, "pipeline"), _calls(store, "hmget")
+    await redis.client_pause(300)  # Redis holds every command for 0.3 s: the first read stays in flight
+    reads = []
+    for sid in sids:  # one read per loop turn
+        reads.append(asyncio.ensure_future(objects.last_event(store, svc, Kind.DOCUMENT, sid)))
+        for _ in range(3):
+            await asyncio.sleep(0)
+    assert await asyncio.gather(*reads) == [(sid, 0) for sid in sids]
+    assert _calls(store, "hmget") == single + 1  # the first, alone
+    assert _calls(store, "pipeline") == pipelines + 1  # the three that waited for it, together
