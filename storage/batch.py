@@ -11,8 +11,9 @@ the busier the process the larger the batches, at the cost of at most one round 
 Only idempotent reads whose answers need no ordering against each other belong here: the commands
 of one batch may reach Redis in any order relative to other connections' commands (so does any
 command issued concurrently). On a Redis Cluster the pipeline is split by node by redis-py.
-Errors: a failed batch fails every read in it with the same exception (StoreUnavailableError when
-Redis cannot be reached, as for a plain command).
+Errors: a batch that fails is sent again read by read, so each read fails or succeeds as it would
+have alone (a Cluster master failing over fails only the reads of its slots; StoreUnavailableError
+when Redis cannot be reached, as for a plain command).
 """
 
 from __future__ import annotations
@@ -70,9 +71,11 @@ class ReadBatch:
                         p.hmget(key, fields)
                     replies = await p.execute()
         except Exception as exc:
-            for *_, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
+            if len(batch) > 1:  # each read gets its own outcome, as if sent alone
+                await asyncio.gather(*(self._send([one]) for one in batch))
+                return
+            if not batch[0][2].done():
+                batch[0][2].set_exception(exc)
             return
         for (*_, fut), reply in zip(batch, replies, strict=True):
             if not fut.done():  # its reader may have been cancelled meanwhile

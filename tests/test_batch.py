@@ -1,6 +1,7 @@
 """storage/batch.py: the reads of one loop turn reach Redis as one pipeline, each gets its own answer
 (on a Cluster too, where the objects live on different masters), reads that arrive while a batch is
-in flight go together once it is answered, and a failed batch fails every read in it."""
+in flight go together once it is answered, and a failed batch is sent again read by read (each
+read gets the outcome it would have had alone)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any, cast
 
 import httpx
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
-from storage import Kind, NotFoundError, Store, StoreUnavailableError, objects
+from storage import Kind, NotFoundError, Store, StoreUnavailableError, keys, objects
 from storage.embedded import free_port
 from storage.redis_client import RedisClient
 from tests.helpers import ON_EVERY_BACKEND
@@ -44,7 +46,7 @@ async def test_the_subscriptions_reads_of_one_turn_go_as_one_pipeline(store: Sto
     assert _calls(store, "hmget") == single + 1
 
 
-async def test_a_batch_that_cannot_reach_redis_fails_every_read_in_it() -> None:
+async def test_a_failed_batch_is_sent_read_by_read() -> None:
     client = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
     dead = Store(cast(RedisClient, client))  # nothing listens there: every call fails to connect
     try:
@@ -53,7 +55,7 @@ async def test_a_batch_that_cannot_reach_redis_fails_every_read_in_it() -> None:
             return_exceptions=True,
         )
         assert [type(r) for r in results] == [StoreUnavailableError] * 3, results
-        assert dead.health.stats.errors == {"pipeline": 1}
+        assert dead.health.stats.errors == {"pipeline": 1, "hmget": 3}  # then each alone: its own outcome
     finally:
         await dead.close()
 
@@ -73,3 +75,20 @@ async def test_reads_that_arrive_while_a_batch_is_in_flight_go_together_next(
     assert await asyncio.gather(*reads) == [(sid, 0) for sid in sids]
     assert _calls(store, "hmget") == single + 1  # the first, alone
     assert _calls(store, "pipeline") == pipelines + 1  # the three that waited for it, together
+
+
+async def test_one_failing_read_does_not_fail_the_others_of_its_batch(
+    store: Store, http: httpx.AsyncClient, redis: Any
+) -> None:
+    svc = (await http.post("/v1/Services", data={"FriendlyName": "batch"})).json()["sid"]
+    good = (await http.post(f"/v1/Services/{svc}/Documents", data={"Data": "{}"})).json()["sid"]
+    bad = "ET" + "f" * 32
+    await redis.set(keys.obj(svc, bad), "not a hash")  # HMGET answers WRONGTYPE: the pipeline fails
+    answers = await asyncio.gather(
+        objects.last_event(store, svc, Kind.DOCUMENT, good),
+        objects.last_event(store, svc, Kind.DOCUMENT, bad),
+        objects.last_event(store, svc, Kind.DOCUMENT, good),
+        return_exceptions=True,
+    )
+    assert answers[0] == answers[2] == (good, 0)
+    assert isinstance(answers[1], ResponseError)
