@@ -380,7 +380,8 @@ class Connection:
         a refused token with its Twilio error, an outage with 503/20503, anything else with 500; the
         connection stays open (its current token holds until it expires)."""
         try:
-            grant: Grant = await verify(self.gateway.store, _token(frame))
+            # the Service read afresh: an update is rare (once per token lifetime), unlike a connect
+            grant: Grant = await verify(self.gateway.store, _token(frame), fresh=True)
             if (grant.identity, grant.service_sid) != (session.grant.identity, session.grant.service_sid):
                 raise invalid("identity or Service differs from the connection's")
         except TwilioError as exc:

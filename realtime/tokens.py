@@ -85,14 +85,16 @@ def _unb64(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
-async def verify(store: Store, token: str, leeway_s: int = 0) -> Grant:
-    """Check ``token`` completely; raise TwilioError (never anything else) when it is refused."""
+async def verify(store: Store, token: str, leeway_s: int = 0, fresh: bool = False) -> Grant:
+    """Check ``token`` completely; raise TwilioError (never anything else) when it is refused.
+    ``fresh``: read the Service itself, not the copy cached for connects (services.cached)."""
     parsed, issuer = _issued(token)
     key = await _key(store, issuer)
     if key is None:
         raise invalid("unknown API key")
     identity, sync = _checked(parsed, key, leeway_s)
-    return _grant(parsed, key, identity, sync, await _service(store, key.account_sid, sync.get("service_sid")))
+    service = await _service(store, key.account_sid, sync.get("service_sid"), fresh)
+    return _grant(parsed, key, identity, sync, service)
 
 
 def verify_cached(store: Store, token: str, leeway_s: int = 0) -> Grant | None:
@@ -181,7 +183,7 @@ def _time(claims: dict[str, Any], name: str, required: bool = False) -> float | 
     return float(value)
 
 
-async def _service(store: Store, account_sid: str, requested: Any) -> Service:
+async def _service(store: Store, account_sid: str, requested: Any, fresh: bool) -> Service:
     """The grant's Service, which must be the account's; none given = the account's oldest Service."""
     if requested in (None, "", "default"):
         first = await services.page(store, account_sid, 1, None)
@@ -191,7 +193,7 @@ async def _service(store: Store, account_sid: str, requested: Any) -> Service:
     if not isinstance(requested, str):
         raise invalid("bad service_sid", 403)
     try:  # cached, as the key: a change to the Service reaches every process's cache (services.cached)
-        return await services.cached(store, account_sid, requested)
+        return await (services.get if fresh else services.cached)(store, account_sid, requested)
     except NotFoundError:
         raise invalid(f"no Service {requested} in this account", 403) from None
 

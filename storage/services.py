@@ -104,7 +104,11 @@ async def cached(store: Store, account_sid: str, sid: str) -> Service:
 
 
 def cached_now(store: Store, account_sid: str, sid: str) -> Service | None:
-    """The Service as ``cached`` has it, if it has it (no read)."""
+    """The Service as ``cached`` has it, if it has it (no read). Nothing while Redis is known to be
+    unreachable: a connect then fails (503) as every other request does, instead of opening a
+    session on which nothing works."""
+    if not store.health.up:
+        return None
     hit: Service | None = store.cache.get(("service", account_sid, sid))
     return hit
 

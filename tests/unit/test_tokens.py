@@ -105,7 +105,7 @@ def test_verify_cached_answers_from_the_cache_alone_or_not_at_all() -> None:
     from storage.records import Service
     from storage.store import TtlCache
 
-    store = cast(Any, SimpleNamespace(cache=TtlCache(60)))
+    store = cast(Any, SimpleNamespace(cache=TtlCache(60), health=SimpleNamespace(up=True)))
     token = tokens.mint(ACCOUNT, KEY, SECRET, "alice", SERVICE)
     assert tokens.verify_cached(store, token) is None  # nothing cached
     store.cache.put(("api-key", KEY), ApiKey(KEY, ACCOUNT, "k", 0, SECRET))
@@ -125,3 +125,5 @@ def test_verify_cached_answers_from_the_cache_alone_or_not_at_all() -> None:
         tokens.verify_cached(store, tokens.mint(ACCOUNT, KEY, SECRET, "alice", SERVICE, ttl_s=-10))
     assert expired.value.code == 20104
     assert tokens.verify_cached(store, tokens.mint(ACCOUNT, KEY, SECRET, "alice", None)) is None  # the default Service
+    store.health.up = False  # Redis is known to be down: nothing from the cache (the connect reads, and fails)
+    assert tokens.verify_cached(store, token) is None
