@@ -19,7 +19,8 @@ client, whose sends simply wait. Nothing is refused, so no SDK retry or backoff 
 (twilsock has none for a tunnelled request: it would surface as an error to the application), and
 memory per connection stays bounded. Heartbeats are not starved: a request finishes in
 milliseconds, far within the ping timeout. A ``/v4/Subscriptions`` request holds its slot until its
-establish/cancel work is done, so a flood of those is bounded too.
+establish/cancel work is done, so a flood of those is bounded too; its answer leaves in one write
+with its first notification (``defer``).
 
 Events caused by this connection itself (same endpoint id) are not echoed back: the SDK already
 applied its own writes from the replies, and it de-duplicates neither stream messages nor removals.
