@@ -83,7 +83,7 @@ def main() -> None:
             got: dict[str, list[tuple[float, float]]] = {"reference": [], "sync": []}
             for run in range(args.runs):
                 for which in args.servers.split(","):
-                    target = start_reference(redis, False) if which == "reference" else start_sync(
+                    target = start_reference(redis, False, False) if which == "reference" else start_sync(
                         redis, service, docs[n], False)  # fmt: skip
                     spy = args.spy if which == "sync" and n == ns[-1] and run == args.runs - 1 else None
                     try:
