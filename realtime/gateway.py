@@ -40,7 +40,7 @@ from .broker import RedisBroker
 from .cluster_broker import ClusterBroker
 from .hub import Hub
 from .session import Limits, Session
-from .tokens import Grant, invalid, verify
+from .tokens import Grant, invalid, verify, verify_cached
 from .websocket import ServerConnection
 
 log = logging.getLogger("sync.realtime")
@@ -196,8 +196,7 @@ class Connection:
         session = self.session
         if session is None:
             if self._init is None and not self.ended:
-                self.ws.pause_reading()  # nothing else is read before the init is answered
-                self._init = self.gateway.spawn(self._start(data))
+                self._begin(data)
             return
         if is_ack(data):
             return
@@ -252,6 +251,7 @@ class Connection:
             return
         self.ended = True
         if self.session is not None:
+            self.session.flush()  # a deferred reply still goes before the close
             self.session.closed = True  # nothing more is sent (Session.send)
         if code != 200:
             payload = self.gateway.backoff() if code == 308 else None
@@ -265,8 +265,12 @@ class Connection:
 
     # -- init ----------------------------------------------------------------------------------
 
-    async def _start(self, data: bytes) -> None:
-        gateway, ws = self.gateway, self.ws
+    def _begin(self, data: bytes) -> None:
+        """The first frame, which must be a twilsock ``init``. Answered at once when its token can
+        be checked from this process's caches (tokens.verify_cached: the usual case when a crowd
+        connects, one key, one Service); otherwise the connection reads nothing more until
+        ``_start`` has checked it."""
+        gateway = self.gateway
         try:
             first = twilsock.decode(data)
         except twilsock.ProtocolError:
@@ -275,34 +279,50 @@ class Connection:
             self.end(406, "Expected a twilsock init")
             return
         if gateway._closing or len(gateway.sessions) >= gateway.config.max_connections:
-            ws.send(_error_reply(first.id, errors.TOO_MANY_REQUESTS("Too many connections"), gateway.backoff()))
-            self.end(200, "")
+            self._refuse(first.id, errors.TOO_MANY_REQUESTS("Too many connections"), gateway.backoff())
             return
-        store = gateway.store
+        try:
+            grant = verify_cached(gateway.store, _token(first))
+        except TwilioError as exc:
+            self._refuse(first.id, exc)
+            return
+        store_id = accounts.store_id_cached(gateway.store)
+        if grant is not None and store_id is not None:
+            self._open(first, grant, store_id)
+            return
+        self.ws.pause_reading()  # nothing else is read before the init is answered
+        self._init = gateway.spawn(self._start(first))
+
+    async def _start(self, first: twilsock.Frame) -> None:
+        store = self.gateway.store
         try:
             grant = await verify(store, _token(first))
-            acl = grant.acl_enabled
-            offline = _offline_storage(await accounts.store_id(store), grant)
+            store_id = await accounts.store_id(store)
         except TwilioError as exc:
-            ws.send(_error_reply(first.id, exc))
-            self.end(200, "")
+            self._refuse(first.id, exc)
             return
         except StoreUnavailableError:  # an outage: Store.health logged it once
-            ws.send(_error_reply(first.id, errors.UNAVAILABLE()))
-            self.end(200, "")
+            self._refuse(first.id, errors.UNAVAILABLE())
             return
         except (StoreError, RedisError, OSError):
             log.warning("init failed: the store is unavailable", exc_info=True)
-            ws.send(_error_reply(first.id, errors.UNAVAILABLE()))
-            self.end(200, "")
+            self._refuse(first.id, errors.UNAVAILABLE())
             return
         if self.ended:
             return
+        self._open(first, grant, store_id)
+        self.ws.resume_reading()
+
+    def _open(self, first: twilsock.Frame, grant: Grant, store_id: str) -> None:
+        """The token is good: the session starts, and the ``init`` is answered."""
+        gateway, ws = self.gateway, self.ws
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         endpoint = grant.endpoint_id or f"EP{uuid.uuid4().hex}"
-        caller = cds.Caller(store, grant.service_sid, grant.identity, endpoint, gateway.base(ws), acl)
+        caller = cds.Caller(
+            gateway.store, grant.service_sid, grant.identity, endpoint, gateway.base(ws), grant.acl_enabled
+        )
         session = Session(gateway.hub, caller, grant, ws, gateway.config.limits, self.end)
         self.session = session
         gateway.sessions.add(session)
@@ -312,14 +332,18 @@ class Connection:
                 payload={},
                 continuation_token=uuid.uuid4().hex,
                 capabilities=["client_update"],
-                offline_storage=offline,
+                offline_storage=_offline_storage(store_id, grant),
             )
         )
         session.start_token_timer(time.time)
-        ws.resume_reading()
         if grant.reachability:  # a script per connect and disconnect only where webhooks need them
             self.reachable = True
-            await gateway._reach(session, True)
+            self._init = gateway.spawn(gateway._reach(session, True))  # _finish waits for it
+
+    def _refuse(self, msg_id: str, error: TwilioError, payload: Any = None) -> None:
+        """Answer the ``init`` with ``error`` and end the connection."""
+        self.ws.send(_error_reply(msg_id, error, payload))
+        self.end(200, "")
 
     # -- frames --------------------------------------------------------------------------------
 
@@ -341,16 +365,23 @@ class Connection:
         except Exception:  # every request gets an answer, in Twilio's error shape
             log.exception("tunnelled %s %s failed", method, path)
             status, answer = 500, errors.INTERNAL().body()
-        session.send(twilsock.http_reply(frame.id, status, _REASONS.get(status, "Error"), answer))
-        if then is not None:
+        reply = twilsock.http_reply(frame.id, status, _REASONS.get(status, "Error"), answer)
+        if then is None:
+            session.send(reply)
+            return
+        session.defer(reply)  # it leaves with the work's first notification, in one write
+        try:
             await then()  # after the answer, still holding this request's in-flight slot
+        finally:
+            session.flush()
 
     async def _update(self, session: Session, frame: twilsock.Frame) -> None:
         """``update``: a new token for this connection (same identity and Service). Always answered:
         a refused token with its Twilio error, an outage with 503/20503, anything else with 500; the
         connection stays open (its current token holds until it expires)."""
         try:
-            grant: Grant = await verify(self.gateway.store, _token(frame))
+            # the Service read afresh: an update is rare (once per token lifetime), unlike a connect
+            grant: Grant = await verify(self.gateway.store, _token(frame), fresh=True)
             if (grant.identity, grant.service_sid) != (session.grant.identity, session.grant.service_sid):
                 raise invalid("identity or Service differs from the connection's")
         except TwilioError as exc:

@@ -130,6 +130,9 @@ class Feed:
         self._task: asyncio.Task[None] | None = None
         self._again = False
         self._recheck: set[str] | None = set()  # identities to re-check; None: everyone (acl_enabled)
+        # a wake-up may have gone unread: none of the subscribers was active yet, or it came before
+        # this feed existed (or its Service's channel was subscribed); the next activation reads the log
+        self.missed = True
 
     def recheck(self, identity: str | None) -> None:
         """Re-check the right of ``identity`` (None: of everyone) before the next read of the log."""
@@ -186,6 +189,8 @@ class Feed:
                 self._dispatch(batch)
                 if len(batch) == BATCH:
                     self._again = True
+            else:
+                self.missed = True
             if not self._again:
                 return
 
@@ -347,5 +352,7 @@ class Hub:
         elif feed.last_read > sub.cursor:
             return False
         sub.active = True
-        feed.kick()  # a wake-up that came while nobody was active must not be lost
+        if feed.missed:  # a wake-up that came while nobody was active must not be lost
+            feed.missed = False
+            feed.kick()
         return True

@@ -85,18 +85,46 @@ def _unb64(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
-async def verify(store: Store, token: str, leeway_s: int = 0) -> Grant:
-    """Check ``token`` completely; raise TwilioError (never anything else) when it is refused."""
-    parsed = parse(token)
-    header, claims = parsed.header, parsed.claims
-    if header.get("alg") != "HS256" or header.get("cty") != CTY:
-        raise invalid("not a Twilio access token (alg/cty)")
-    issuer = claims.get("iss")
-    if not isinstance(issuer, str) or not ids.is_sid(issuer, ids.API_KEY):
-        raise invalid("iss is not an API key SID")
+async def verify(store: Store, token: str, leeway_s: int = 0, fresh: bool = False) -> Grant:
+    """Check ``token`` completely; raise TwilioError (never anything else) when it is refused.
+    ``fresh``: read the Service itself, not the copy cached for connects (services.cached)."""
+    parsed, issuer = _issued(token)
     key = await _key(store, issuer)
     if key is None:
         raise invalid("unknown API key")
+    identity, sync = _checked(parsed, key, leeway_s)
+    service = await _service(store, key.account_sid, sync.get("service_sid"), fresh)
+    return _grant(parsed, key, identity, sync, service)
+
+
+def verify_cached(store: Store, token: str, leeway_s: int = 0) -> Grant | None:
+    """``verify`` from this process's caches alone (the signing key and the grant's Service, both
+    read in the last few seconds): the same Grant or the same refusal, without a task or an await,
+    for a crowd of clients connecting at once. None when a lookup has to go to Redis."""
+    parsed, issuer = _issued(token)
+    key: accounts.ApiKey | None = store.cache.get(("api-key", issuer))
+    if key is None:
+        return None
+    identity, sync = _checked(parsed, key, leeway_s)
+    requested = sync.get("service_sid")
+    service = services.cached_now(store, key.account_sid, requested) if isinstance(requested, str) else None
+    return None if service is None else _grant(parsed, key, identity, sync, service)
+
+
+def _issued(token: str) -> tuple[Parsed, str]:
+    """The token parsed, and its issuer (the signing key's SID), if it is a Twilio access token."""
+    parsed = parse(token)
+    if parsed.header.get("alg") != "HS256" or parsed.header.get("cty") != CTY:
+        raise invalid("not a Twilio access token (alg/cty)")
+    issuer = parsed.claims.get("iss")
+    if not isinstance(issuer, str) or not ids.is_sid(issuer, ids.API_KEY):
+        raise invalid("iss is not an API key SID")
+    return parsed, issuer
+
+
+def _checked(parsed: Parsed, key: accounts.ApiKey, leeway_s: int) -> tuple[str, dict[str, Any]]:
+    """Every check after the key's lookup but the Service's: (identity, the Sync grant), or the refusal."""
+    claims = parsed.claims
     if not signed_by(parsed, key.secret):
         raise invalid("Signature verification failed")
     exp, nbf, iat = _time(claims, "exp", required=True), _time(claims, "nbf"), _time(claims, "iat")
@@ -116,8 +144,10 @@ async def verify(store: Store, token: str, leeway_s: int = 0) -> Grant:
     identity = grants.get("identity")
     if not isinstance(identity, str) or not 1 <= len(identity) <= 256:
         raise invalid("the grant has no identity", 403)
-    sync = grants["data_sync"]
-    service = await _service(store, key.account_sid, sync.get("service_sid"))
+    return identity, grants["data_sync"]
+
+
+def _grant(parsed: Parsed, key: accounts.ApiKey, identity: str, sync: dict[str, Any], service: Service) -> Grant:
     endpoint = sync.get("endpoint_id")
     return Grant(
         account_sid=key.account_sid,
@@ -125,7 +155,7 @@ async def verify(store: Store, token: str, leeway_s: int = 0) -> Grant:
         identity=identity,
         service_sid=service.sid,
         endpoint_id=endpoint if isinstance(endpoint, str) and endpoint else None,
-        expires=int(exp),
+        expires=int(parsed.claims["exp"]),
         acl_enabled=service.acl_enabled,
         reachability=service.reachability_webhooks_enabled,
     )
@@ -136,9 +166,10 @@ async def _key(store: Store, key_sid: str) -> accounts.ApiKey | None:
     of a crowd of clients signed by one key would otherwise read it again."""
     cached: accounts.ApiKey | None = store.cache.get(("api-key", key_sid))
     if cached is None:
+        since = store.cache.generation  # a revocation heard during the read: not kept
         cached = await accounts.get_key(store, key_sid)
         if cached is not None:
-            store.cache.put(("api-key", key_sid), cached)
+            store.cache.put(("api-key", key_sid), cached, since)
     return cached
 
 
@@ -152,7 +183,7 @@ def _time(claims: dict[str, Any], name: str, required: bool = False) -> float | 
     return float(value)
 
 
-async def _service(store: Store, account_sid: str, requested: Any) -> Service:
+async def _service(store: Store, account_sid: str, requested: Any, fresh: bool) -> Service:
     """The grant's Service, which must be the account's; none given = the account's oldest Service."""
     if requested in (None, "", "default"):
         first = await services.page(store, account_sid, 1, None)
@@ -161,8 +192,8 @@ async def _service(store: Store, account_sid: str, requested: Any) -> Service:
         return first.items[0]
     if not isinstance(requested, str):
         raise invalid("bad service_sid", 403)
-    try:
-        return await services.get(store, account_sid, requested)
+    try:  # cached, as the key: a change to the Service reaches every process's cache (services.cached)
+        return await (services.get if fresh else services.cached)(store, account_sid, requested)
     except NotFoundError:
         raise invalid(f"no Service {requested} in this account", 403) from None
 

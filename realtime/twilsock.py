@@ -88,8 +88,11 @@ def new_id() -> str:
     return f"TM{uuid.uuid4()}"
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # one for all: json.dumps makes one per call
+
+
 def dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(value).encode()
 
 
 def encode(header: dict[str, Any], payload: Any = None) -> bytes:

@@ -91,7 +91,7 @@ async def default_account(store: Store) -> tuple[str, str, bool]:
 async def store_id(store: Store) -> str:
     """A random id of this data store, made on first use and kept in it: a different store (another
     data dir, a flushed or replaced Redis) has a different one. Clients key their caches with it."""
-    cached: str | None = store.cache.get(keys.STORE_ID)  # read at every WebSocket connect
+    cached = store_id_cached(store)  # read at every WebSocket connect
     if cached is not None:
         return cached
     r = store.redis
@@ -101,6 +101,12 @@ async def store_id(store: Store) -> str:
         return text(existing)
     await r.set(keys.STORE_ID, secrets.token_hex(16), nx=True)
     return await store_id(store)  # ours, or another process's that won the race
+
+
+def store_id_cached(store: Store) -> str | None:
+    """``store_id`` as this process read it in the last few seconds, if it did (no read)."""
+    cached: str | None = store.cache.get(keys.STORE_ID)
+    return cached
 
 
 async def list_accounts(store: Store) -> list[str]:

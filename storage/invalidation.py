@@ -2,9 +2,10 @@
 Service tells every process to forget what it cached about it.
 
 Processes cache a few lookups for seconds (checked Basic credentials in app/auth.py, API keys for
-access tokens and Service existence in ``Store.cache``, auth tokens in the webhook worker), so that
+access tokens and Service records in ``Store.cache``, auth tokens in the webhook worker), so that
 hot paths skip a round trip. Without a message, a revoked key or a changed auth token would keep
-working on other processes until their entries expire. The writing process PUBLISHes one line on
+working on other processes until their entries expire (and a Service's changed ``acl_enabled`` would
+not reach new connections). The writing process PUBLISHes one line on
 ``keys.INVALIDATE`` after its write; every process's realtime broker is subscribed to it and hands
 the line to ``Invalidations.apply``, which calls each registered listener (``Store.invalidate``
 publishes, and applies it to its own process at once). Plain PUBLISH, not
@@ -16,7 +17,7 @@ reconnecting) is covered by ``reset`` (the broker calls it after every reconnect
 forgotten) or at worst by the entry's expiry.
 
 Messages: ``key SK…`` (an API key deleted), ``account AC…`` (its auth token set), ``service AC… IS…``
-(a Service deleted).
+(a Service updated or deleted).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class Forgets(Protocol):
 
 
 def store_cache_listener(cache: Forgets) -> Listener:
-    """What ``Store.cache`` forgets: an API key's record, a Service's existence."""
+    """What ``Store.cache`` forgets: an API key's record, a Service's record."""
 
     def forget(kind: str, ids: tuple[str, ...]) -> None:
         entry: Any = {KEY: ("api-key", *ids), SERVICE: ("service", *ids)}.get(kind)

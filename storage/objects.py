@@ -108,6 +108,20 @@ async def get(store: Store, service_sid: str, kind: Kind, ident: str) -> SyncObj
     return await with_object(store, service_sid, kind, ident, fetch)
 
 
+async def last_event(store: Store, service_sid: str, kind: Kind, ident: str) -> tuple[str, int]:
+    """(SID, last event id) of a live object of ``kind``, or NotFoundError as ``get``: what a new
+    subscription needs, read without its data (a Document's may be 16 KiB of JSON to decode), with
+    the other subscriptions' reads of this loop turn (a crowd reconnecting at once: batch.py)."""
+
+    async def fetch(sid: str) -> tuple[str, int]:
+        t, x, e = await store.reads.hmget(keys.obj(service_sid, sid), ("t", "x", "e"))
+        if e is None or not is_live({b"t": t, b"x": x}, kind, now_ms()):
+            raise NotFoundError(kind, ident)
+        return sid, int(e)
+
+    return await with_object(store, service_sid, kind, ident, fetch)
+
+
 async def create(
     store: Store,
     service_sid: str,

@@ -88,15 +88,34 @@ async def get(store: Store, account_sid: str, sid: str) -> Service:
     return _decode(raw)
 
 
+async def cached(store: Store, account_sid: str, sid: str) -> Service:
+    """The Service, as read at most the store's cache time ago (every WebSocket connect reads it for
+    the token's grant, every REST request under it for its existence). Updating or deleting a
+    Service publishes an invalidation that every process applies within a round trip
+    (storage/invalidation.py), and a read that overlaps one is not kept, so a change holds
+    everywhere as soon as that message arrives; writes into a Service deleted meanwhile are refused
+    by its tombstone inside the write scripts all the same."""
+    hit = cached_now(store, account_sid, sid)
+    if hit is None:
+        since = store.cache.generation
+        hit = await get(store, account_sid, sid)
+        store.cache.put(("service", account_sid, sid), hit, since)
+    return hit
+
+
+def cached_now(store: Store, account_sid: str, sid: str) -> Service | None:
+    """The Service as ``cached`` has it, if it has it (no read). Nothing while Redis is known to be
+    unreachable: a connect then fails (503) as every other request does, instead of opening a
+    session on which nothing works."""
+    if not store.health.up:
+        return None
+    hit: Service | None = store.cache.get(("service", account_sid, sid))
+    return hit
+
+
 async def check(store: Store, account_sid: str, sid: str) -> str:
-    """The Service SID if it exists in this account (briefly cached: writes into a Service deleted
-    meanwhile are refused by its tombstone inside the write scripts)."""
-    key = ("service", account_sid, sid)
-    if store.cache.get(key) is None:
-        if not ids.is_sid(sid, ids.SERVICE) or not await store.redis.exists(keys.service(account_sid, sid)):
-            raise NotFoundError("service", sid)
-        store.cache.put(key, True)
-    return sid
+    """The Service SID if it exists in this account (``cached``)."""
+    return (await cached(store, account_sid, sid)).sid
 
 
 async def update(store: Store, account_sid: str, sid: str, fields: dict[str, Any]) -> Service:
@@ -108,6 +127,7 @@ async def update(store: Store, account_sid: str, sid: str, fields: dict[str, Any
     if not updated:
         raise NotFoundError("service", sid)
     await webhooks.sync_config(store, account_sid, sid)
+    await store.invalidate(invalidation.SERVICE, account_sid, sid)  # every process's cached() copy
     if "acl_enabled" in fields:  # live subscriptions re-check their right (realtime/hub.py)
         await store.publish_wake(sid, f"* acl {1 if fields['acl_enabled'] else 0}")
     return await get(store, account_sid, sid)

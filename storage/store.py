@@ -23,6 +23,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from . import claims, keys, lua
+from .batch import ReadBatch
 from .clock import now_ms
 from .durability import Durability, check_durability, run_script
 from .errors import (
@@ -56,6 +57,9 @@ class TtlCache:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self._data: dict[Any, tuple[Any, float]] = {}
+        # bumped by every drop and clear (an invalidation): a value read from Redis before one may
+        # predate the change it announces, so ``put(since=)`` does not keep it
+        self.generation = 0
 
     def get(self, key: Any) -> Any:
         hit = self._data.get(key)
@@ -63,15 +67,21 @@ class TtlCache:
             return None
         return hit[0]
 
-    def put(self, key: Any, value: Any) -> None:
+    def put(self, key: Any, value: Any, since: int | None = None) -> None:
+        """Keep ``value``; ``since``: the ``generation`` read before fetching it (nothing is kept if
+        an entry was forgotten meanwhile: the fetch may have raced the write that invalidated it)."""
+        if since is not None and since != self.generation:
+            return
         if len(self._data) >= self.max_entries:
             self._data.clear()
         self._data[key] = (value, time.monotonic() + self.ttl_s)
 
     def drop(self, key: Any) -> None:
+        self.generation += 1
         self._data.pop(key, None)
 
     def clear(self) -> None:
+        self.generation += 1
         self._data.clear()
 
 
@@ -107,6 +117,7 @@ class Store:
         self.cluster = False  # connected to a Redis Cluster
         self.sharded = False  # the server has sharded pub/sub (7+): wake-ups are SPUBLISHed (see detect_sharded)
         self.scripts = lua.Scripts(self.redis)
+        self.reads = ReadBatch(self.redis)  # reads of one loop turn in one pipeline (batch.py)
 
     @classmethod
     async def connect(

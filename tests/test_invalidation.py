@@ -1,6 +1,8 @@
 """Caches across processes: a revoked API key, a changed auth token and a deleted Service take effect
 on every server process within a second, although each process trusts what it checked for much
-longer (SYNC_AUTH_CACHE_S=30 here): the write publishes an invalidation (storage/invalidation.py)."""
+longer (SYNC_AUTH_CACHE_S=30 here): the write publishes an invalidation (storage/invalidation.py).
+So do a WebSocket connect's cached API key and Service record (2 s, the store's cache time): a
+Service's changed ``acl_enabled`` and a deleted Service hold for new connections within a second."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
+from realtime.client import SyncClient, SyncClientError
 from storage import accounts, services
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ON_EVERY_BACKEND, Backend, ServerProcess
+from tests.sdk import token
 
 LONG_CACHE = {"SYNC_AUTH_CACHE_S": "30"}
 WITHIN_S = 1.0
@@ -78,6 +82,69 @@ async def test_a_service_deleted_on_one_process_is_gone_on_the_other_within_a_se
 async def test_the_writing_process_forgets_at_once(store: Any, service: str) -> None:
     """The publisher's own caches are dropped before the message goes out (no round trip)."""
     await services.check(store, ACCOUNT_SID, service)
-    assert store.cache.get(("service", ACCOUNT_SID, service)) is True
+    assert store.cache.get(("service", ACCOUNT_SID, service)).sid == service
+    await services.update(store, ACCOUNT_SID, service, {"acl_enabled": True})
+    assert store.cache.get(("service", ACCOUNT_SID, service)) is None
+    assert (await services.cached(store, ACCOUNT_SID, service)).acl_enabled
     await services.delete(store, ACCOUNT_SID, service)
     assert store.cache.get(("service", ACCOUNT_SID, service)) is None
+
+
+async def _subscribe(srv: ServerProcess, tok: str, sid: str) -> tuple[int, int | None]:
+    """Connect to ``srv`` with ``tok`` and subscribe to Document ``sid``: (status, code) of the
+    refusal, of init or of the subscription; (200, None) if it was established."""
+    try:
+        client = await SyncClient.connect(srv.ws_url, tok)
+    except SyncClientError as exc:
+        return exc.status, exc.code
+    async with client:
+        ev = await client.subscribe(sid, "document")
+    if ev.get("event_type") == "subscription_established":
+        return 200, None
+    return ev["error"]["status"], ev["error"]["code"]
+
+
+async def _refused_at_connect_within(srv: ServerProcess, tok: str, sid: str) -> tuple[float, tuple[int, int | None]]:
+    """Seconds until a new connection to ``srv`` is refused, and how (fails after 3 s)."""
+    start = time.monotonic()
+    while (answer := await _subscribe(srv, tok, sid)) == (200, None):
+        assert time.monotonic() - start < 3.0, "still accepted after 3 s"
+    return time.monotonic() - start, answer
+
+
+async def test_a_connect_follows_a_service_change_made_on_another_process_within_a_second(
+    pair: Any, api_key: Any
+) -> None:
+    """Each connect reads the Service's ``acl_enabled`` from a copy its process keeps for 2 s: a
+    change through another process reaches new connections within a round trip, not 2 s."""
+    a, b = pair
+    async with httpx.AsyncClient(base_url=a.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=5) as c:
+        sid = (await c.post("/v1/Services", data={"FriendlyName": "acl later"})).json()["sid"]
+        doc = (await c.post(f"/v1/Services/{sid}/Documents", data={"UniqueName": "d"})).json()["sid"]
+        tok = token(api_key.sid, api_key.secret, sid, "alice")
+        assert await _subscribe(b, tok, doc) == (200, None)  # B keeps the Service (ACL off) now
+        assert (await c.post(f"/v1/Services/{sid}", data={"AclEnabled": "true"})).status_code == 200
+        took, answer = await _refused_at_connect_within(b, tok, doc)
+        assert answer == (403, 54007) and took < WITHIN_S
+        assert (await c.post(f"/v1/Services/{sid}", data={"AclEnabled": "false"})).status_code == 200
+        start = time.monotonic()
+        while await _subscribe(b, tok, doc) != (200, None):  # and back: readable again at once
+            assert time.monotonic() - start < WITHIN_S
+        assert (await c.delete(f"/v1/Services/{sid}")).status_code == 204
+    took, answer = await _refused_at_connect_within(b, tok, doc)
+    assert answer[0] == 403 and took < WITHIN_S  # the grant's Service is gone: init refused (20101)
+
+
+async def test_a_connect_signed_by_a_revoked_key_is_refused_on_every_process_within_a_second(
+    pair: Any, store: Any, service: str
+) -> None:
+    a, b = pair
+    key = await accounts.create_key(store, ACCOUNT_SID, "revoke me")
+    tok = token(key.sid, key.secret, service, "alice")
+    async with httpx.AsyncClient(base_url=a.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=5) as c:
+        doc = (await c.post(f"/v1/Services/{service}/Documents", data={"UniqueName": "d"})).json()["sid"]
+    assert await _subscribe(a, tok, doc) == (200, None) and await _subscribe(b, tok, doc) == (200, None)
+    await accounts.delete_key(store, key.sid)
+    for srv in (b, a):
+        took, answer = await _refused_at_connect_within(srv, tok, doc)
+        assert answer == (401, 20101) and took < WITHIN_S

@@ -34,6 +34,7 @@ carries: on this box a socket write costs 5–10 µs whatever its size (broadcas
 decides most of the CPU per delivery. The reference ``broadcast()``s each message (one write per
 message and connection, as the issue's reference); --reference-coalesce has it write all the frames
 of one pub/sub read at once per connection, as sync-server does when several events are queued.
+sync-server runs with its default settings (not the test helpers' faster background loops).
 Nothing lost: after each write phase every subscriber must have received every write exactly once
 (sampled ones: in order); otherwise the run prints FAIL and exits 1.
 The table prints each sync-server figure followed by its ratio to the reference's.
@@ -500,8 +501,20 @@ def start_reference(redis: RedisProcess, compression: bool, coalesce: bool) -> T
     return Target("reference", f"ws://127.0.0.1:{port}/v3/wsconnect", http_port, "/publish", proc.pid, stop)
 
 
+def product_defaults() -> dict[str, str]:
+    """The environment that undoes what the test helpers speed up (ServerProcess: the sweeper, the
+    webhook worker's scans, leases and retries, the credentials cache), so that a bench measures the
+    server as it runs by default: those background loops cost CPU per second, not per operation."""
+    from app.settings import Settings, env_name, render
+
+    names = ("sweep_interval_s", "auth_cache_s", "webhook_backoff_base_s", "webhook_backoff_max_s")
+    names += ("webhook_max_retries", "webhook_lease_ms", "webhook_scan_interval_s")
+    return {env_name(name): render(Settings.model_fields[name].default) or "" for name in names}
+
+
 def start_sync(redis: RedisProcess, service: str, sid: str, compression: bool) -> Target:
     env = {"SYNC_WS_MAX_CONNECTIONS": "20000", "SYNC_WS_QUEUE_FRAMES": "10000", "SYNC_LOG_LEVEL": "warning"}
+    env.update(product_defaults())
     if compression:
         env["SYNC_WS_COMPRESSION"] = "true"
     if os.environ.get("SYNC_METRICS"):  # metrics on vs off (README, Metrics)
@@ -647,6 +660,33 @@ def table(ns: list[int], results: dict[int, dict[str, dict[str, Any]]]) -> None:
 # -- main -------------------------------------------------------------------------------------------
 
 
+def populate(
+    redis: RedisProcess, setup: ServerProcess, ns: list[int]
+) -> tuple[Any, str, dict[int, str], dict[int, str]]:
+    """An API key, a Service, and per N one object to fan out from and one with no events (the
+    deflate pass's): (key, service SID, {N: object SID}, {N: idle object SID})."""
+    from storage import Store, accounts
+
+    async def make_key() -> Any:
+        store = await Store.connect(redis.url)
+        try:
+            return await accounts.create_key(store, ACCOUNT_SID, "bench")
+        finally:
+            await store.close()
+
+    key = asyncio.run(make_key())
+    with httpx.Client(base_url=setup.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN)) as http:
+        service = http.post("/v1/Services", data={"FriendlyName": "bench"}).json()["sid"]
+        docs, idle_docs = {}, {}
+        coll = "Documents" if KIND == "document" else "Maps"
+        for n in ns:
+            for name, into in ((f"fan-{n}", docs), (f"idle-{n}", idle_docs)):
+                into[n] = http.post(f"/v1/Services/{service}/{coll}", data={"UniqueName": name}).json()["sid"]
+            for k in range(100 if KIND == "map" else 0):  # the items the writes update
+                http.post(f"/v1/Services/{service}/Maps/{docs[n]}/Items", data={"Key": f"k{k}", "Data": "{}"})
+    return key, service, docs, idle_docs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subscribers", default="100,1000,5000")
@@ -677,25 +717,7 @@ def main() -> None:
     failures: list[str] = []
     results: dict[int, dict[str, dict[str, Any]]] = {}
     try:
-        from storage import Store, accounts
-
-        async def make_key() -> Any:
-            store = await Store.connect(redis.url)
-            try:
-                return await accounts.create_key(store, ACCOUNT_SID, "bench")
-            finally:
-                await store.close()
-
-        key = asyncio.run(make_key())
-        with httpx.Client(base_url=setup.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN)) as http:
-            service = http.post("/v1/Services", data={"FriendlyName": "bench"}).json()["sid"]
-            docs, idle_docs = {}, {}  # the deflate pass subscribes to an object with no events to replay
-            coll = "Documents" if KIND == "document" else "Maps"
-            for n in ns:
-                for name, into in ((f"fan-{n}", docs), (f"idle-{n}", idle_docs)):
-                    into[n] = http.post(f"/v1/Services/{service}/{coll}", data={"UniqueName": name}).json()["sid"]
-                for k in range(100 if KIND == "map" else 0):  # the items the writes update
-                    http.post(f"/v1/Services/{service}/Maps/{docs[n]}/Items", data={"Key": f"k{k}", "Data": "{}"})
+        key, service, docs, idle_docs = populate(redis, setup, ns)
         setup.stop()
         mode = "frames of one pub/sub read coalesced" if args.reference_coalesce else "broadcast() per message"
         print(

@@ -138,3 +138,24 @@ async def test_a_tap_gets_every_change_wake_up_of_its_service_and_shares_the_cha
     assert keys.wake_channel("ISa") not in broker.channels  # an idle Service costs nothing
     hub.on_wake(keys.wake_channel("ISa"), b"ET9 4")
     assert got == [("ET9", 3), ("MPx", None)]
+
+
+async def test_an_activation_reads_the_log_only_when_a_wake_up_may_have_gone_unread() -> None:
+    """A new feed (a wake-up may have come before it existed) and a feed whose wake-up found nobody
+    active read the log at the next activation; a subscriber joining a feed that is up to date (a
+    crowd subscribing to one object) costs no read."""
+    hub = Hub(cast(Store, None))
+    first, second = Taker("ISa", "ET1"), Taker("ISa", "ET1")
+    for sub in (first, second):
+        sub.cursor = 4
+        await hub.join(cast(Any, sub))
+    feed = hub.feeds["ET1"]
+    assert feed.missed  # new
+    feed.missed = False
+    hub.on_wake(keys.wake_channel("ISa"), _wake(5))  # nobody active yet: nobody to deliver it to
+    await _settle()
+    assert feed.missed and first.got == second.got == []
+    kicked: list[int] = []
+    feed.kick = lambda: kicked.append(1)  # type: ignore[method-assign]
+    assert hub.activate(cast(Any, first)) and kicked == [1] and not feed.missed  # reads what it missed
+    assert hub.activate(cast(Any, second)) and kicked == [1]  # up to date: no read

@@ -35,3 +35,19 @@ def test_the_store_cache_forgets_keys_and_services_and_everything_on_reset() -> 
     assert cache.get(("api-key", "SK2")) == "k2"
     inv.reset()
     assert cache.get(("api-key", "SK2")) is None
+
+
+def test_a_value_read_while_an_entry_was_forgotten_is_not_kept() -> None:
+    """A read that began before an invalidation may have fetched what it invalidated."""
+    cache = TtlCache(60)
+    since = cache.generation
+    cache.drop(("service", "AC1", "IS1"))  # the message arrives while the read is in flight
+    cache.put(("service", "AC1", "IS1"), "stale", since)
+    assert cache.get(("service", "AC1", "IS1")) is None
+    since = cache.generation
+    cache.put(("service", "AC1", "IS1"), "fresh", since)
+    assert cache.get(("service", "AC1", "IS1")) == "fresh"
+    since = cache.generation
+    cache.clear()  # a reconnect's reset counts too
+    cache.put(("api-key", "SK1"), "stale", since)
+    assert cache.get(("api-key", "SK1")) is None

@@ -1,7 +1,8 @@
 """realtime/tokens.py where it is pure: ``mint`` makes what Twilio's helper libraries make.
 
 Verification looks the signing key and the Service up in Redis, so it is tested end to end
-(tests/test_realtime.py, tests/test_realtime_sdk.py).
+(tests/test_realtime.py, tests/test_realtime_sdk.py); ``verify_cached``, which answers from the
+process's cache alone, is tested here.
 """
 
 from __future__ import annotations
@@ -92,3 +93,37 @@ def test_what_is_not_a_jwt_is_refused_with_20101(token: str) -> None:
     with pytest.raises(TwilioError) as err:
         tokens.parse(token)
     assert (err.value.status, err.value.code) == (401, 20101)
+
+
+def test_verify_cached_answers_from_the_cache_alone_or_not_at_all() -> None:
+    """What a connect checks without a task when the key and the Service were read moments ago: the
+    Grant, or the refusal, from the cache; None (go to Redis) when either is not in it."""
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from storage.accounts import ApiKey
+    from storage.records import Service
+    from storage.store import TtlCache
+
+    store = cast(Any, SimpleNamespace(cache=TtlCache(60), health=SimpleNamespace(up=True)))
+    token = tokens.mint(ACCOUNT, KEY, SECRET, "alice", SERVICE)
+    assert tokens.verify_cached(store, token) is None  # nothing cached
+    store.cache.put(("api-key", KEY), ApiKey(KEY, ACCOUNT, "k", 0, SECRET))
+    assert tokens.verify_cached(store, token) is None  # the Service is not
+    fields: dict[str, Any] = dict(friendly_name=None, unique_name=None, webhook_url=None, date_created=0)
+    fields |= dict(reachability_debouncing_enabled=False, reachability_debouncing_window=5000, date_updated=0)
+    fields["webhooks_from_rest_enabled"] = False
+    service = Service(SERVICE, ACCOUNT, acl_enabled=True, reachability_webhooks_enabled=False, **fields)
+    store.cache.put(("service", ACCOUNT, SERVICE), service)
+    grant = tokens.verify_cached(store, token)
+    assert grant is not None and (grant.identity, grant.service_sid, grant.key_sid) == ("alice", SERVICE, KEY)
+    assert grant.acl_enabled and not grant.reachability and grant.expires == _decode(token)["exp"]
+    with pytest.raises(TwilioError) as refused:
+        tokens.verify_cached(store, tokens.mint(ACCOUNT, KEY, "another-secret-long-enough-for-hs256", "eve", SERVICE))
+    assert refused.value.code == 20101
+    with pytest.raises(TwilioError) as expired:
+        tokens.verify_cached(store, tokens.mint(ACCOUNT, KEY, SECRET, "alice", SERVICE, ttl_s=-10))
+    assert expired.value.code == 20104
+    assert tokens.verify_cached(store, tokens.mint(ACCOUNT, KEY, SECRET, "alice", None)) is None  # the default Service
+    store.health.up = False  # Redis is known to be down: nothing from the cache (the connect reads, and fails)
+    assert tokens.verify_cached(store, token) is None
