@@ -79,14 +79,13 @@ async def reschedule(store: Store, service_sid: str, schedule: str, due: str) ->
         await r.zadd(due, {service_sid: int(again[0][1])}, lt=True)
 
 
-async def sweep_due(store: Store, buckets: Iterable[int] = range(keys.BUCKETS), batch: int = 50) -> int:
-    """One sweeper tick over every Service that has something due now, in ``buckets`` (this
+async def sweep_due(store: Store, held: Iterable[int] = range(keys.BUCKETS), batch: int = 50) -> int:
+    """One sweeper tick over every Service that has something due now, in the buckets ``held`` (this
     process's share: storage/buckets.py)."""
     removed = 0
-    for b in sorted(buckets):
-        due = await store.redis.zrangebyscore(keys.due(b), "-inf", now_ms(), start=0, num=batch)
+    for _, due in await buckets.due_in(store, keys.due, held, batch):
         for service_sid in due:
-            removed += await sweep_service(store, text(service_sid))
+            removed += await sweep_service(store, service_sid)
     return removed
 
 

@@ -12,7 +12,8 @@ webhook in the same step (see storage/webhooks.py for the queue):
 
 Deferred disconnects wait in ``sync:{IS}:rd``; ``sync:{w<b>}:reach`` (the Service's work-list
 bucket) lists the Services that have some, scored by the earliest, so ``fire_due`` (called by the
-webhook worker for the buckets it holds) costs one ZRANGEBYSCORE per bucket when nothing is due.
+webhook worker for the buckets it holds) costs one pipeline of a ZRANGEBYSCORE per bucket when
+nothing is due.
 Firing removes the entry in the same script, so several workers never fire one twice.
 """
 
@@ -20,11 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from . import keys
-from .clock import now_ms
+from . import buckets, keys
 from .expiry import reschedule
 from .records import Actor
-from .redis_client import text
 from .store import Store
 
 SYSTEM_ACTOR = Actor(identity="system", origin="system")
@@ -40,12 +39,10 @@ async def record_endpoint(store: Store, service_sid: str, identity: str, endpoin
         await store.redis.zadd(keys.reach_due(keys.bucket(service_sid)), {service_sid: int(due)}, lt=True)
 
 
-async def fire_due(store: Store, buckets: Iterable[int] = range(keys.BUCKETS), batch: int = 100) -> None:
-    """Queue the debounced endpoint_disconnected webhooks that are due, in the Services of ``buckets``
+async def fire_due(store: Store, held: Iterable[int] = range(keys.BUCKETS), batch: int = 100) -> None:
+    """Queue the debounced endpoint_disconnected webhooks that are due, in the Services of the buckets ``held``
     (this process's share: storage/buckets.py)."""
-    for b in sorted(buckets):
-        due = await store.redis.zrangebyscore(keys.reach_due(b), "-inf", now_ms(), start=0, num=batch)
-        for raw in due:
-            sid = text(raw)
+    for b, due in await buckets.due_in(store, keys.reach_due, held, batch):
+        for sid in due:
             await store.run("reachability", sid, keys.webhook_config(sid), SYSTEM_ACTOR, mode="due")
             await reschedule(store, sid, keys.reach_pending(sid), keys.reach_due(b))

@@ -135,6 +135,18 @@ class RedisPipeline(Protocol):
 
     def zcard(self, name: str) -> Self: ...
 
+    def smembers(self, name: str) -> Self: ...
+
+    def zrangebyscore(
+        self,
+        name: str,
+        min: float | str,
+        max: float | str,
+        start: int | None = None,
+        num: int | None = None,
+        withscores: Literal[False] = False,
+    ) -> Self: ...
+
     def zrevrangebyscore(
         self,
         name: str,

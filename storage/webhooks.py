@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import ResponseError
 
-from . import events, keys, lua
+from . import buckets, events, keys, lua
 from .events import ChangeEvent
 from .redis_client import text
 from .store import Store
@@ -156,15 +156,14 @@ async def wake(store: Store, service_sid: str) -> None:
         await wake(store, service_sid)
 
 
-async def services_in(store: Store, buckets: Iterable[int]) -> list[str]:
-    """The Services that have (had) a webhook URL, in ``buckets`` (one SMEMBERS per bucket)."""
-    return [text(s) for b in sorted(buckets) for s in await store.redis.smembers(keys.webhook_services(b))]
+async def services_in(store: Store, held: Iterable[int]) -> list[str]:
+    """The Services that have (had) a webhook URL, in the buckets ``held`` (one pipeline of SMEMBERS)."""
+    return await buckets.members_in(store, keys.webhook_services, held)
 
 
-async def services_with_work(store: Store, buckets: Iterable[int] = range(keys.BUCKETS)) -> list[str]:
-    """Services of ``buckets`` whose queue is not empty (one SMEMBERS per bucket plus one pipelined
-    XLEN per Service)."""
-    return await with_work(store, await services_in(store, buckets))
+async def services_with_work(store: Store, held: Iterable[int] = range(keys.BUCKETS)) -> list[str]:
+    """Services of the buckets ``held`` whose queue is not empty (one pipeline of SMEMBERS, one of XLEN)."""
+    return await with_work(store, await services_in(store, held))
 
 
 async def with_work(store: Store, sids: list[str]) -> list[str]:
@@ -180,7 +179,7 @@ async def with_work(store: Store, sids: list[str]) -> list[str]:
 
 async def _members(store: Store, bucket_key: Callable[[int], str]) -> set[str]:
     """Every Service SID in one work list, all buckets (the admin commands)."""
-    return {text(s) for b in range(keys.BUCKETS) for s in await store.redis.smembers(bucket_key(b))}
+    return set(await buckets.members_in(store, bucket_key, range(keys.BUCKETS)))
 
 
 async def take_lease(store: Store, service_sid: str, owner: str, ms: int) -> bool:

@@ -131,6 +131,29 @@ async def test_an_earlier_versions_single_key_work_lists_move_into_the_buckets(o
     assert await buckets.migrate(own_store) == 0  # a second process finds nothing left
 
 
+async def test_the_work_lists_of_the_buckets_held_are_read_in_one_round_trip(own_store: Store) -> None:
+    """``due_in`` / ``members_in``: what each bucket held has due (by score, at most ``batch``) and
+    holds, bucket by bucket, in one pipeline; buckets not held are not read."""
+    r = own_store.redis
+    sids = [f"IS{n:032x}" for n in range(40)]
+    now = int(time.time() * 1000)
+    for n, sid in enumerate(sids):
+        await r.zadd(keys.reach_due(keys.bucket(sid)), {sid: now - 1000 if n % 2 == 0 else now + 60_000})
+        await r.sadd(keys.webhook_services(keys.bucket(sid)), sid)
+    held = {keys.bucket(s) for s in sids[:6]}
+    due = await buckets.due_in(own_store, keys.reach_due, held, 100)
+    assert [b for b, _ in due] == sorted(held)
+    for b, members in due:
+        assert sorted(members) == sorted(s for n, s in enumerate(sids) if keys.bucket(s) == b and n % 2 == 0)
+    one = sorted(held)[0]
+    capped = await buckets.due_in(own_store, keys.reach_due, {one}, 1)
+    assert len(capped) == 1 and len(capped[0][1]) == min(1, len(dict(due)[one]))
+    members = await buckets.members_in(own_store, keys.webhook_services, held)
+    assert sorted(members) == sorted(s for s in sids if keys.bucket(s) in held)
+    assert await buckets.due_in(own_store, keys.reach_due, set(), 100) == []
+    assert await buckets.members_in(own_store, keys.webhook_services, set()) == []
+
+
 async def test_an_upgraded_store_keeps_its_expiries(own_redis: RedisProcess, own_store: Store) -> None:
     """A Document with a TTL whose Service is listed only in the old single ``sync:due`` (as an
     earlier version left it) still expires once a server of this version starts."""
