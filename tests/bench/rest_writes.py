@@ -11,7 +11,9 @@ Default (issue 10's REST goal): starts one Valkey, then for each worker count ru
 --workers) one after the other, each loaded with Document updates (form body ``Data=…``, Basic
 auth, --connections connections over 64 Documents) for --seconds after a 1 s warm-up. Prints
 writes/s and server CPU µs per write (utime+stime of the server's process tree from /proc, and
-Valkey's apart), each sync-server figure with its ratio to the naive endpoint's. The load comes
+Valkey's apart) and the server's write system calls per write (``syscw``: sockets, to the clients and
+to Valkey), each sync-server figure with its ratio to the naive endpoint's. sync-server runs with
+its default settings (not the test helpers' faster background loops), as in fanout.py. The load comes
 from wrk when it is installed (``apt-get install -y wrk``), else from the in-repo Python load
 generator (loadgen.py) in two processes, which is slower than the servers on 2 cores: its writes/s
 are then a floor, the CPU per write still holds.
@@ -49,7 +51,7 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.bench.fanout import cpu_s, tree  # noqa: E402
+from tests.bench.fanout import cpu_s, product_defaults, tree, write_calls  # noqa: E402
 from tests.bench.loadgen import percentile, run_load  # noqa: E402
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, RedisProcess, ServerProcess  # noqa: E402
 
@@ -333,7 +335,7 @@ def compare(args: argparse.Namespace) -> None:
                         proc.terminate()
                         proc.wait(20)
                 else:
-                    env = {"SYNC_WORKERS": str(workers), "SYNC_LOG_LEVEL": "error"}
+                    env = {**product_defaults(), "SYNC_WORKERS": str(workers), "SYNC_LOG_LEVEL": "error"}
                     if os.environ.get("SYNC_METRICS"):  # metrics on vs off (README, Metrics)
                         env["SYNC_METRICS"] = os.environ["SYNC_METRICS"]
                     server = ServerProcess(redis_url=redis.url, env=env).start()
@@ -351,16 +353,19 @@ def compare(args: argparse.Namespace) -> None:
                     keyed = name == "with key"
                     load(port, service, args.connections, 1.0, how, keyed)  # warm-up
                     pids = tree(pid)
-                    cpu0, rcpu0 = cpu_s(pids), cpu_s([redis.proc.pid])
+                    cpu0, rcpu0, calls0 = cpu_s(pids), cpu_s([redis.proc.pid]), write_calls(pids)
                     ok, errors, elapsed = load(port, service, args.connections, args.seconds, how, keyed)
                     cpu, rcpu = cpu_s(pids) - cpu0, cpu_s([redis.proc.pid]) - rcpu0
+                    calls = write_calls(pids) - calls0
                 finally:
                     stop()
                 res = {"rate": ok / elapsed, "cpu_us": cpu * 1e6 / max(1, ok), "redis_us": rcpu * 1e6 / max(1, ok)}
+                res["calls"] = calls / max(1, ok)
                 results[(name, workers)] = res
                 print(
                     f"  {name:11s} workers={workers}  writes={ok} errors={errors}  {res['rate']:,.0f}/s  "
-                    f"server CPU {res['cpu_us']:.0f} µs/write  Valkey CPU {res['redis_us']:.0f} µs/write",
+                    f"server CPU {res['cpu_us']:.0f} µs/write  Valkey CPU {res['redis_us']:.0f} µs/write  "
+                    f"write calls/write {res['calls']:.2f}",
                     flush=True,
                 )
     finally:
@@ -378,6 +383,7 @@ def compare(args: argparse.Namespace) -> None:
             f"  {workers} worker{'s' if workers > 1 else ' '}  writes/s {nv['rate']:,.0f} / {sy['rate']:,.0f} "
             f"({sy['rate'] / nv['rate']:.2f}x)   server CPU µs/write {nv['cpu_us']:.0f} / {sy['cpu_us']:.0f} "
             f"({sy['cpu_us'] / nv['cpu_us']:.2f}x)   Valkey CPU µs/write {nv['redis_us']:.0f} / {sy['redis_us']:.0f}"
+            f"   write calls/write {nv['calls']:.2f} / {sy['calls']:.2f}"
         )
 
 

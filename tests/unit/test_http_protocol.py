@@ -10,7 +10,7 @@ from typing import Any
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from app.http_protocol import PROTOCOL, HttpLimits, LimitedHttpToolsProtocol, limits_from_env
+from app.http_protocol import PROTOCOL, HeadWithBody, HttpLimits, LimitedHttpToolsProtocol, limits_from_env
 
 BODY_S = 0.25
 LIMITS = HttpLimits(head_timeout_s=BODY_S, body_timeout_s=BODY_S, max_header_bytes=1024, max_headers=10)
@@ -43,13 +43,13 @@ class Transport:
         self.reading = True
 
 
-def _protocol(app: Any) -> tuple[LimitedHttpToolsProtocol, Transport]:
+def _protocol(app: Any, transport: Transport | None = None) -> tuple[LimitedHttpToolsProtocol, Transport]:
     config = Config(app=app, loop="asyncio", lifespan="off")
     config.load()
     protocol = LimitedHttpToolsProtocol(
         config=config, server_state=ServerState(), app_state={}, _loop=asyncio.get_running_loop(), limits=LIMITS
     )
-    transport = Transport()
+    transport = transport or Transport()
     protocol.connection_made(transport)  # type: ignore[arg-type]
     return protocol, transport
 
@@ -129,3 +129,82 @@ async def test_without_limits_given_the_protocol_reads_them_from_the_environment
         assert (protocol.limits.max_headers, protocol.limits.body_timeout_s) == (7, 2.5)
     finally:
         limits_from_env.cache_clear()
+
+
+class Writes(Transport):
+    """A transport that keeps each write apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.writes.append(bytes(data))
+
+
+RESPONSE_HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n"
+
+
+def test_a_response_head_leaves_with_its_body_in_one_write() -> None:
+    t = Writes()
+    held = HeadWithBody(t)  # type: ignore[arg-type]
+    held.write(RESPONSE_HEAD)
+    assert t.writes == []  # held for the body
+    held.write(b"{}")
+    assert t.writes == [RESPONSE_HEAD + b"{}"]
+    held.flush()  # the response is complete: nothing left
+    assert t.writes == [RESPONSE_HEAD + b"{}"]
+
+
+def test_a_head_without_a_body_write_leaves_when_the_response_is_complete_or_closed() -> None:
+    t = Writes()
+    held = HeadWithBody(t)  # type: ignore[arg-type]
+    held.write(RESPONSE_HEAD)  # a HEAD request's answer: uvicorn writes no body
+    held.flush()
+    assert t.writes == [RESPONSE_HEAD]
+    t2 = Writes()
+    held2 = HeadWithBody(t2)  # type: ignore[arg-type]
+    held2.write(RESPONSE_HEAD)
+    held2.close()
+    assert t2.writes == [RESPONSE_HEAD] and t2.closed
+
+
+def test_a_streamed_head_and_100_continue_are_not_held() -> None:
+    t = Writes()
+    held = HeadWithBody(t)  # type: ignore[arg-type]
+    held.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert t.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    chunked = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    held.write(chunked)
+    assert t.writes[-1] == chunked  # an event stream's client sees its head at once
+    held.write(b"5\r\nhello\r\n")
+    assert t.writes[-1] == b"5\r\nhello\r\n"
+
+
+def test_a_closed_connection_gets_no_late_head() -> None:
+    t = Writes()
+    held = HeadWithBody(t)  # type: ignore[arg-type]
+    held.write(RESPONSE_HEAD)
+    t.closed = True
+    held.flush()
+    assert t.writes == []
+
+
+async def _answers(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+async def test_the_protocol_answers_in_one_write_and_a_head_request_gets_its_head() -> None:
+    t = Writes()
+    protocol, _ = _protocol(_answers, t)
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert len(t.writes) == 1 and t.writes[0].startswith(b"HTTP/1.1 200 OK\r\n") and t.writes[0].endswith(b"\r\n\r\n{}")
+    protocol.data_received(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive: the next request
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert len(t.writes) == 2 and t.writes[1].startswith(b"HTTP/1.1 200 OK\r\n") and t.writes[1].endswith(b"\r\n\r\n")
+    await _finish(protocol)
