@@ -184,7 +184,8 @@ def tombstone(is_: str) -> str:
 
 def wake_channel(is_: str) -> str:
     """Pub/sub channel a write script publishes to; realtime only uses it as a wake-up. Payloads:
-    ``"<SID> <event id>"`` (an event was logged for that object), ``"<SID> acl <identity>"`` (that
+    ``"<SID> <event id>"`` (an event was logged for that object; ``"<SID> <event id> <packed event>"``
+    when the event is small, scripts/lib.lua ``emit``), ``"<SID> acl <identity>"`` (that
     identity's Permission on that object lost ``read`` or was deleted) and ``"* acl <0|1>"`` (the
     Service's ``acl_enabled`` was written, with its new value)."""
     return f"sync:{{{is_}}}:wake"

@@ -192,6 +192,45 @@ async def test_rest_write_reaches_subscriber_with_payload(client: SyncClient, tw
     assert ev["event_type"] == "document_removed" and ev["event"]["document_sid"] == doc["sid"]
 
 
+async def _xrange_calls(redis: Any) -> int:
+    """XRANGE commands the backend's Valkey processes have run (every node of a Cluster)."""
+    if hasattr(redis, "get_nodes"):  # a Cluster: each node's own counts
+        await redis.initialize()  # (a no-op once done) the client learns its nodes lazily
+        infos = [await redis.info("commandstats", target_nodes=node) for node in redis.get_nodes()]
+    else:
+        infos = [await redis.info("commandstats")]
+    return sum(int(info.get("cmdstat_xrange", {}).get("calls", 0)) for info in infos)
+
+
+async def test_small_events_ride_in_their_wake_up_and_large_ones_are_read_from_the_log(
+    client: SyncClient, twilio: Any, service: str, redis: Any
+) -> None:
+    """An up-to-date subscriber gets a small event from the wake-up itself (no XRANGE of the log);
+    an event too large to ride along (scripts/lib.lua WAKE_INLINE_MAX) is read from the log; both
+    arrive whole and in order."""
+    doc = await client.open("document", "inline")
+    await client.subscribe(doc["sid"], "document", doc["last_event_id"])
+    docs = twilio.sync.v1.services(service).documents(doc["sid"])
+    docs.update(data={"n": 0})  # the first one may come either way (the subscription's first read)
+    assert (await client.next_event())["event"]["document_data"] == {"n": 0}
+    before = await _xrange_calls(redis)
+    for n in range(1, 6):
+        await asyncio.sleep(0.01)  # a pause (hub.QUIET_S): in a burst the log is read, to batch it
+        docs.update(data={"n": n})
+        e = (await client.next_event())["event"]
+        assert e["document_data"] == {"n": n} and e["id"] == n + 1
+    assert await _xrange_calls(redis) == before  # delivered from the wake-ups alone
+    big = "x" * 3000
+    for n in range(6, 8):
+        docs.update(data={"n": n, "big": big})
+        e = (await client.next_event())["event"]
+        assert e["document_data"] == {"n": n, "big": big} and e["id"] == n + 1
+    assert await _xrange_calls(redis) >= before + 2  # too large for a wake-up: read from the log
+    docs.update(data={"n": 8})
+    e = (await client.next_event())["event"]
+    assert e["document_data"] == {"n": 8} and e["id"] == 9
+
+
 async def test_own_writes_are_not_echoed(client: SyncClient, twilio: Any, service: str) -> None:
     m = await client.open("map", "mine")
     await client.subscribe(m["sid"], "map", m["last_event_id"])

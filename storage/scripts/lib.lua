@@ -92,6 +92,12 @@ end
 local NO_WEBHOOK = {list_updated = true, map_updated = true, stream_updated = true, stream_created = true,
                     stream_removed = true, stream_message_published = true}
 
+-- An event packed in at most this many bytes is carried by its wake-up (keys.wake_channel), so a
+-- process whose readers of the object are up to date delivers it without reading the log; larger
+-- ones (up to 16 KB of data) are read from the log, so a wake-up never costs every process
+-- watching the Service more than this.
+local WAKE_INLINE_MAX = 2048
+
 -- Append one change event to the object's log (and the webhook queue), in this same atomic step,
 -- and wake readers. ev: table of event fields; id and common fields are filled in here.
 -- quiet: queue no webhook (object_rebase.lua's restatements: nobody changed anything).
@@ -105,7 +111,11 @@ local function emit(sid, eid, ev, quiet)
   local key = P .. 'ev:' .. sid
   local packed = cmsgpack.pack(ev)
   redis.call('XADD', key, 'MAXLEN', '~', LOG_CAP, '0-' .. (eid + 1), 'e', packed)
-  redis.call(PUB, P .. 'wake', sid .. ' ' .. eid)
+  if #packed <= WAKE_INLINE_MAX then  -- the event rides along: a reader next in line needs no XRANGE
+    redis.call(PUB, P .. 'wake', sid .. ' ' .. eid .. ' ' .. packed)
+  else
+    redis.call(PUB, P .. 'wake', sid .. ' ' .. eid)
+  end
   if not quiet and not NO_WEBHOOK[ev.t] then queue_webhook(packed) end
 end
 
