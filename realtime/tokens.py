@@ -164,13 +164,9 @@ def _grant(parsed: Parsed, key: accounts.ApiKey, identity: str, sync: dict[str, 
 async def _key(store: Store, key_sid: str) -> accounts.ApiKey | None:
     """The signing key, trusted for the store's cache time (like REST credentials): every connect
     of a crowd of clients signed by one key would otherwise read it again."""
-    cached: accounts.ApiKey | None = store.cache.get(("api-key", key_sid))
-    if cached is None:
-        since = store.cache.generation  # a revocation heard during the read: not kept
-        cached = await accounts.get_key(store, key_sid)
-        if cached is not None:
-            store.cache.put(("api-key", key_sid), cached, since)
-    return cached
+    # one read for a crowd that connects at once; a revocation heard during the read: not kept
+    key: accounts.ApiKey | None = await store.cache.load(("api-key", key_sid), lambda: accounts.get_key(store, key_sid))
+    return key
 
 
 def _time(claims: dict[str, Any], name: str, required: bool = False) -> float | None:

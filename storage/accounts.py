@@ -94,13 +94,17 @@ async def store_id(store: Store) -> str:
     cached = store_id_cached(store)  # read at every WebSocket connect
     if cached is not None:
         return cached
+    found: str = await store.cache.load(keys.STORE_ID, lambda: _read_store_id(store))  # once for a crowd
+    return found
+
+
+async def _read_store_id(store: Store) -> str:
     r = store.redis
     existing = await r.get(keys.STORE_ID)
     if existing:
-        store.cache.put(keys.STORE_ID, text(existing))
         return text(existing)
     await r.set(keys.STORE_ID, secrets.token_hex(16), nx=True)
-    return await store_id(store)  # ours, or another process's that won the race
+    return await _read_store_id(store)  # ours, or another process's that won the race
 
 
 def store_id_cached(store: Store) -> str | None:

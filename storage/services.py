@@ -96,11 +96,12 @@ async def cached(store: Store, account_sid: str, sid: str) -> Service:
     everywhere as soon as that message arrives; writes into a Service deleted meanwhile are refused
     by its tombstone inside the write scripts all the same."""
     hit = cached_now(store, account_sid, sid)
-    if hit is None:
-        since = store.cache.generation
-        hit = await get(store, account_sid, sid)
-        store.cache.put(("service", account_sid, sid), hit, since)
-    return hit
+    if hit is not None:
+        return hit
+    if not store.health.up:  # Redis known to be down: no cached answer (``cached_now``), the read fails
+        return await get(store, account_sid, sid)
+    service: Service = await store.cache.load(("service", account_sid, sid), lambda: get(store, account_sid, sid))
+    return service  # read once for all who ask meanwhile (TtlCache.load)
 
 
 def cached_now(store: Store, account_sid: str, sid: str) -> Service | None:

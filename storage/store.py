@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -60,6 +60,7 @@ class TtlCache:
         # bumped by every drop and clear (an invalidation): a value read from Redis before one may
         # predate the change it announces, so ``put(since=)`` does not keep it
         self.generation = 0
+        self._loading: dict[Any, tuple[asyncio.Future[Any], int]] = {}  # ``load``: fetches in flight
 
     def get(self, key: Any) -> Any:
         hit = self._data.get(key)
@@ -75,6 +76,31 @@ class TtlCache:
         if len(self._data) >= self.max_entries:
             self._data.clear()
         self._data[key] = (value, time.monotonic() + self.ttl_s)
+
+    async def load(self, key: Any, fetch: Callable[[], Awaitable[Any]]) -> Any:
+        """The value kept for ``key``, or else ``fetch()``'s (kept unless None or an invalidation
+        came meanwhile). Concurrent misses of one key share one fetch: a crowd of clients connecting
+        at once (a restart) reads a key or a Service once, not once each, and so does not open a
+        Redis connection each. A fetch started before an invalidation is not shared with callers
+        that come after it; a failed fetch fails every caller that shared it."""
+        hit = self.get(key)
+        if hit is not None:
+            return hit
+        loading = self._loading.get(key)
+        if loading is None or loading[1] != self.generation:
+            since = self.generation
+            task = asyncio.ensure_future(fetch())
+            self._loading[key] = (task, since)
+
+            def done(t: asyncio.Future[Any]) -> None:
+                if self._loading.get(key, (None, 0))[0] is t:
+                    del self._loading[key]
+                if not t.cancelled() and t.exception() is None and t.result() is not None:
+                    self.put(key, t.result(), since)
+
+            task.add_done_callback(done)
+            loading = (task, since)
+        return await asyncio.shield(loading[0])  # one caller cancelled does not cancel the others'
 
     def drop(self, key: Any) -> None:
         self.generation += 1

@@ -357,6 +357,39 @@ async def test_connections_and_frame_size_are_limited(backend: Backend, api_key:
         srv.stop()
 
 
+async def test_a_crowd_connecting_at_once_reads_its_key_and_service_once(
+    backend: Backend, api_key: Any, service: str, redis: Any
+) -> None:
+    """40 clients connect to a fresh process at once (as after a restart): its caches are empty,
+    and each connect needs the signing key, the Service and the store id; they are read once for
+    the crowd (TtlCache.load), not once per client (which opened a Redis connection each)."""
+    srv = backend.server_process().start()
+    try:
+
+        async def calls(command: str) -> int:
+            if hasattr(redis, "get_nodes"):
+                await redis.initialize()
+                infos = [await redis.info("commandstats", target_nodes=n) for n in redis.get_nodes()]
+            else:
+                infos = [await redis.info("commandstats")]
+            return sum(int(i.get(f"cmdstat_{command}", {}).get("calls", 0)) for i in infos)
+
+        before = {c: await calls(c) for c in ("hget", "hgetall")}
+        tok = token(api_key.sid, api_key.secret, service, "crowd")
+        crowd = await asyncio.gather(*(SyncClient.connect(ws_url(srv), tok) for _ in range(40)))
+        try:
+            assert all(c.init_reply["status"]["code"] == 200 for c in crowd)
+            read = {c: await calls(c) - before[c] for c in before}
+            # the key: two HGETs, the Service: one HGETALL, once for the crowd, not 40 times (other
+            # processes of the session may add a few of their own; the store id's GET cannot be told
+            # from the GETs of the bucket-lease scripts, which commandstats counts too)
+            assert read["hget"] < 20 and read["hgetall"] < 20, read
+        finally:
+            await asyncio.gather(*(c.close() for c in crowd))
+    finally:
+        srv.stop()
+
+
 @pytest.mark.parametrize("enabled", [False, True])
 async def test_compression_is_negotiated_only_when_enabled(backend: Backend, enabled: bool) -> None:
     """Clients offer permessage-deflate (websockets, Node's ws, browsers); by default it is declined."""
