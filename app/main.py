@@ -31,6 +31,7 @@ from . import console, errors, observe, openapi, routes
 from .auth import Authenticator
 from .idempotency import Idempotency
 from .metrics import RUN_DIR_VAR, Metrics, RequestMetrics
+from .router import IndexedRouter
 from .settings import Settings
 
 log = logging.getLogger("sync.app")
@@ -141,6 +142,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Exception: errors.server_error_handler,
         },
     )
+    # the same table, dispatched by segment count (app/router.py); built before the first request
+    app.router = IndexedRouter(routes=table, lifespan=lifespan)
     app.router.redirect_slashes = False  # a trailing slash is a 404 in Twilio's JSON, never a bare 307
     return app
 
