@@ -12,14 +12,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
 from realtime.tokens import mint
-from storage import NotFoundError, Store, accounts, services, webhooks
+from storage import NotFoundError, Store, StoreUnavailableError, accounts, services, webhooks
 from storage.embedded import DataDirInUse, EmbeddedRedis
+from storage.startup import RedisNotReachableError, redacted, when_reachable
 
 from .flags import overrides, settings_parent
 from .metrics import RUN_DIR_VAR, write_restarts
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             with _admin_redis(settings) as url:
                 asyncio.run(_admin(settings, url, args))
-    except DataDirInUse as exc:
+    except (DataDirInUse, StoreUnavailableError) as exc:  # an admin command's Redis down: one line
         sys.exit(f"sync-server: {exc}")
 
 
@@ -224,7 +226,7 @@ def _admin_redis(settings: Settings) -> Iterator[str]:
     Valkey of the server running on the data dir, else (no server running) the data dir's existing
     store, its Valkey started for this command. With none of these it exits, saying how to choose."""
     if settings.redis_url:
-        _say(f"using the Redis at {settings.redis_url} (REDIS_URL / --redis-url)")
+        _say(f"using the Redis at {redacted(settings.redis_url)} (REDIS_URL / --redis-url)")
         yield settings.redis_url
         return
     data = Path(settings.data_dir).resolve()
@@ -600,9 +602,14 @@ def _serve(settings: Settings, url: str) -> None:
 
     from .http_protocol import PROTOCOL
 
-    account, token, created = asyncio.run(_bootstrap(settings, url))
+    try:
+        account, token, created = asyncio.run(
+            when_reachable(partial(_bootstrap, settings, url), url, settings.redis_startup_wait_s, log)
+        )
+    except RedisNotReachableError as exc:
+        sys.exit(f"sync-server: {exc}")
     which = (
-        f"external Redis at {settings.redis_url}"
+        f"external Redis at {redacted(settings.redis_url)}"
         if settings.redis_url
         else (f"embedded Valkey at {url} (data in {Path(settings.data_dir).resolve() / 'redis'})")
     )

@@ -25,6 +25,7 @@ from realtime.session import Limits
 from realtime.webhooks import WebhookOptions, WebhookWorker
 from realtime.websocket import ENDPOINTS as WEBSOCKET_ENDPOINTS, SENT
 from storage import Durability, Store, StoreConfig, StoreError, StoreUnavailableError, accounts, expiry, services
+from storage.startup import when_reachable
 from storage.wire.errors import TwilioError
 
 from . import console, errors, observe, openapi, routes
@@ -53,11 +54,22 @@ def create_app(settings: Settings | None = None) -> Starlette:
             history_keep=settings.history_keep,
             history_max_age_s=settings.history_max_age_s,
         )
-        store = await Store.connect(
-            settings.redis_url, config, cluster=settings.redis_cluster, timeout_s=settings.redis_timeout_s
-        )
-        if settings.account_sid and settings.auth_token:
-            await accounts.ensure_account(store, settings.account_sid, settings.auth_token)
+        redis_url = settings.redis_url
+
+        async def connect() -> Store:
+            store = await Store.connect(
+                redis_url, config, cluster=settings.redis_cluster, timeout_s=settings.redis_timeout_s
+            )
+            try:
+                if settings.account_sid and settings.auth_token:
+                    await accounts.ensure_account(store, settings.account_sid, settings.auth_token)
+            except BaseException:
+                await store.close()
+                raise
+            return store
+
+        # a worker starts once serve has reached Redis, but a Cluster master may die in between
+        store = await when_reachable(connect, redis_url, settings.redis_startup_wait_s, log)
         stop = asyncio.Event()
         purge_wake = asyncio.Event()
         app.state.store = store

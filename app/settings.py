@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(
         5.0, gt=0, description="longest wait for one Redis reply or connection (then 503/20503, not a hang)"
     )
+    redis_startup_wait_s: float = Field(
+        60.0,
+        ge=0,
+        description="how long serve retries when Redis does not answer at start (a Cluster master being "
+        "replaced included), then exits with one line (0: at once)",
+    )
     durability: Literal["local", "fsync", "replica"] = Field(
         "local", description="when a write is acknowledged: local (primary), fsync (primary's AOF fsynced), replica"
     )

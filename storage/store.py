@@ -171,10 +171,15 @@ class Store:
         store = cls(cast(RedisClient, client), config)
         if not cluster:
             store.health.on_outage = _drop_idle_connections(pool)
-        await store.ping()
-        await check_durability(client, store.config.durability)
-        store.cluster = cluster
-        store.sharded = await store.detect_sharded()
+        try:
+            await store.ping()
+            await check_durability(client, store.config.durability)
+            store.cluster = cluster
+            store.sharded = await store.detect_sharded()
+        except BaseException:
+            with contextlib.suppress(Exception):  # its connections, if any: a caller may try again
+                await store.close()
+            raise
         return store
 
     async def detect_sharded(self) -> bool:
@@ -209,6 +214,13 @@ class Store:
 
     async def close(self) -> None:
         await self.redis.aclose()
+        # RedisCluster.aclose does nothing while the client means to rediscover the topology (after a
+        # connection error: a master down): its nodes' connections would stay open until the
+        # collector finds them ("Unclosed ClusterNode object"). Closing them twice is harmless.
+        nodes = getattr(self.redis, "nodes_manager", None)
+        if nodes is not None:
+            await nodes.aclose()
+            await nodes.aclose("startup_nodes")
 
     async def run(
         self, script: lua.WriteScript, service_sid: str, key: str, actor: Actor, /, **args: lua.LuaArg

@@ -37,10 +37,10 @@ WEBHOOK_TEST_ENV = {
 
 
 class RedisProcess:
-    """A throwaway Valkey on a free port, no persistence."""
+    """A throwaway Valkey on a free port (or ``port``), no persistence."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="sync-test-redis-")
         self.proc = subprocess.Popen(
             [server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
