@@ -3,8 +3,8 @@ tests/test_failover.py, tests/bench/failover.py): a primary with one replica, an
 masters + 3 replicas whose nodes fail over within about a second (``cluster-node-timeout`` 1000 ms)
 so a test that kills a master stays bounded. AOF on (appendfsync everysec) as in production.
 
-Kept apart from tests/helpers.py's ClusterProcess (no replicas, no persistence: the fast fixture of
-the rest of the suite) so the two evolve independently."""
+The Cluster is checker/cluster.py's (as tests/helpers.py's ClusterProcess, the suite's fast fixture
+without persistence), with AOF on and a shorter node timeout."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from checker.cluster import ValkeyCluster
 from realtime.client import SyncClient
 from storage import Store, accounts, keys
 from storage.embedded import free_port, server_binary
@@ -109,44 +110,20 @@ class ReplicatedPair(Nodes):
         return f"redis://127.0.0.1:{self.primary}/0"
 
 
-class ReplicatedCluster(Nodes):
-    """3 masters + 3 replicas, fast failover (``NODE_TIMEOUT_MS``)."""
+class ReplicatedCluster(ValkeyCluster):
+    """checker/cluster.py's Cluster, 3 masters + 3 replicas, with AOF and fast failover
+    (``NODE_TIMEOUT_MS``), and what the failover load needs: which master serves a key, a kill that
+    does not wait, a wait for the promotion, and the killed node back as a replica."""
 
     def __init__(self, masters: int = 3) -> None:
-        super().__init__()
-        try:
-            ports = [
-                self.start("--cluster-enabled", "yes", "--cluster-port", str(free_port()),
-                           "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--cluster-config-file", "nodes.conf")
-                for _ in range(2 * masters)
-            ]  # fmt: skip
-            nodes = [f"127.0.0.1:{p}" for p in ports]
-            cli("--cluster", "create", *nodes, "--cluster-replicas", "1", "--cluster-yes")
-            for p in ports:
-                wait_for(p, "cluster info", "cluster_state:ok")
-            self.ports = ports
-            for p in self.replicas():
-                wait_for(p, "info replication", "master_link_status:up")
-        except BaseException:
-            self.stop()
-            raise
+        temp = tempfile.mkdtemp(prefix="sync-test-failover-")
+        super().__init__(masters, 1, NODE_TIMEOUT_MS, aof=True, patience=SCALE, dir=temp)
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.ports[0]}/0"
-
-    def _nodes(self, via: int) -> list[list[str]]:
-        return [line.split() for line in cli("-p", str(via), "cluster", "nodes").splitlines() if line]
-
-    def replicas(self) -> list[int]:
-        return [int(n[1].split("@")[0].split(":")[1]) for n in self._nodes(self.ports[0]) if "slave" in n[2]]
-
-    def owner(self, key: str, via: int | None = None) -> int:
-        """The port of the master serving ``key``'s slot, as node ``via`` sees the Cluster."""
-        via = via or next(p for p in self.ports if self.procs[p].poll() is None)
-        slot = int(cli("-p", str(via), "cluster", "keyslot", key).strip())
-        for n in self._nodes(via):
-            if "master" not in n[2] or "fail" in n[2]:
+    def owner(self, key: str) -> int:
+        """The port of the live master serving ``key``'s slot, as a live node sees the Cluster now."""
+        slot = int(self.cli("-p", str(self.alive()[0]), "cluster", "keyslot", key).strip())
+        for n in self._nodes():
+            if "master" not in n[2] or "fail" in n[2]:  # "fail?": suspected, not yet failed over
                 continue
             for r in n[8:]:
                 lo, _, hi = r.partition("-")
@@ -154,19 +131,27 @@ class ReplicatedCluster(Nodes):
                     return int(n[1].split("@")[0].split(":")[1])
         raise LookupError(f"no master serves slot {slot}")
 
+    def kill(self, port: int) -> None:
+        """kill -9 (no shutdown, no last AOF write), without waiting for a replica to take over."""
+        self.procs[port].kill()
+        self.procs[port].wait(10)
+
     def wait_promoted(self, key: str, dead: int, within_s: float = 20.0) -> int:
         """Wait until a live master serves ``key``'s slot again after ``dead`` was killed; its port."""
         deadline = time.monotonic() + within_s * SCALE
-        alive = [p for p in self.ports if p != dead]
         while time.monotonic() < deadline:
             try:
-                owner = self.owner(key, alive[0])
-                if owner != dead and "cluster_state:ok" in cli("-p", str(owner), "cluster", "info"):
+                owner = self.owner(key)
+                if owner != dead and "cluster_state:ok" in self.cli("-p", str(owner), "cluster", "info"):
                     return owner
-            except (LookupError, subprocess.CalledProcessError):
+            except (LookupError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"no replica took over from {dead}")
+
+    def restart(self, port: int) -> None:
+        """The killed node back on its port and data, a replica of the master that took its place."""
+        self.revive(port)
 
 
 # --- the load: REST writers and a subscriber while a master is killed ---------------------------------
