@@ -44,9 +44,12 @@ from typing import Any, Literal, Protocol, Self, TypedDict, cast, overload
 
 from redis.exceptions import (
     ClusterDownError,
+    ClusterError,
     ConnectionError as RedisConnectionError,
     RedisClusterException,
+    ResponseError,
     TimeoutError as RedisTimeoutError,
+    TryAgainError,
 )
 
 from .errors import StoreUnavailableError
@@ -328,7 +331,21 @@ UNREACHABLE: tuple[type[BaseException], ...] = (
     ClusterDownError,
     RedisClusterException,
     OSError,
+    # a Cluster whose slots are moving: a multi-key call while keys are half moved (TRYAGAIN), and
+    # redirections that did not settle within redis-py's limit ("TTL exhausted")
+    TryAgainError,
+    ClusterError,
 )
+
+# A script that touched a key of a slot being moved, after the key left (the Cluster refuses the
+# command inside the script): the slot is in flux, not the request wrong.
+_MOVING_SLOT = "non local key"
+
+
+def in_flux(exc: BaseException) -> bool:
+    """Whether a ResponseError is a Cluster's slot being moved under a script (answered 503, as an
+    outage: whether the write happened cannot be said)."""
+    return isinstance(exc, ResponseError) and _MOVING_SLOT in str(exc)
 
 
 class Health:
@@ -387,8 +404,8 @@ async def _guarded(
     except UNREACHABLE as exc:
         health.stats.failed(name)
         raise health.failed(exc) from exc
-    except (RuntimeError, AttributeError) as exc:
-        if not torn_down(exc):
+    except (RuntimeError, AttributeError, ResponseError) as exc:
+        if not (torn_down(exc) or in_flux(exc)):
             raise
         health.stats.failed(name)
         raise health.failed(exc) from exc

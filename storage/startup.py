@@ -18,16 +18,10 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from redis.exceptions import (
-    AuthenticationError,
-    ClusterDownError,
-    ConnectionError as RedisConnectionError,
-    RedisClusterException,
-    TimeoutError as RedisTimeoutError,
-    TryAgainError,
-)
+from redis.exceptions import AuthenticationError
 
 from .errors import StoreUnavailableError
+from .redis_client import UNREACHABLE
 
 T = TypeVar("T")
 
@@ -35,16 +29,9 @@ FIRST_PAUSE_S = 0.2  # then doubled after each failed attempt, up to MAX_PAUSE_S
 MAX_PAUSE_S = 3.0
 
 # What a Redis that is down, still loading, partitioned, or a Cluster without a master for some of
-# its slots, raises. AuthenticationError is a ConnectionError in redis-py, and is not transient.
-TRANSIENT: tuple[type[BaseException], ...] = (
-    StoreUnavailableError,
-    RedisConnectionError,
-    RedisTimeoutError,
-    ClusterDownError,
-    TryAgainError,
-    RedisClusterException,
-    OSError,
-)
+# its slots, raises (redis_client.UNREACHABLE, and the store's own error for them). AuthenticationError
+# is a ConnectionError in redis-py, and is not transient.
+TRANSIENT: tuple[type[BaseException], ...] = (StoreUnavailableError, *UNREACHABLE)
 
 
 class RedisNotReachableError(Exception):

@@ -21,10 +21,12 @@ from redis.asyncio.cluster import ClusterPipeline, ClusterPubSub, RedisCluster
 from redis.exceptions import (
     BusyLoadingError,
     ClusterDownError,
+    ClusterError,
     ConnectionError,
     RedisClusterException,
     ResponseError,
     TimeoutError as RedisTimeoutError,
+    TryAgainError,
 )
 
 from storage.errors import StoreUnavailableError
@@ -139,6 +141,10 @@ UNREACHABLE_ERRORS = [
     ConnectionRefusedError(111, "Connection refused"),
     ClusterDownError("CLUSTERDOWN The cluster is down"),
     RedisClusterException("Redis Cluster cannot be connected. Please provide at least one reachable node"),
+    # a slot being moved: keys half moved, redirections that did not settle, a script refused mid-way
+    TryAgainError("TRYAGAIN Multiple keys request during rehashing of slot"),
+    ClusterError("TTL exhausted."),
+    ResponseError("ERR Script attempted to access a non local key in a cluster node script: item_write"),
 ]
 
 
