@@ -192,10 +192,32 @@ class ServerConnection(asyncio.Protocol):
             return
         if self._state == _CLOSED:
             return
-        self._buf += data
         self._alive = True
+        if not self._buf and self._state == _OPEN and not self._read_paused and self._whole_message(data):
+            return
+        self._buf += data
         if not self._read_paused:
             self._parse()
+
+    def _whole_message(self, data: bytes) -> bool:
+        """The common read, exactly one whole unfragmented text or binary frame of under 64 KiB (an
+        SDK's ack, a request): handed on from ``data`` itself, without the buffer's copies and the
+        general parser's checks. False (nothing done) for anything else, which ``_parse`` handles."""
+        if len(data) < 6 or self._ext is not None or self._fragments is not None:
+            return False  # not even a frame's head and mask, compressed, or in the middle of a message
+        first, second = data[0], data[1]
+        if (first != 0x82 and first != 0x81) or second < 0x80:
+            return False  # not FIN + binary/text without RSV bits, or not masked
+        size, at = second & 0x7F, 2
+        if size == 126:
+            size, at = (data[2] << 8) | data[3], 4
+        elif size > 125:
+            return False
+        if len(data) != at + 4 + size or size > self._max_size:
+            return False
+        if self._handler is not None:
+            self._handler.on_message(apply_mask(data[at + 4 :], data[at : at + 4]))
+        return True
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -329,6 +351,8 @@ class ServerConnection(asyncio.Protocol):
             payload = apply_mask(bytes(buf[at + 4 : stop]), bytes(buf[at : at + 4]))
             pos = stop
             self._frame(first, payload)
+            if not buf:  # the frame failed the connection (``_fail`` emptied the buffer): read no further
+                return
         if pos:
             del buf[:pos]
 

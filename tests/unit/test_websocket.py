@@ -195,6 +195,42 @@ def test_any_split_of_the_byte_stream_gives_the_same_messages(messages: list[byt
     assert h.messages == messages
 
 
+def _unmasked(payload: bytes, first: int) -> bytes:
+    return bytes((first, len(payload))) + payload
+
+
+# reads of one whole frame (or that look like one): the shortcut for them (``_whole_message``) must
+# answer exactly as the general parser, which sees the same bytes in two reads
+ONE_READ = {
+    "binary, empty": client_frame(b""),
+    "binary, 125 bytes": client_frame(b"a" * 125),
+    "binary, 126 bytes": client_frame(b"b" * 126),
+    "text, 65535 bytes": client_frame(b"c" * 65535, opcode=0x1),
+    "binary, 65536 bytes": client_frame(b"d" * 65536),
+    "over the size limit": client_frame(b"e" * 2001),
+    "unmasked": _unmasked(b"abc", 0x82),
+    "RSV1 without deflate": bytes((0xC2,)) + client_frame(b"f")[1:],
+    "a continuation without a message": client_frame(b"g", opcode=0x0),
+    "a ping": client_frame(b"h", opcode=0x9),
+    "two frames": client_frame(b"i") + client_frame(b"j"),
+    "a frame and a half": client_frame(b"k") + client_frame(b"l")[:3],
+}
+
+
+@pytest.mark.parametrize("read", ONE_READ.values(), ids=ONE_READ.keys())
+@pytest.mark.parametrize("mid_message", [False, True])
+async def test_one_whole_frame_in_a_read_is_taken_as_the_general_parser_does(read: bytes, mid_message: bool) -> None:
+    outcomes = []
+    for split in (None, 1):
+        ws, t, h = opened(max_size=70000 if len(read) > 60000 else 2000)
+        if mid_message:  # a fragmented message has begun: a new data frame is an error now
+            ws.data_received(client_frame(b"part", fin=False))
+        for piece in [read] if split is None else [read[:split], read[split:]]:
+            ws.data_received(piece)
+        outcomes.append((h.messages, server_frames(t.take()), t.closed))
+    assert outcomes[0] == outcomes[1]
+
+
 async def test_an_unmasked_or_oversized_frame_closes_the_connection() -> None:
     ws, t, h = opened(max_size=100)
     ws.data_received(bytes((0x82, 3)) + b"abc")  # unmasked
