@@ -41,6 +41,7 @@ from http import HTTPStatus
 from typing import Any, Protocol, cast
 
 from websockets.extensions.permessage_deflate import PerMessageDeflate, ServerPerMessageDeflateFactory
+from websockets.exceptions import PayloadTooBig, ProtocolError
 from websockets.frames import Frame, Opcode
 from websockets.headers import build_extension, parse_extension
 
@@ -372,10 +373,20 @@ class ServerConnection(asyncio.Protocol):
             elif opcode != OP_PONG:
                 self._fail(CLOSE_PROTOCOL, "unknown opcode")
             return
+        if opcode not in (OP_CONT, OP_TEXT, OP_BINARY):
+            self._fail(CLOSE_PROTOCOL, "unknown opcode")
+            return
         if self._ext is not None:
-            decoded = self._ext.decode(
-                Frame(Opcode(opcode), payload, fin=bool(fin), rsv1=bool(rsv)), max_size=self._max_size
-            )
+            try:
+                decoded = self._ext.decode(
+                    Frame(Opcode(opcode), payload, fin=bool(fin), rsv1=bool(rsv)), max_size=self._max_size
+                )
+            except PayloadTooBig:
+                self._fail(CLOSE_TOO_BIG, f"message larger than {self._max_size} bytes once decompressed")
+                return
+            except ProtocolError as exc:  # data that does not decompress, RSV1 on a continuation
+                self._fail(CLOSE_PROTOCOL, str(exc))
+                return
             payload = bytes(decoded.data)
         if opcode == OP_CONT:
             if self._fragments is None:
@@ -388,16 +399,13 @@ class ServerConnection(asyncio.Protocol):
             if not fin:
                 return
             payload, self._fragments = b"".join(self._fragments), None
-        elif opcode in (OP_TEXT, OP_BINARY):
+        else:  # text or binary
             if self._fragments is not None:
                 self._fail(CLOSE_PROTOCOL, "new message inside a fragmented one")
                 return
             if not fin:
                 self._fragments = [payload]
                 return
-        else:
-            self._fail(CLOSE_PROTOCOL, "unknown opcode")
-            return
         if self._state == _OPEN and self._handler is not None:
             self._handler.on_message(payload)
 

@@ -80,14 +80,18 @@ class Endpoint:
         return self.handler
 
 
-def opened(max_size: int = 1 << 20, deflate: bool = False) -> tuple[ServerConnection, Transport, Recorder]:
+def opened(
+    max_size: int = 1 << 20, deflate: bool = False, offer: bool = False
+) -> tuple[ServerConnection, Transport, Recorder]:
+    """An open connection; ``deflate``: the server accepts permessage-deflate, ``offer``: the client offers it."""
     endpoint = Endpoint()
     config = SimpleNamespace(ws_max_size=max_size, ws_ping_interval=None, ws_per_message_deflate=deflate)
     state = SimpleNamespace(connections=set(), default_headers=[(b"server", b"test")])
     ws = ServerConnection(config, state, {ENDPOINTS: {"/v3/wsconnect": endpoint}})
     t = Transport()
     ws.connection_made(t)  # type: ignore[arg-type]
-    ws.data_received(request())
+    offered = b"\r\nsec-websocket-extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+    ws.data_received(request().replace(b"\r\n\r\n", offered) if offer else request())
     head = t.take()
     assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"), head
     # RFC 6455's own example: key dGhlIHNhbXBsZSBub25jZQ== is accepted as s3pPLMBiTxaQ9kYGzzhZRbK+xOo=
@@ -352,3 +356,56 @@ def test_x_forwarded_proto_is_believed_only_from_trusted_proxies(allowed: str, p
     from realtime.websocket import _believed, _trusted
 
     assert _believed(peer, _trusted(allowed)) is believed
+
+
+def _any_frame(first: int, masked: bool, payload: bytes) -> bytes:
+    """A frame with any first byte (FIN, RSV bits, opcode), masked or not, of up to 125 bytes."""
+    return bytes((first, (0x80 if masked else 0) | len(payload))) + (b"\x01\x02\x03\x04" if masked else b"") + payload
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=40),  # garbage
+            st.builds(_any_frame, st.integers(0, 255), st.booleans(), st.binary(max_size=125)),
+        ),
+        max_size=8,
+    ),
+    st.lists(st.integers(min_value=1, max_value=64), min_size=1, max_size=10),
+    st.booleans(),
+)
+async def test_any_bytes_in_any_reads_never_raise(parts: list[bytes], cuts: list[int], deflate: bool) -> None:
+    """Hostile input: whatever a client sends, however it is split, compressed connection or not, the
+    parser answers with frames or a close and never raises out of data_received (uvicorn would log a
+    fatal protocol error and drop the connection without a close frame)."""
+    ws, t, _ = opened(max_size=100, deflate=deflate, offer=deflate)
+    stream = b"".join(parts)
+    pos, i = 0, 0
+    while pos < len(stream):
+        ws.data_received(stream[pos : pos + cuts[i % len(cuts)]])
+        pos, i = pos + cuts[i % len(cuts)], i + 1
+    server_frames(t.take())  # what it wrote is well-formed
+
+
+@pytest.mark.parametrize(
+    ("read", "code"),
+    [
+        (_any_frame(0xC2, True, b"\xff\xfe garbage, not deflate"), 1002),  # RSV1 data that does not decompress
+        (_any_frame(0x83, True, b"x"), 1002),  # opcode 3 is reserved
+        (_any_frame(0xC0, True, b"x"), 1002),  # RSV1 on a continuation
+        (b"bomb", 1009),  # 64 KB of zeros, compressed to a few hundred bytes, past max_size once decompressed
+    ],
+    ids=["not deflate", "reserved opcode", "RSV1 continuation", "decompression bomb"],
+)
+async def test_bad_frames_on_a_compressed_connection_close_it_cleanly(read: bytes, code: int) -> None:
+    import zlib
+
+    ws, t, h = opened(max_size=1000, deflate=True, offer=True)
+    if read == b"bomb":
+        squeezer = zlib.compressobj(wbits=-15)
+        body = squeezer.compress(bytes(65536)) + squeezer.flush(zlib.Z_SYNC_FLUSH)
+        read = bytes((0xC2,)) + client_frame(body[:-4])[1:]  # RSV1: compressed; the last 4 bytes are implied
+    ws.data_received(read)
+    opcode, payload = server_frames(t.take())[0]
+    assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == code and not h.messages
