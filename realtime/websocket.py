@@ -40,8 +40,8 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any, Protocol, cast
 
-from websockets.extensions.permessage_deflate import PerMessageDeflate, ServerPerMessageDeflateFactory
 from websockets.exceptions import PayloadTooBig, ProtocolError
+from websockets.extensions.permessage_deflate import PerMessageDeflate, ServerPerMessageDeflateFactory
 from websockets.frames import Frame, Opcode
 from websockets.headers import build_extension, parse_extension
 

@@ -72,10 +72,21 @@ def field_pairs(fields: Mapping[str, LuaArg]) -> list[LuaArg]:
     return [x for kv in fields.items() for x in kv]
 
 
+# A write script starts with a shebang (Redis/Valkey 7+), which makes the server refuse it whole,
+# before its first command, when a write could not be kept: memory past ``maxmemory`` (OOM), AOF or
+# RDB writes failing (MISCONF), a read-only replica (READONLY), too few replicas (NOREPLICAS).
+# Without it each command is checked as it comes, and a script refused half-way leaves what it
+# already wrote (an object without its event, say). Deletes only free memory, so they may run past
+# maxmemory (``allow-oom``): an operator can delete to make room.
+SHEBANG = "#!lua"
+MAY_RUN_OUT_OF_MEMORY: frozenset[str] = frozenset({"object_delete", "item_delete"})
+
+
 def write_text(name: WriteScript) -> str:
-    """The text Redis runs for a write script: the prelude, the script as a function, the epilogue
-    (scripts/idempotency.lua, which records an Idempotency-Key with the write's reply)."""
-    return f"{source(PRELUDE)}\nlocal function body()\n{source(name)}\nend\n{source(EPILOGUE)}"
+    """The text Redis runs for a write script: its shebang, the prelude, the script as a function,
+    the epilogue (scripts/idempotency.lua, which records an Idempotency-Key with the write's reply)."""
+    shebang = f"{SHEBANG} flags=allow-oom" if name in MAY_RUN_OUT_OF_MEMORY else SHEBANG
+    return f"{shebang}\n{source(PRELUDE)}\nlocal function body()\n{source(name)}\nend\n{source(EPILOGUE)}"
 
 
 class Scripts:

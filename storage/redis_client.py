@@ -46,6 +46,8 @@ from redis.exceptions import (
     ClusterDownError,
     ClusterError,
     ConnectionError as RedisConnectionError,
+    OutOfMemoryError,
+    ReadOnlyError,
     RedisClusterException,
     ResponseError,
     TimeoutError as RedisTimeoutError,
@@ -342,10 +344,22 @@ UNREACHABLE: tuple[type[BaseException], ...] = (
 _MOVING_SLOT = "non local key"
 
 
+def refused(exc: BaseException) -> bool:
+    """Whether Redis answered but would not write now: memory past ``maxmemory``, its disk writes
+    failing (MISCONF), a replica answering for a primary (READONLY), too few replicas (NOREPLICAS).
+    503 like an outage, but not one: Redis answers, and reads go on (so ``Health`` is not told)."""
+    if isinstance(exc, OutOfMemoryError | ReadOnlyError):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(("MISCONF", "NOREPLICAS"))
+
+
 def in_flux(exc: BaseException) -> bool:
     """Whether a ResponseError is a Cluster's slot being moved under a script (answered 503, as an
     outage: whether the write happened cannot be said)."""
     return isinstance(exc, ResponseError) and _MOVING_SLOT in str(exc)
+
+
+REFUSAL_LOG_S = 60.0  # at most one log line this often while Redis refuses writes
 
 
 class Health:
@@ -356,6 +370,7 @@ class Health:
         self.stats = RedisStats()  # every guarded call's latency and failures, by command (/metrics)
         # called once when an outage starts (Store.connect: drop the pool's idle connections)
         self.on_outage: Callable[[], None] | None = None
+        self.refusal_logged_at = -REFUSAL_LOG_S
 
     @property
     def up(self) -> bool:
@@ -369,6 +384,15 @@ class Health:
             if self.on_outage is not None:
                 self.on_outage()
         return StoreUnavailableError("redis", message=f"Redis is not reachable: {exc}")
+
+    def refusal(self, exc: BaseException) -> StoreUnavailableError:
+        """Record a write Redis refused (``refused``); logged at most once every REFUSAL_LOG_S, since
+        it lasts (memory stays full, a disk stays broken) and every write would repeat it."""
+        now = time.monotonic()
+        if now - self.refusal_logged_at >= REFUSAL_LOG_S:
+            self.refusal_logged_at = now
+            log.warning("Redis refuses writes: %s", exc or type(exc).__name__)
+        return StoreUnavailableError("refused", message=f"Redis refused the write: {exc}")
 
     def ok(self, started: float) -> None:
         """Record a success of a call begun at ``started`` (monotonic). Only a call begun after the
@@ -405,6 +429,9 @@ async def _guarded(
         health.stats.failed(name)
         raise health.failed(exc) from exc
     except (RuntimeError, AttributeError, ResponseError) as exc:
+        if refused(exc):
+            health.stats.failed(name)
+            raise health.refusal(exc) from exc
         if not (torn_down(exc) or in_flux(exc)):
             raise
         health.stats.failed(name)

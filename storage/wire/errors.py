@@ -72,7 +72,7 @@ ACCESS_TOKEN_EXPIRED = ErrorSpec(401, 20104, "Access Token expired or expiration
 NOT_FOUND = ErrorSpec(404, 20404, "The requested resource {path} was not found")
 TOO_MANY_REQUESTS = ErrorSpec(429, 20429, "{detail}")
 INTERNAL = ErrorSpec(500, 20500, "Internal server error")
-UNAVAILABLE = ErrorSpec(503, 20503, "Service unavailable: the data store is not reachable")
+UNAVAILABLE = ErrorSpec(503, 20503, "Service unavailable: the data store is not reachable or takes no writes now")
 # Refused by the HTTP layer (app/http_protocol.py) before any route runs. Twilio publishes no code
 # for these statuses; they are numbered 20000 + status like every other HTTP error (http_error).
 REQUEST_TIMEOUT = ErrorSpec(408, 20408, "Request Timeout: no request body received for {seconds:g} seconds")

@@ -23,6 +23,8 @@ from redis.exceptions import (
     ClusterDownError,
     ClusterError,
     ConnectionError,
+    OutOfMemoryError,
+    ReadOnlyError,
     RedisClusterException,
     ResponseError,
     TimeoutError as RedisTimeoutError,
@@ -201,6 +203,28 @@ async def test_other_redis_errors_pass_through_and_replies_are_unchanged() -> No
         fake.fail = bug  # raised outside redis-py's connection code
         with pytest.raises(type(bug)):
             await client.get("k")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+        ReadOnlyError("You can't write against a read only replica."),
+        ResponseError("MISCONF Errors writing to the AOF file: No space left on device"),
+        ResponseError("NOREPLICAS Not enough good replicas to write."),
+    ],
+    ids=["OOM", "READONLY", "MISCONF", "NOREPLICAS"],
+)
+async def test_a_refused_write_is_unavailable_but_not_an_outage(error: Exception) -> None:
+    """Redis answers but takes no writes: 503 ("refused"), while reads go on, so Health stays up
+    (no outage logged, cached Services still served)."""
+    fake, health = _Fake(), Health()
+    client = guard(cast(RedisClient, fake), health)
+    fake.fail = error
+    with pytest.raises(StoreUnavailableError) as refused:
+        await client.register_script("return 1")(keys=["k"], args=[])
+    assert refused.value.kind == "refused" and refused.value.__cause__ is error
+    assert health.up
 
 
 async def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(caplog: pytest.LogCaptureFixture) -> None:
