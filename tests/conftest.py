@@ -70,6 +70,16 @@ def redis_server() -> Iterator[RedisProcess]:
     r.stop()
 
 
+@pytest.fixture
+def own_redis() -> Iterator[RedisProcess]:
+    """A standalone Valkey of the test's own: no other test's server reads it, takes part in its
+    leases or is disturbed by what the test does to it (tests/test_webhooks.py has its own, which
+    on the cluster backend is a Cluster)."""
+    r = RedisProcess()
+    yield r
+    r.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[ClusterProcess]:
     """The session's Valkey Cluster (3 masters + 3 replicas), started the first time a test runs on it."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -18,14 +18,6 @@ from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, SCALE, RedisProcess, ServerPr
 from tests.webhook_receiver import Receiver
 
 LEASE_S = 1.5  # SYNC_WEBHOOK_LEASE_MS of the test servers (tests/helpers.py WEBHOOK_TEST_ENV)
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisProcess]:
-    """A Valkey of its own: no other test's server takes part in its leases."""
-    r = RedisProcess()
-    yield r
-    r.stop()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +78,6 @@ class Outage:
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._links -= {writer, up_writer}
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisProcess]:
-    r = RedisProcess()
-    yield r
-    r.stop()
 
 
 @pytest.fixture

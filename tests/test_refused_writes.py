@@ -19,15 +19,8 @@ REFUSED = "Service unavailable: the data store is not reachable or takes no writ
 
 
 @pytest.fixture
-def valkey() -> Iterator[RedisProcess]:
-    r = RedisProcess()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
-def server(valkey: RedisProcess) -> Iterator[ServerProcess]:
-    s = ServerProcess(redis_url=valkey.url).start()
+def server(own_redis: RedisProcess) -> Iterator[ServerProcess]:
+    s = ServerProcess(redis_url=own_redis.url).start()
     yield s
     s.stop()
 
@@ -43,9 +36,9 @@ def _keys(direct: redis.Redis, service: str) -> dict[bytes, bytes]:
 
 
 def test_writes_past_maxmemory_are_refused_whole_and_deletes_still_run(
-    valkey: RedisProcess, server: ServerProcess
+    own_redis: RedisProcess, server: ServerProcess
 ) -> None:
-    direct = redis.Redis.from_url(valkey.url)
+    direct = redis.Redis.from_url(own_redis.url)
     with httpx.Client(base_url=server.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=10 * SCALE) as http:
         service = http.post("/v1/Services", data={"FriendlyName": "full"}).json()["sid"]
         base = f"/v1/Services/{service}"
@@ -79,9 +72,9 @@ def test_writes_past_maxmemory_are_refused_whole_and_deletes_still_run(
 
 
 def test_a_read_only_replica_refuses_writes_until_it_is_a_primary_again(
-    valkey: RedisProcess, server: ServerProcess
+    own_redis: RedisProcess, server: ServerProcess
 ) -> None:
-    direct = redis.Redis.from_url(valkey.url)
+    direct = redis.Redis.from_url(own_redis.url)
     with httpx.Client(base_url=server.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=10 * SCALE) as http:
         service = http.post("/v1/Services", data={"FriendlyName": "replica"}).json()["sid"]
         base = f"/v1/Services/{service}"
