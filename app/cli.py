@@ -264,7 +264,7 @@ def _reachable(url: str) -> bool:
 async def _bootstrap(settings: Settings, url: str) -> tuple[str, str, bool]:
     """The account ``serve`` serves (sid, token, created now): TWILIO_* (created or updated, and
     recorded in the store for the admin commands), else the store's default one, created on first start."""
-    store = await Store.connect(url, cluster=settings.redis_cluster)
+    store = await Store.connect(url, settings.store_config(), cluster=settings.redis_cluster)
     try:
         if settings.account_sid and settings.auth_token:
             await accounts.serve_account(store, settings.account_sid, settings.auth_token)
@@ -606,7 +606,7 @@ def _serve(settings: Settings, url: str) -> None:
         account, token, created = asyncio.run(
             when_reachable(partial(_bootstrap, settings, url), url, settings.redis_startup_wait_s, log)
         )
-    except RedisNotReachableError as exc:
+    except (RedisNotReachableError, ValueError) as exc:  # not there, or not usable (too old, no AOF for fsync)
         sys.exit(f"sync-server: {exc}")
     which = (
         f"external Redis at {redacted(settings.redis_url)}"

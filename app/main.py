@@ -24,7 +24,7 @@ from realtime.gateway import PATH as GATEWAY_PATH, Gateway, GatewayConfig
 from realtime.session import Limits
 from realtime.webhooks import WebhookOptions, WebhookWorker
 from realtime.websocket import ENDPOINTS as WEBSOCKET_ENDPOINTS, SENT
-from storage import Durability, Store, StoreConfig, StoreError, StoreUnavailableError, accounts, expiry, services
+from storage import Store, StoreError, StoreUnavailableError, accounts, expiry, services
 from storage.startup import when_reachable
 from storage.wire.errors import TwilioError
 
@@ -46,14 +46,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         if not settings.redis_url:
             raise RuntimeError("REDIS_URL is not set: start the server with the sync-server command")
-        durable = Durability(settings.durability, settings.durability_timeout_ms)
-        config = StoreConfig(
-            settings.event_log_max,
-            settings.event_log_keep_s,
-            durability=durable,
-            history_keep=settings.history_keep,
-            history_max_age_s=settings.history_max_age_s,
-        )
+        config = settings.store_config()
         redis_url = settings.redis_url
 
         async def connect() -> Store:

@@ -18,6 +18,8 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator, m
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from storage import Durability, StoreConfig
+
 
 def _yes_no(value: Any) -> Any:
     """Booleans as the environment writes them: 1/0/true/false/yes/no, any case (nothing else)."""
@@ -171,6 +173,17 @@ class Settings(BaseSettings):
             return cls(**{env_name(name): value for name, value in given.items()})
         except ValidationError as exc:
             raise ValueError(_one_line(exc, flags=set(given))) from None
+
+    def store_config(self) -> StoreConfig:
+        """What the store does on every write (event log, history, durability), from these settings:
+        the same for ``serve``'s start-up checks and for each worker."""
+        return StoreConfig(
+            self.event_log_max,
+            self.event_log_keep_s,
+            durability=Durability(self.durability, self.durability_timeout_ms),
+            history_keep=self.history_keep,
+            history_max_age_s=self.history_max_age_s,
+        )
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes ``from_env`` in another process (a uvicorn worker) equal this."""

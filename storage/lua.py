@@ -4,7 +4,10 @@ Every script is a file in storage/scripts/ (none lives in a Python string), of o
 
 * **write scripts** (``WriteScript``) get the shared prelude scripts/lib.lua prepended and are run
   with ``Store.run``, which adds the common context (Service key prefix, clock, actor, log cap);
-* **plain scripts** (``PlainScript``) have no prelude and are run with ``Store.call``.
+* **plain scripts** (``PlainScript``) have no prelude and are run with ``Store.call``;
+
+and scripts/probe.lua, never run: loaded once at connect (``check_shebang``) to refuse a server
+older than Redis/Valkey 7.0 in one line.
 
 Arguments go by name: all of a call's arguments travel as ONE msgpack map in ``ARGV[1]``, which the
 script unpacks into the table ``A`` (``A.ttl``, ``A.if_match``…). Adding an argument (an idempotency
@@ -22,6 +25,7 @@ from importlib import resources
 from typing import Literal, get_args
 
 import msgpack
+from redis.exceptions import ResponseError
 
 from .redis_client import LuaReply, RedisClient, RedisScript, text
 
@@ -47,6 +51,7 @@ PlainScript = Literal[
 ]
 PRELUDE = "lib"
 EPILOGUE = "idempotency"  # runs each write script as a function, recording an Idempotency-Key with it
+PROBE = "probe"  # no prelude, never called: loaded at connect to see that the server knows shebangs
 
 # what a named argument may be (msgpack turns it into the Lua value described above)
 LuaArg = str | bytes | int | float | None | Sequence["LuaArg"] | Mapping[str, "LuaArg"]
@@ -80,6 +85,15 @@ def field_pairs(fields: Mapping[str, LuaArg]) -> list[LuaArg]:
 # maxmemory (``allow-oom``): an operator can delete to make room.
 SHEBANG = "#!lua"
 MAY_RUN_OUT_OF_MEMORY: frozenset[str] = frozenset({"object_delete", "item_delete"})
+
+
+async def check_shebang(redis: RedisClient) -> None:
+    """Refuse to start (ValueError) on a server older than Redis/Valkey 7.0, which would refuse every
+    write script for its shebang: scripts/probe.lua, loaded at connect, says it first."""
+    try:
+        await redis.script_load(source(PROBE))
+    except ResponseError as exc:
+        raise ValueError(f"sync-server needs Redis or Valkey 7.0 or later (scripts with a shebang): {exc}") from exc
 
 
 def write_text(name: WriteScript) -> str:

@@ -173,6 +173,7 @@ class Store:
             store.health.on_outage = _drop_idle_connections(pool)
         try:
             await store.ping()
+            await lua.check_shebang(store.redis)
             await check_durability(client, store.config.durability)
             store.cluster = cluster
             store.sharded = await store.detect_sharded()

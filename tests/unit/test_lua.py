@@ -31,7 +31,7 @@ def _split(name: str) -> tuple[set[str], set[str]]:
 def test_every_lua_file_is_registered_and_every_registered_script_has_a_file() -> None:
     files = {p.stem for p in SCRIPTS.glob("*.lua")}
     registered = set(get_args(lua.WriteScript)) | set(get_args(lua.PlainScript))
-    assert files == registered | {lua.PRELUDE, lua.EPILOGUE}
+    assert files == registered | {lua.PRELUDE, lua.EPILOGUE, lua.PROBE}
     assert not set(get_args(lua.WriteScript)) & set(get_args(lua.PlainScript))
 
 
@@ -96,3 +96,26 @@ def test_script_reply_refuses_a_field_of_another_type(method: str, index: int) -
     reply = lua.ScriptReply([b"OK", 1, b"x", [b"a"], [b"a", 2], None])
     with pytest.raises(TypeError):
         getattr(reply, method)(index)
+
+
+async def test_a_server_without_shebangs_is_refused_at_connect_in_one_line() -> None:
+    from redis.exceptions import ResponseError
+
+    class Old:  # what Redis 6 answers to SCRIPT LOAD of a script with a shebang
+        async def script_load(self, text: str) -> str:
+            assert text.startswith("#!lua flags=no-writes\n")
+            raise ResponseError("Error compiling script (new function): user_script:1: unexpected symbol near '#'")
+
+    class New:
+        async def script_load(self, text: str) -> str:
+            return "sha"
+
+    with pytest.raises(ValueError, match=r"needs Redis or Valkey 7\.0 or later .*unexpected symbol near '#'"):
+        await lua.check_shebang(Old())  # type: ignore[arg-type]
+    await lua.check_shebang(New())  # type: ignore[arg-type]
+
+
+def test_write_scripts_start_with_a_shebang_and_only_deletes_may_run_out_of_memory() -> None:
+    for name in get_args(lua.WriteScript):
+        first = lua.write_text(name).split("\n", 1)[0]
+        assert first == ("#!lua flags=allow-oom" if name in ("object_delete", "item_delete") else "#!lua"), name
