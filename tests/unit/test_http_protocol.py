@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from hypothesis import given, settings, strategies as st
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
@@ -41,6 +42,9 @@ class Transport:
 
     def resume_reading(self) -> None:
         self.reading = True
+
+    def set_protocol(self, protocol: Any) -> None:  # a WebSocket upgrade hands the connection over
+        self.protocol = protocol
 
 
 def _protocol(app: Any, transport: Transport | None = None) -> tuple[LimitedHttpToolsProtocol, Transport]:
@@ -207,4 +211,47 @@ async def test_the_protocol_answers_in_one_write_and_a_head_request_gets_its_hea
     for _ in range(20):
         await asyncio.sleep(0.01)
     assert len(t.writes) == 2 and t.writes[1].startswith(b"HTTP/1.1 200 OK\r\n") and t.writes[1].endswith(b"\r\n\r\n")
+    await _finish(protocol)
+
+
+async def _echo(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+_REQUEST_PARTS = st.one_of(
+    st.binary(max_size=60),  # garbage
+    st.sampled_from(
+        [
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"POST /v1/Services HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            b"HEAD / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+            b"GET / HTTP/1.1\r\n" + b"X: " + b"y" * 2000 + b"\r\n\r\n",  # past the head limit
+            b"\r\n",
+        ]
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_REQUEST_PARTS, max_size=6), st.lists(st.integers(min_value=1, max_value=80), min_size=1, max_size=8))
+async def test_any_bytes_in_any_reads_never_raise(parts: list[bytes], cuts: list[int]) -> None:
+    """Hostile input: whatever a client sends, however it is split, the protocol answers (or closes)
+    and never raises out of data_received; what it writes are HTTP responses."""
+    protocol, transport = _protocol(_echo)
+    stream = b"".join(parts)
+    pos, i = 0, 0
+    while pos < len(stream) and not transport.closed and not hasattr(transport, "protocol"):
+        protocol.data_received(stream[pos : pos + cuts[i % len(cuts)]])
+        pos, i = pos + cuts[i % len(cuts)], i + 1
+        await asyncio.sleep(0)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not transport.written or transport.written.startswith(b"HTTP/1.1 ")
     await _finish(protocol)
