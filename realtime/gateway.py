@@ -348,18 +348,17 @@ class Connection:
     # -- frames --------------------------------------------------------------------------------
 
     async def _message(self, session: Session, frame: twilsock.Frame) -> None:
-        request = frame.header.get("http_request") or {}
-        path = str(request.get("path") or "")
-        params = {str(k): unquote(str(v)) for k, v in (request.get("params") or {}).items()}
-        headers = {str(k): str(v) for k, v in (request.get("headers") or {}).items()}
-        method = str(request.get("method") or "GET").upper()
-        body = frame.body() if method in ("POST", "PUT") else None
         then: Callable[[], Awaitable[None]] | None = None
+        method = path = "?"
         try:
+            method, path, params, headers = _tunnelled(frame.header.get("http_request"))
+            body = frame.body() if method in ("POST", "PUT") else None
             if path.rstrip("/") == "/v4/Subscriptions" and method == "POST":
                 status, answer, then = session.subscriptions_request(body)
             else:
                 status, answer = await retries.handle(session.caller, cds.Request(method, path, params, headers, body))
+        except TwilioError as exc:  # a malformed http_request
+            status, answer = exc.status, exc.body()
         except StoreUnavailableError:  # cds.handle answers store errors itself; an outage is logged once
             status, answer = 503, errors.UNAVAILABLE().body()
         except Exception:  # every request gets an answer, in Twilio's error shape
@@ -397,6 +396,24 @@ class Connection:
         session.grant = grant
         session.start_token_timer(time.time)
         session.send(twilsock.reply(frame.id, payload={}))
+
+
+def _tunnelled(request: Any) -> tuple[str, str, dict[str, str], dict[str, str]]:
+    """(method, path, params, headers) of a ``message``'s ``http_request``; absent fields take the
+    SDK's defaults, and one of the wrong shape is a 400 (every message gets an answer)."""
+    if request is None:
+        request = {}
+    if not isinstance(request, dict):
+        raise errors.INVALID_PARAMETER("http_request must be an object")
+    params, headers = request.get("params") or {}, request.get("headers") or {}
+    if not isinstance(params, dict) or not isinstance(headers, dict):
+        raise errors.INVALID_PARAMETER("http_request params and headers must be objects")
+    return (
+        str(request.get("method") or "GET").upper(),
+        str(request.get("path") or ""),
+        {str(k): unquote(str(v)) for k, v in params.items()},
+        {str(k): str(v) for k, v in headers.items()},
+    )
 
 
 def is_ack(data: bytes) -> bool:
