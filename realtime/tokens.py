@@ -169,6 +169,9 @@ async def _key(store: Store, key_sid: str) -> accounts.ApiKey | None:
     return key
 
 
+MAX_NUMERIC_DATE = 10**11  # seconds: the year 5138, beyond any real token and far within a float
+
+
 def _time(claims: dict[str, Any], name: str, required: bool = False) -> float | None:
     """A NumericDate claim (RFC 7519): a number of seconds, or absent unless ``required``."""
     value = claims.get(name)
@@ -176,6 +179,9 @@ def _time(claims: dict[str, Any], name: str, required: bool = False) -> float | 
         return None
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise invalid(f"{name} must be a number" + (" and is required" if required else ""))
+    # JSON allows what arithmetic on times does not: 1e400 (inf), NaN, integers of any size
+    if not -MAX_NUMERIC_DATE <= value <= MAX_NUMERIC_DATE:  # False for NaN too
+        raise invalid(f"{name} is out of range")
     return float(value)
 
 

@@ -12,6 +12,7 @@ import time
 
 import jwt
 import pytest
+from hypothesis import example, given, settings, strategies as st
 from twilio.jwt.access_token import AccessToken
 from twilio.jwt.access_token.grants import SyncGrant
 
@@ -127,3 +128,75 @@ def test_verify_cached_answers_from_the_cache_alone_or_not_at_all() -> None:
     assert tokens.verify_cached(store, tokens.mint(ACCOUNT, KEY, SECRET, "alice", None)) is None  # the default Service
     store.health.up = False  # Redis is known to be down: nothing from the cache (the connect reads, and fails)
     assert tokens.verify_cached(store, token) is None
+
+
+def _signed(header: object, claims_json: str, secret: str = SECRET) -> str:
+    """A compact JWT of this header and raw claims text, HS256-signed with ``secret``."""
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(claims_json.encode())}"
+    signature = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(signature)}"
+
+
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True)
+    | st.text(max_size=20)
+    | st.sampled_from(["1e400", "-1e400", "NaN", str(2**1100)]).map(lambda raw: _Raw(raw)),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+class _Raw:
+    """A JSON number written as is (json.dumps cannot write 1e400 or integers past floats)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _dumps(value: object) -> str:
+    if isinstance(value, _Raw):
+        return value.text
+    if isinstance(value, list):
+        return "[" + ",".join(_dumps(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(k)}:{_dumps(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)  # NaN and Infinity as JSON's extension, which json.loads reads
+
+
+@settings(max_examples=300, deadline=None)
+@example({"exp": _Raw("1e400")}, True)
+@example({"exp": _Raw("NaN")}, True)
+@example({"exp": _Raw(str(2**1100))}, True)
+@example({"exp": 1e15, "nbf": _Raw("-1e400")}, True)
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={name: _JSON_VALUES for name in ("exp", "nbf", "iat", "sub", "grants", "jti")},
+    ),
+    st.booleans(),
+)
+def test_a_signed_token_with_any_claims_is_a_grant_or_a_twilio_error(claims: dict, real_grants: bool) -> None:
+    """A token signed with the right key (a customer's own backend can mint anything) but with claims
+    of any type and size, numbers past a float's range included: verification answers a Grant or a
+    TwilioError, never another exception (which would escape a WebSocket's first frame)."""
+    if real_grants:
+        claims["grants"] = {"identity": "alice", "data_sync": {"service_sid": SERVICE}}
+        claims.setdefault("sub", ACCOUNT)
+    claims["iss"] = KEY
+    token = _signed({"alg": "HS256", "typ": "JWT", "cty": "twilio-fpa;v=1"}, _dumps(claims))
+    from storage.accounts import ApiKey
+
+    try:
+        tokens._checked(tokens.parse(token), ApiKey(KEY, ACCOUNT, "k", 0, SECRET), 0)
+    except TwilioError:
+        pass
