@@ -162,7 +162,10 @@ class _Valkey:
 
 def test_the_checker_fails_when_the_store_is_rewound_mid_run(tmp_path: Path) -> None:
     """A server whose Valkey is restored to a snapshot taken 2 s earlier loses acknowledged writes
-    and hands out their event ids again: the checker must say so, and exit 1."""
+    and hands out their event ids again: the checker must say so, and exit 1. Its Documents take up to
+    2,000 operations each (``--max-ops``), so that they are still read and written after the rewind
+    whatever the machine's speed: with the default 600, a quiet machine had done them all before it,
+    no read saw the rewound state, and the linearizability check had nothing to refuse."""
     valkey = _Valkey()
     try:
         with ServerProcess(redis_url=f"redis://127.0.0.1:{valkey.port}/0") as srv:
@@ -177,7 +180,18 @@ def test_the_checker_fails_when_the_store_is_rewound_mid_run(tmp_path: Path) -> 
 def _rewound_check(srv: ServerProcess, valkey: _Valkey) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_", "TWILIO_", "REDIS_"))}
     env.update(TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN, REDIS_URL=srv.redis_url or "")
-    cmd = [sys.executable, "-c", "from app.cli import main; main()", "check", "--url", srv.base_url, "--duration", "6"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from app.cli import main; main()",
+        "check",
+        "--url",
+        srv.base_url,
+        "--duration",
+        "6",
+        "--max-ops",
+        "2000",
+    ]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # the workload starts once the first line is printed
     assert proc.stderr is not None
