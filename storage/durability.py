@@ -18,6 +18,7 @@ a failover; a retry with the same Idempotency-Key (issue 13) is what makes retry
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -55,9 +56,10 @@ NOT_DURABLE = "the write was applied on the primary but not confirmed {what} wit
 
 
 async def run_script(
-    raw: Any, health: Health, durability: Durability, sha: str, text: str, key: str, arg: bytes
+    raw: Any, health: Health, durability: Durability, sha: str, text: str, declared: Sequence[str], arg: bytes
 ) -> LuaReply:
-    """EVALSHA ``sha`` on ``key`` followed by the durability wait, in one pipeline on the key's primary.
+    """EVALSHA ``sha`` on the ``declared`` keys (one slot) followed by the durability wait, in one
+    pipeline on their primary.
 
     ``raw`` is the unguarded redis-py client (asyncio ``Redis`` or ``RedisCluster``); unreachable
     Redis becomes StoreUnavailableError as through ``guard``. NOSCRIPT (a primary new to the script,
@@ -66,7 +68,7 @@ async def run_script(
     assert wait is not None, "local needs no wait: Store.run calls the script directly"
     for _ in range(3):
         try:
-            reply, acked = await _pipeline(raw, wait, sha, key, arg)
+            reply, acked = await _pipeline(raw, wait, sha, declared, arg)
         except UNREACHABLE as exc:
             health.stats.failed("script")
             raise health.failed(exc) from exc
@@ -95,18 +97,18 @@ async def run_script(
             what = "fsynced" if durability.level == "fsync" else "on a replica"
             raise StoreUnavailableError("durability", message=NOT_DURABLE.format(what=what, ms=durability.timeout_ms))
         return reply  # type: ignore[no-any-return]
-    raise StoreUnavailableError("redis", message="the write's slot kept moving; try again")
+    raise StoreUnavailableError("moving", message="the write's slot kept moving; try again")
 
 
-async def _pipeline(raw: Any, wait: tuple[str | int, ...], sha: str, key: str, arg: bytes) -> list[Any]:
-    if hasattr(raw, "get_node_from_key"):  # Cluster: both commands pinned to the key's primary
-        node = raw.get_node_from_key(key)
+async def _pipeline(raw: Any, wait: tuple[str | int, ...], sha: str, declared: Sequence[str], arg: bytes) -> list[Any]:
+    if hasattr(raw, "get_node_from_key"):  # Cluster: both commands pinned to the keys' primary
+        node = raw.get_node_from_key(declared[0])
         pipe = raw.pipeline()
-        pipe.execute_command("EVALSHA", sha, 1, key, arg, target_nodes=node)
+        pipe.execute_command("EVALSHA", sha, len(declared), *declared, arg, target_nodes=node)
         pipe.execute_command(*wait, target_nodes=node)
         return list(await pipe.execute(raise_on_error=False, allow_redirections=False))
     pipe = raw.pipeline(transaction=False)
-    pipe.execute_command("EVALSHA", sha, 1, key, arg)
+    pipe.execute_command("EVALSHA", sha, len(declared), *declared, arg)
     pipe.execute_command(*wait)
     return list(await pipe.execute(raise_on_error=False))
 

@@ -27,6 +27,7 @@ Service slot ``{IS…}`` — everything inside one Service, so that every write 
     sync:{IS}:hk:{SID}          zset   item keys of a List/Map that have history, scored like io:
     sync:{IS}:exp               zset   expiry schedule: member "SID" or "SID\\x00itemkey", score = ms
     sync:{IS}:gone              string tombstone of a deleted Service: late writes fail
+    sync:{IS}:fence             never written: every write script declares it (``fence``)
     sync:{IS}:wh                hash   webhook config copy: url, rest, ac, re, db, dw, v, fs (failing since)
     sync:{IS}:whq               stream webhooks to deliver (consumer group "wh"), XADDed by emit() in lib.lua
     sync:{IS}:whdl              stream dead letters: deliveries that exhausted their retries
@@ -120,6 +121,18 @@ def sdk_idempotency(is_: str, identity: str, request_id: str) -> str:
 
 def seq(is_: str) -> str:
     return f"sync:{{{is_}}}:seq"
+
+
+def fence(is_: str) -> str:
+    """A key of the Service's slot that never exists, declared by every write script (KEYS[2]).
+
+    A write script reaches most of its keys through the Service prefix, undeclared. While its slot
+    moves to another master key by key (MIGRATE), such a script could run on either side with part
+    of the Service already moved. A Cluster checks only declared keys, and refuses a script whose
+    declared keys are not all there while the slot moves (TRYAGAIN, or ASK then TRYAGAIN): a key that
+    is never there makes that every time, so no write script runs until the slot has moved, and
+    none is affected otherwise (existence is checked only for a moving slot)."""
+    return f"sync:{{{is_}}}:fence"
 
 
 def service_prefix(is_: str) -> str:

@@ -49,6 +49,7 @@ from redis.exceptions import (
     OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
+    RedisError,
     ResponseError,
     TimeoutError as RedisTimeoutError,
     TryAgainError,
@@ -333,15 +334,15 @@ UNREACHABLE: tuple[type[BaseException], ...] = (
     ClusterDownError,
     RedisClusterException,
     OSError,
-    # a Cluster whose slots are moving: a multi-key call while keys are half moved (TRYAGAIN), and
-    # redirections that did not settle within redis-py's limit ("TTL exhausted")
-    TryAgainError,
-    ClusterError,
 )
 
-# A script that touched a key of a slot being moved, after the key left (the Cluster refuses the
-# command inside the script): the slot is in flux, not the request wrong.
-_MOVING_SLOT = "non local key"
+# A Cluster slot being moved from one master to another: a multi-key call while its keys are half
+# moved (TRYAGAIN; every write script, which declares keys.fence, while its Service's slot moves),
+# and redirections that did not settle within redis-py's limit ("TTL exhausted").
+MOVING: tuple[type[BaseException], ...] = (TryAgainError, ClusterError)
+# A script that touched an undeclared key of a moving slot after the key left (the Cluster refuses
+# the command inside the script): what keys.fence keeps write scripts from meeting.
+_MOVED_AWAY = "non local key"
 
 
 def refused(exc: BaseException) -> bool:
@@ -353,13 +354,13 @@ def refused(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and str(exc).startswith(("MISCONF", "NOREPLICAS"))
 
 
-def in_flux(exc: BaseException) -> bool:
-    """Whether a ResponseError is a Cluster's slot being moved under a script (answered 503, as an
-    outage: whether the write happened cannot be said)."""
-    return isinstance(exc, ResponseError) and _MOVING_SLOT in str(exc)
+def moving(exc: BaseException) -> bool:
+    """Whether the call met a Cluster slot being moved (``MOVING``): 503 until it has moved, not an
+    outage (the rest of the Cluster answers)."""
+    return isinstance(exc, MOVING) or (isinstance(exc, ResponseError) and _MOVED_AWAY in str(exc))
 
 
-REFUSAL_LOG_S = 60.0  # at most one log line this often while Redis refuses writes
+NOTE_EVERY_S = 60.0  # at most one log line this often while Redis refuses writes, or a slot moves
 
 
 class Health:
@@ -370,7 +371,7 @@ class Health:
         self.stats = RedisStats()  # every guarded call's latency and failures, by command (/metrics)
         # called once when an outage starts (Store.connect: drop the pool's idle connections)
         self.on_outage: Callable[[], None] | None = None
-        self.refusal_logged_at = -REFUSAL_LOG_S
+        self._noted: dict[str, float] = {}  # kind -> when it was last logged (``_note``)
 
     @property
     def up(self) -> bool:
@@ -386,13 +387,21 @@ class Health:
         return StoreUnavailableError("redis", message=f"Redis is not reachable: {exc}")
 
     def refusal(self, exc: BaseException) -> StoreUnavailableError:
-        """Record a write Redis refused (``refused``); logged at most once every REFUSAL_LOG_S, since
-        it lasts (memory stays full, a disk stays broken) and every write would repeat it."""
-        now = time.monotonic()
-        if now - self.refusal_logged_at >= REFUSAL_LOG_S:
-            self.refusal_logged_at = now
-            log.warning("Redis refuses writes: %s", exc or type(exc).__name__)
+        """Record a write Redis refused (``refused``): it lasts (memory stays full, a disk stays
+        broken) and every write would repeat it, so it is logged at most once every NOTE_EVERY_S."""
+        self._note("refused", f"Redis refuses writes: {exc or type(exc).__name__}")
         return StoreUnavailableError("refused", message=f"Redis refused the write: {exc}")
+
+    def moved(self, exc: BaseException) -> StoreUnavailableError:
+        """Record a call that met a slot being moved (``moving``); logged like a refusal."""
+        self._note("moving", f"a Redis Cluster slot is moving: its writes wait until it has moved ({exc})")
+        return StoreUnavailableError("moving", message=f"a Redis Cluster slot is moving: {exc}")
+
+    def _note(self, kind: str, line: str) -> None:
+        now = time.monotonic()
+        if now - self._noted.get(kind, -NOTE_EVERY_S) >= NOTE_EVERY_S:
+            self._noted[kind] = now
+            log.warning("%s", line)
 
     def ok(self, started: float) -> None:
         """Record a success of a call begun at ``started`` (monotonic). Only a call begun after the
@@ -428,11 +437,14 @@ async def _guarded(
     except UNREACHABLE as exc:
         health.stats.failed(name)
         raise health.failed(exc) from exc
-    except (RuntimeError, AttributeError, ResponseError) as exc:
+    except (RuntimeError, AttributeError, RedisError) as exc:
         if refused(exc):
             health.stats.failed(name)
             raise health.refusal(exc) from exc
-        if not (torn_down(exc) or in_flux(exc)):
+        if moving(exc):
+            health.stats.failed(name)
+            raise health.moved(exc) from exc
+        if not torn_down(exc):
             raise
         health.stats.failed(name)
         raise health.failed(exc) from exc

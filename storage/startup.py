@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.exceptions import AuthenticationError
 
 from .errors import StoreUnavailableError
-from .redis_client import UNREACHABLE
+from .redis_client import MOVING, UNREACHABLE
 
 T = TypeVar("T")
 
@@ -29,9 +29,9 @@ FIRST_PAUSE_S = 0.2  # then doubled after each failed attempt, up to MAX_PAUSE_S
 MAX_PAUSE_S = 3.0
 
 # What a Redis that is down, still loading, partitioned, or a Cluster without a master for some of
-# its slots, raises (redis_client.UNREACHABLE, and the store's own error for them). AuthenticationError
+# its slots, raises (redis_client.UNREACHABLE and MOVING, and the store's own error for them). AuthenticationError
 # is a ConnectionError in redis-py, and is not transient.
-TRANSIENT: tuple[type[BaseException], ...] = (StoreUnavailableError, *UNREACHABLE)
+TRANSIENT: tuple[type[BaseException], ...] = (StoreUnavailableError, *UNREACHABLE, *MOVING)
 
 
 class RedisNotReachableError(Exception):

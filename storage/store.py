@@ -249,11 +249,12 @@ class Store:
         if claim is not None:
             context |= {"ik": claim.key, "itok": claim.token}
         packed = lua.pack({**context, **args})
+        declared = [key, keys.fence(service_sid)]  # no write while the Service's slot moves (keys.fence)
         if self.config.durability.level == "local":
-            reply = await self.scripts.write(script)(keys=[key], args=[packed])
+            reply = await self.scripts.write(script)(keys=declared, args=[packed])
         else:
             sha, text = self.scripts.write_source(script)
-            reply = await run_script(self._raw, self.health, self.config.durability, sha, text, key, packed)
+            reply = await run_script(self._raw, self.health, self.config.durability, sha, text, declared, packed)
         if not isinstance(reply, list):
             raise TypeError(f"{script} answered {reply!r}, not an array")
         answer = lua.ScriptReply(reply)

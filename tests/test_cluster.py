@@ -115,15 +115,23 @@ async def _until(check: Any, timeout_s: float = 10.0) -> None:
         await asyncio.sleep(0.1)
 
 
-async def _move_slot(redis_cluster: ClusterProcess, slot: int, source: int, target: int) -> None:
-    """Migrate one slot with its keys from the master on port ``source`` to the one on ``target``."""
+async def _move_slot(
+    redis_cluster: ClusterProcess, slot: int, source: int, target: int, batch: int = 100, pause_s: float = 0.0
+) -> int:
+    """Migrate one slot with its keys from the master on port ``source`` to the one on ``target``, as
+    ``valkey-cli --cluster reshard`` does: ``batch`` keys per MIGRATE (``pause_s`` between them, so
+    writes can meet the slot half moved); a MIGRATE refused (BUSYKEY: a key re-created on the target)
+    fails the test. Returns how many keys moved."""
+    moved = 0
     src, dst = aioredis.Redis(host="127.0.0.1", port=source), aioredis.Redis(host="127.0.0.1", port=target)
     try:
         src_id, dst_id = (await src.execute_command("CLUSTER MYID")), (await dst.execute_command("CLUSTER MYID"))
         await dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
         await src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
-        while names := await src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+        while names := await src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch):
             await src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *names)
+            moved += len(names)
+            await asyncio.sleep(pause_s)
         for port in redis_cluster.masters():  # every master learns the new owner at once
             node = aioredis.Redis(host="127.0.0.1", port=port)
             try:
@@ -133,6 +141,7 @@ async def _move_slot(redis_cluster: ClusterProcess, slot: int, source: int, targ
     finally:
         await src.aclose()
         await dst.aclose()
+    return moved
 
 
 async def test_wake_ups_are_shard_channels_held_on_the_owner_only_and_follow_a_slot_move(
@@ -164,6 +173,80 @@ async def test_wake_ups_are_shard_channels_held_on_the_owner_only_and_follow_a_s
         twilio.sync.v1.services(service).documents(doc["sid"]).update(data={"n": 2})
         ev = await asyncio.wait_for(client.next_event(), 10)
         assert ev["event"]["document_data"] == {"n": 2}
+
+
+async def test_a_slot_moved_key_by_key_under_writes_loses_nothing(
+    server: ServerProcess, store: Store, api_key: Any, redis_cluster: ClusterProcess
+) -> None:
+    """Resharding under load: a Service's slot moves to another master a few keys at a time while
+    four REST writers add Map items through both nodes and a subscriber watches. Every write script
+    declares the Service's fence key (keys.fence), so none runs while the slot is half moved: writes
+    answer 201, or 503/20503 while it moves (nothing applied), the move itself never meets a key
+    re-created on the target, every acknowledged item is there afterwards, and the subscriber gets
+    each item's event once, in order."""
+    async with httpx.AsyncClient(base_url=server.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=30) as http:
+        service = (await http.post("/v1/Services", data={"FriendlyName": "reshard"})).json()["sid"]
+        created = await http.post(f"/v1/Services/{service}/Maps", data={"UniqueName": "m"})
+        assert created.status_code == 201, created.text
+        owner = store.redis.get_node_from_key(keys.seq(service)).port
+        target = next(p for p in redis_cluster.masters() if p != owner)
+        sub = await SyncClient.connect(server.ws_url, token(api_key.sid, api_key.secret, service, "watcher"))
+        await sub.subscribe(created.json()["sid"], "map")
+        acked: set[str] = set()
+        statuses: dict[int, int] = {}
+        other: list[str] = []
+        stop = asyncio.Event()
+
+        async def writer(w: int) -> None:
+            i = 0
+            while not stop.is_set():
+                key, i = f"w{w}-{i}", i + 1
+                r = await http.post(f"/v1/Services/{service}/Maps/m/Items", data={"Key": key, "Data": "{}"})
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                if r.status_code == 201:
+                    acked.add(key)
+                elif r.status_code != 503 or r.json()["code"] != 20503:
+                    other.append(f"{key}: {r.status_code} {r.text}")
+                else:
+                    await asyncio.sleep(0.02)
+
+        writers = [asyncio.create_task(writer(w)) for w in range(4)]
+        try:
+            await asyncio.sleep(1.0)
+            moved = await _move_slot(redis_cluster, slot_of(keys.seq(service)), owner, target, batch=3, pause_s=0.02)
+            before = len(acked)
+            await _until(lambda: _after(acked, before, 20), 20)  # writes work again, on the new master
+        finally:
+            stop.set()
+            await asyncio.gather(*writers)
+        present: set[str] = set()
+        url: str | None = f"/v1/Services/{service}/Maps/m/Items?PageSize=1000"
+        while url:
+            page = (await http.get(url)).json()
+            present |= {item["key"] for item in page["items"]}
+            url = page["meta"]["next_page_url"]
+        assert moved > 10 and await _keys_in_slot(target, slot_of(keys.seq(service))) >= moved
+        assert not other and statuses.get(503, 0) > 0, (statuses, other[:5])  # the move was met, and waited
+        assert present == acked, (sorted(acked - present)[:5], sorted(present - acked)[:5])
+        seen: list[tuple[int, str]] = []
+        while len(seen) < len(present):
+            ev = await sub.next_event(10)
+            if ev["event_type"] == "map_item_added":
+                seen.append((ev["event"]["id"], ev["event"]["item_key"]))
+        await sub.close()
+    assert [k for _, k in seen] == [k for _, k in sorted(seen)] and {k for _, k in seen} == present
+
+
+async def _after(acked: set[str], before: int, more: int) -> bool:
+    return len(acked) >= before + more
+
+
+async def _keys_in_slot(port: int, slot: int) -> int:
+    node = aioredis.Redis(host="127.0.0.1", port=port)
+    try:
+        return int(await node.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot))
+    finally:
+        await node.aclose()
 
 
 @pytest.mark.parametrize("writer", [0, 1])

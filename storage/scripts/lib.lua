@@ -2,6 +2,8 @@
 --
 -- Calling convention for every write script (Store.run):
 --   KEYS[1]  the object hash "sync:{IS}:o:SID" (routes the call to the Service's slot)
+--   KEYS[2]  "sync:{IS}:fence", never written: while the slot moves, the Cluster refuses the script
+--            before it runs (keys.fence), so no write sees the Service half moved
 --   ARGV[1]  every argument, by name: ONE msgpack map, unpacked here into the table A.
 --            Common context, filled in by Store.run:
 --              A.prefix    the Service key prefix "sync:{IS}:"; every other key is prefix .. suffix, same slot

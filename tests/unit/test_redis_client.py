@@ -206,25 +206,34 @@ async def test_other_redis_errors_pass_through_and_replies_are_unchanged() -> No
 
 
 @pytest.mark.parametrize(
-    "error",
+    ("error", "kind", "line"),
     [
-        OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
-        ReadOnlyError("You can't write against a read only replica."),
-        ResponseError("MISCONF Errors writing to the AOF file: No space left on device"),
-        ResponseError("NOREPLICAS Not enough good replicas to write."),
+        (OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), "refused", "Redis refuses writes"),
+        (ReadOnlyError("You can't write against a read only replica."), "refused", "Redis refuses writes"),
+        (ResponseError("MISCONF Errors writing to the AOF file: No space left on device"), "refused", "Redis refuses"),
+        (ResponseError("NOREPLICAS Not enough good replicas to write."), "refused", "Redis refuses writes"),
+        (TryAgainError("Multiple keys request during rehashing of slot"), "moving", "a Redis Cluster slot is moving"),
+        (ClusterError("TTL exhausted."), "moving", "a Redis Cluster slot is moving"),
+        (ResponseError("Script attempted to access a non local key in a cluster node"), "moving", "a Redis Cluster"),
     ],
-    ids=["OOM", "READONLY", "MISCONF", "NOREPLICAS"],
+    ids=["OOM", "READONLY", "MISCONF", "NOREPLICAS", "TRYAGAIN", "TTL exhausted", "non local key"],
 )
-async def test_a_refused_write_is_unavailable_but_not_an_outage(error: Exception) -> None:
-    """Redis answers but takes no writes: 503 ("refused"), while reads go on, so Health stays up
-    (no outage logged, cached Services still served)."""
+async def test_a_refused_write_or_a_moving_slot_is_unavailable_but_not_an_outage(
+    error: Exception, kind: str, line: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis answers but takes no writes, or a Cluster slot is moving: 503 of its kind, while the
+    rest goes on, so Health stays up (no outage logged, cached Services still served), and it is
+    logged once however many writes meet it."""
     fake, health = _Fake(), Health()
     client = guard(cast(RedisClient, fake), health)
     fake.fail = error
-    with pytest.raises(StoreUnavailableError) as refused:
-        await client.register_script("return 1")(keys=["k"], args=[])
-    assert refused.value.kind == "refused" and refused.value.__cause__ is error
+    with caplog.at_level(logging.WARNING, logger="sync.store"):
+        for _ in range(5):
+            with pytest.raises(StoreUnavailableError) as unavailable:
+                await client.register_script("return 1")(keys=["k"], args=[])
+            assert unavailable.value.kind == kind and unavailable.value.__cause__ is error
     assert health.up
+    assert [r.getMessage().startswith(line) for r in caplog.records] == [True]
 
 
 async def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(caplog: pytest.LogCaptureFixture) -> None:
