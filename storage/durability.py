@@ -25,7 +25,7 @@ from typing import Any, Literal
 from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
 from .errors import StoreUnavailableError
-from .redis_client import UNREACHABLE, Health, LuaReply, torn_down
+from .redis_client import UNREACHABLE, Health, LuaReply, refused, torn_down
 
 Level = Literal["local", "fsync", "replica"]
 
@@ -89,10 +89,12 @@ async def run_script(
         if isinstance(reply, MovedError | AskError | TryAgainError):  # the slot moved: nothing ran
             await raw.nodes_manager.initialize()
             continue
-        if isinstance(reply, Exception):
-            raise reply
-        if isinstance(acked, Exception):
-            raise acked
+        for answer in (reply, acked):
+            if isinstance(answer, Exception):
+                if refused(answer):  # OOM, MISCONF, READONLY, NOREPLICAS: as through ``guard``
+                    health.stats.failed("script")
+                    raise health.refusal(answer) from answer
+                raise answer
         if not durability.satisfied(acked):
             what = "fsynced" if durability.level == "fsync" else "on a replica"
             raise StoreUnavailableError("durability", message=NOT_DURABLE.format(what=what, ms=durability.timeout_ms))

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import redis
 
+from tests.cluster_failover import ReplicatedPair
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, SCALE, RedisProcess, ServerProcess
 
 REFUSED = "Service unavailable: the data store is not reachable or takes no writes now"
@@ -25,6 +26,23 @@ def server(own_redis: RedisProcess) -> Iterator[ServerProcess]:
     s.stop()
 
 
+@pytest.fixture(params=["local", "replica"])
+def primary(request: pytest.FixtureRequest) -> Iterator[tuple[str, ServerProcess]]:
+    """(the primary's URL, a server on it) at SYNC_DURABILITY=local, and at ``replica`` on a primary
+    with one replica (the write and its WAIT go in one pipeline: storage/durability.py)."""
+    if request.param == "local":
+        valkey = RedisProcess()
+        server = ServerProcess(redis_url=valkey.url).start()
+        yield valkey.url, server
+        server.stop()
+        valkey.stop()
+        return
+    with ReplicatedPair() as pair:
+        server = ServerProcess(redis_url=pair.url, env={"SYNC_DURABILITY": "replica"}).start()
+        yield pair.url, server
+        server.stop()
+
+
 def _refused(r: httpx.Response) -> bool:
     body = r.json()
     return r.status_code == 503 and body["code"] == 20503 and body["message"].startswith(REFUSED)
@@ -35,10 +53,9 @@ def _keys(direct: redis.Redis, service: str) -> dict[bytes, bytes]:
     return {k: direct.dump(k) or b"" for k in direct.scan_iter(match=f"sync:{{{service}}}:*")}
 
 
-def test_writes_past_maxmemory_are_refused_whole_and_deletes_still_run(
-    own_redis: RedisProcess, server: ServerProcess
-) -> None:
-    direct = redis.Redis.from_url(own_redis.url)
+def test_writes_past_maxmemory_are_refused_whole_and_deletes_still_run(primary: tuple[str, ServerProcess]) -> None:
+    url, server = primary
+    direct = redis.Redis.from_url(url)
     with httpx.Client(base_url=server.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=10 * SCALE) as http:
         service = http.post("/v1/Services", data={"FriendlyName": "full"}).json()["sid"]
         base = f"/v1/Services/{service}"
