@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
 from . import claims, keys, lua
@@ -151,7 +153,15 @@ class Store:
     ) -> Store:
         """``timeout_s``: the longest wait for one reply or connection (REDIS_TIMEOUT_S)."""
         client: aioredis.Redis | aioredis.RedisCluster
-        timeouts = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+        # Never sent twice: redis-py would send a command again after a lost connection or a timeout,
+        # and a write script whose reply was lost (a master killed after it ran, a Valkey frozen with
+        # the command read) would then be applied twice. A lost reply is an unknown outcome, answered
+        # 503/20503 (the caller may retry: the SDK with its request id, REST with an Idempotency-Key).
+        timeouts: dict[str, Any] = {
+            "socket_timeout": timeout_s,
+            "socket_connect_timeout": timeout_s,
+            "retry": Retry(NoBackoff(), 0),
+        }
         if cluster:
             client = aioredis.RedisCluster.from_url(url, decode_responses=False, **timeouts)
         else:

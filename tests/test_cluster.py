@@ -175,6 +175,14 @@ async def test_wake_ups_are_shard_channels_held_on_the_owner_only_and_follow_a_s
         assert ev["event"]["document_data"] == {"n": 2}
 
 
+def test_the_store_never_sends_a_command_again_by_itself(store: Store) -> None:
+    """redis-py's Cluster client sends a command again after a lost connection (10 times by
+    default): a write script whose master died after running it would run again on the promoted
+    replica (the checker's master kills once found a List append applied twice). The store's client
+    never does; a lost reply is a 503 (tests/test_redis_outage.py, on standalone, loses one)."""
+    assert store._raw.retry.get_retries() == 0
+
+
 async def test_a_slot_moved_key_by_key_under_writes_loses_nothing(
     server: ServerProcess, store: Store, api_key: Any, redis_cluster: ClusterProcess
 ) -> None:

@@ -36,6 +36,7 @@ class Outage:
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.cut = False
+        self.lose_replies = False  # while set, a reply ends its connection instead of reaching the server
         self.port = 0
         self._links: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
@@ -69,14 +70,18 @@ class Outage:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         self._links |= {writer, up_writer}
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, replies: bool) -> None:
             with contextlib.suppress(OSError, ConnectionError):
                 while data := await src.read(65536):
+                    if replies and self.lose_replies:
+                        break  # Redis did the work; the server never hears of it
                     dst.write(data)
                     await dst.drain()
             dst.transport.abort()
+            if replies:
+                up_writer.transport.abort()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
         self._links -= {writer, up_writer}
 
 
@@ -322,3 +327,28 @@ async def test_the_broker_notices_a_silent_pubsub_connection_and_subscribes_agai
     finally:
         await b.close()
         await publisher.aclose()
+
+
+async def test_a_write_whose_reply_is_lost_is_applied_once(outage: Outage, own_server: ServerProcess) -> None:
+    """Valkey runs a write script and its reply is lost on the way back (a master killed right after,
+    a network cut): the server answers 503/20503, and never sends the script again by itself, which
+    would apply it twice or more (redis-py retries a command after a lost connection by default)."""
+    async with httpx.AsyncClient(
+        base_url=own_server.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=30 * SCALE
+    ) as http:
+        service = (await http.post("/v1/Services", data={"FriendlyName": "lost reply"})).json()["sid"]
+        items = f"/v1/Services/{service}/Lists/l/Items"
+        assert (await http.post(f"/v1/Services/{service}/Lists", data={"UniqueName": "l"})).status_code == 201
+        assert (await http.get(items)).status_code == 200  # credentials and Service read: only the write is left
+        outage.lose_replies = True
+        try:
+            lost = await http.post(items, data={"Data": '{"n": 1}'})
+        finally:
+            outage.lose_replies = False
+        assert lost.status_code == 503 and lost.json()["code"] == 20503, lost.text
+        for _ in range(int(100 * SCALE)):
+            listed = await http.get(items)
+            if listed.status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert [item["data"] for item in listed.json()["items"]] == [{"n": 1}], listed.text  # applied once
