@@ -25,7 +25,7 @@ from typing import Any, Literal
 from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
 from .errors import StoreUnavailableError
-from .redis_client import UNREACHABLE, Health, LuaReply, refused, torn_down
+from .redis_client import SORTED, UNREACHABLE, Health, LuaReply, raise_unavailable
 
 Level = Literal["local", "fsync", "replica"]
 
@@ -69,20 +69,13 @@ async def run_script(
     for _ in range(3):
         try:
             reply, acked = await _pipeline(raw, wait, sha, declared, arg)
-        except UNREACHABLE as exc:
-            health.stats.failed("script")
-            raise health.failed(exc) from exc
-        except (RuntimeError, AttributeError) as exc:
-            if not torn_down(exc):
-                raise
-            health.stats.failed("script")
-            raise health.failed(exc) from exc
+        except SORTED as exc:
+            raise_unavailable(health, "script", exc)
         lost = next((r for r in (reply, acked) if isinstance(r, UNREACHABLE)), None)
         if lost is not None:  # the reply was lost on the way back: the write may have been applied
             if hasattr(raw, "get_node_from_key"):
                 raw._initialize = True  # refresh the slot map before the next call, as redis-py does
-            health.stats.failed("script")
-            raise health.failed(lost) from lost
+            raise_unavailable(health, "script", lost)
         if isinstance(reply, NoScriptError):
             await raw.script_load(text)
             continue
@@ -91,15 +84,12 @@ async def run_script(
             continue
         for answer in (reply, acked):
             if isinstance(answer, Exception):
-                if refused(answer):  # OOM, MISCONF, READONLY, NOREPLICAS: as through ``guard``
-                    health.stats.failed("script")
-                    raise health.refusal(answer) from answer
-                raise answer
+                raise_unavailable(health, "script", answer)  # e.g. OOM, as through ``guard``
         if not durability.satisfied(acked):
             what = "fsynced" if durability.level == "fsync" else "on a replica"
             raise StoreUnavailableError("durability", message=NOT_DURABLE.format(what=what, ms=durability.timeout_ms))
         return reply  # type: ignore[no-any-return]
-    raise StoreUnavailableError("moving", message="the write's slot kept moving; try again")
+    raise_unavailable(health, "script", TryAgainError("the write's slot kept moving; try again"))
 
 
 async def _pipeline(raw: Any, wait: tuple[str | int, ...], sha: str, declared: Sequence[str], arg: bytes) -> list[Any]:

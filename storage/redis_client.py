@@ -40,7 +40,7 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self, TypedDict, cast, overload
+from typing import Any, Literal, NoReturn, Protocol, Self, TypedDict, cast, overload
 
 from redis.exceptions import (
     ClusterDownError,
@@ -428,26 +428,37 @@ def torn_down(exc: BaseException) -> bool:
 _REDIS_CONNECTION_CODE = os.path.join("redis", "asyncio", "connection.py")
 
 
+def raise_unavailable(health: Health, name: str, exc: BaseException) -> NoReturn:
+    """Raise the StoreUnavailableError (503/20503) that stands for ``exc`` from the call ``name``,
+    recorded in ``health`` (an outage, a refusal or a moving slot, each logged as ``Health`` says), or
+    ``exc`` itself when it is none of these (a bug, or a reply such as WRONGTYPE).
+
+    The one place that sorts Redis errors: every guarded call and the durability path use it."""
+    if isinstance(exc, UNREACHABLE) or torn_down(exc):
+        error = health.failed(exc)
+    elif refused(exc):
+        error = health.refusal(exc)
+    elif moving(exc):
+        error = health.moved(exc)
+    else:
+        raise exc
+    health.stats.failed(name)
+    raise error from exc
+
+
+# What ``raise_unavailable`` may translate: Redis's own errors, and those of a connection torn down
+# under a call (``torn_down``).
+SORTED: tuple[type[BaseException], ...] = (*UNREACHABLE, RuntimeError, AttributeError, RedisError)
+
+
 async def _guarded(
     health: Health, name: str, call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     started = time.monotonic()
     try:
         reply = await call(*args, **kwargs)
-    except UNREACHABLE as exc:
-        health.stats.failed(name)
-        raise health.failed(exc) from exc
-    except (RuntimeError, AttributeError, RedisError) as exc:
-        if refused(exc):
-            health.stats.failed(name)
-            raise health.refusal(exc) from exc
-        if moving(exc):
-            health.stats.failed(name)
-            raise health.moved(exc) from exc
-        if not torn_down(exc):
-            raise
-        health.stats.failed(name)
-        raise health.failed(exc) from exc
+    except SORTED as exc:
+        raise_unavailable(health, name, exc)
     health.stats.observe(name, time.monotonic() - started)
     health.ok(started)
     return reply
