@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(
         5.0, gt=0, description="longest wait for one Redis reply or connection (then 503/20503, not a hang)"
     )
+    redis_multiplex: YesNo = Field(
+        True,
+        description="write scripts share one pipelined connection per process (standalone redis:// only; "
+        "off: redis-py's connection pool, as reads)",
+    )
     redis_startup_wait_s: float = Field(
         60.0,
         ge=0,
@@ -183,6 +188,7 @@ class Settings(BaseSettings):
             durability=Durability(self.durability, self.durability_timeout_ms),
             history_keep=self.history_keep,
             history_max_age_s=self.history_max_age_s,
+            multiplex=self.redis_multiplex,
         )
 
     def to_env(self) -> dict[str, str]:

@@ -107,14 +107,17 @@ class Scripts:
     """Every script registered once on one client. Calls are EVALSHA; redis-py loads the script
     again when a server answers NOSCRIPT (after a restart, or on a Cluster node new to it)."""
 
-    def __init__(self, redis: RedisClient) -> None:
+    def __init__(self, redis: RedisClient, calls: RedisClient | None = None) -> None:
+        """``calls``: the client that sends the scripts (the multiplexer, storage/multiplex.py);
+        ``redis`` by default. SCRIPT EXISTS and LOAD of ``ensure_loaded`` go through ``redis``."""
+        calls = calls or redis
         texts = {name: write_text(name) for name in get_args(WriteScript)}
         texts |= {name: source(name) for name in get_args(PlainScript)}
         self._redis = redis
         self._by_sha = {hashlib.sha1(t.encode()).hexdigest(): t for t in texts.values()}
-        self._write = {name: redis.register_script(texts[name]) for name in get_args(WriteScript)}
+        self._write = {name: calls.register_script(texts[name]) for name in get_args(WriteScript)}
         self._write_text = {name: texts[name] for name in get_args(WriteScript)}  # storage/durability.py
-        self._plain = {name: redis.register_script(texts[name]) for name in get_args(PlainScript)}
+        self._plain = {name: calls.register_script(texts[name]) for name in get_args(PlainScript)}
 
     async def ensure_loaded(self) -> int:
         """Load every script Redis does not have (after a restart or a SCRIPT FLUSH) in one round

@@ -37,6 +37,7 @@ from .errors import (
     StoreError,
 )
 from .invalidation import Invalidations, store_cache_listener
+from .multiplex import Multiplexer
 from .records import Actor
 from .redis_client import Health, LuaReply, RedisClient, guard
 
@@ -49,6 +50,7 @@ class StoreConfig:
     durability: Durability = Durability()  # SYNC_DURABILITY (storage/durability.py)
     history_keep: int = 100  # revisions kept per Document / item (0: history off), storage/history.py
     history_max_age_s: int = 0  # a revision superseded longer ago than this is dropped (0: no limit)
+    multiplex: bool = True  # scripts on one pipelined connection (standalone redis://), storage/multiplex.py
 
 
 class TtlCache:
@@ -134,17 +136,22 @@ _ERRORS: dict[str, type[StoreError]] = {
 class Store:
     """Owns the Redis client and the registered scripts. Create with ``await Store.connect(url)``."""
 
-    def __init__(self, redis: RedisClient, config: StoreConfig | None = None) -> None:
+    def __init__(
+        self, redis: RedisClient, config: StoreConfig | None = None, multiplexer: Multiplexer | None = None
+    ) -> None:
         self.health = Health()
         self._raw = redis  # unguarded: storage/durability.py pipelines a script with its wait
         self.redis = guard(redis, self.health)
+        self._multiplexer = multiplexer
         self.config = config or StoreConfig()
         self.cache = TtlCache(self.config.cache_s)
         self.invalidations = Invalidations()  # other processes' writes reach it over pub/sub (invalidation.py)
         self.invalidations.listen(store_cache_listener(self.cache))
         self.cluster = False  # connected to a Redis Cluster
         self.sharded = False  # the server has sharded pub/sub (7+): wake-ups are SPUBLISHed (see detect_sharded)
-        self.scripts = lua.Scripts(self.redis)
+        # scripts go over the multiplexer when there is one (storage/multiplex.py), guarded the same way
+        calls = guard(cast(RedisClient, multiplexer), self.health) if multiplexer is not None else self.redis
+        self.scripts = lua.Scripts(self.redis, calls)
         self.reads = ReadBatch(self.redis)  # reads of one loop turn in one pipeline (batch.py)
 
     @classmethod
@@ -178,7 +185,11 @@ class Store:
         # The one cast at the seam: redis-py annotates each command for sync and async clients at
         # once (``Awaitable[T] | T``, often ``Any``), so its types check nothing. Both clients answer
         # the commands of RedisClient as declared there (bytes: decode_responses=False).
-        store = cls(cast(RedisClient, client), config)
+        config = config or StoreConfig()
+        multiplexer = None
+        if config.multiplex and not cluster:
+            multiplexer = Multiplexer.for_url(url, timeout_s)
+        store = cls(cast(RedisClient, client), config, multiplexer)
         if not cluster:
             store.health.on_outage = _drop_idle_connections(pool)
         try:
@@ -224,6 +235,8 @@ class Store:
         return await self.scripts.ensure_loaded()
 
     async def close(self) -> None:
+        if self._multiplexer is not None:
+            await self._multiplexer.aclose()
         await self.redis.aclose()
         # RedisCluster.aclose does nothing while the client means to rediscover the topology (after a
         # connection error: a master down): its nodes' connections would stay open until the

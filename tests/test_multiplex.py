@@ -1,0 +1,132 @@
+"""storage/multiplex.py against a real Valkey: replies reach their callers, errors are redis-py's,
+nothing is sent twice, and a dropped connection heals by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+import redis
+from redis.exceptions import (
+    AuthenticationError,
+    ConnectionError as RedisConnectionError,
+    ResponseError,
+    TimeoutError as RedisTimeoutError,
+)
+
+from storage.multiplex import Multiplexer
+from tests.helpers import RedisProcess
+
+ECHO = "return {KEYS[1], ARGV[1]}"
+BUSY = "for i = 1, 5000000 do end return 'slow'"  # a few tens of ms of Lua
+
+
+def _mux(r: RedisProcess, timeout_s: float = 5.0) -> Multiplexer:
+    mux = Multiplexer.for_url(r.url, timeout_s)
+    assert mux is not None
+    return mux
+
+
+def _clients(r: RedisProcess) -> int:
+    """Connections Valkey has, not counting the one asking."""
+    with redis.Redis.from_url(r.url) as sync:
+        return len(sync.client_list()) - 1
+
+
+async def test_concurrent_calls_each_get_their_own_reply_over_one_connection(own_redis: RedisProcess) -> None:
+    mux = _mux(own_redis)
+    echo = mux.register_script(ECHO)
+    try:
+        replies = await asyncio.gather(*(echo(keys=[f"k{i}"], args=[f"v{i}"]) for i in range(500)))
+        assert replies == [[f"k{i}".encode(), f"v{i}".encode()] for i in range(500)]
+        assert _clients(own_redis) == 1
+    finally:
+        await mux.aclose()
+
+
+async def test_error_replies_are_redis_pys_and_a_flushed_script_is_loaded_again(own_redis: RedisProcess) -> None:
+    mux = _mux(own_redis)
+    echo = mux.register_script(ECHO)
+    try:
+        await mux.execute_command("SET", "s", "x")
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await mux.execute_command("HSET", "s", "f", "v")
+        assert await echo(keys=["a"], args=["b"]) == [b"a", b"b"]
+        await mux.execute_command("SCRIPT", "FLUSH")
+        assert await echo(keys=["a"], args=["c"]) == [b"a", b"c"]  # NOSCRIPT: loaded, sent once more
+        assert await mux.execute_command("PING") == b"PONG"  # and the stream is still in step
+    finally:
+        await mux.aclose()
+
+
+async def test_a_caller_that_gives_up_leaves_the_replies_in_step(own_redis: RedisProcess) -> None:
+    mux = _mux(own_redis)
+    busy = mux.register_script(BUSY)
+    try:
+        slow = asyncio.ensure_future(busy(keys=["b"]))
+        await asyncio.sleep(0.02)
+        slow.cancel()
+        assert await mux.execute_command("ECHO", "mine") == b"mine"
+    finally:
+        await mux.aclose()
+
+
+async def test_a_frozen_redis_times_out_once_and_the_command_is_not_sent_again(own_redis: RedisProcess) -> None:
+    """A reply later than the timeout drops the connection (an unknown outcome for its callers), and
+    the command is never sent again: applied once, when Redis comes back. The next call reconnects."""
+    mux = _mux(own_redis, timeout_s=0.5)
+    try:
+        assert await mux.execute_command("PING") == b"PONG"
+        os.kill(own_redis.proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(RedisTimeoutError):
+                await mux.execute_command("INCR", "applied")
+        finally:
+            os.kill(own_redis.proc.pid, signal.SIGCONT)
+        await asyncio.sleep(0.3)  # Valkey reads what the dropped connection had sent
+        assert await mux.execute_command("GET", "applied") == b"1"
+        assert _clients(own_redis) == 1
+    finally:
+        await mux.aclose()
+
+
+async def test_a_restarted_redis_fails_the_calls_in_flight_then_serves_again() -> None:
+    first = RedisProcess()
+    mux = _mux(first)
+    try:
+        assert await mux.execute_command("PING") == b"PONG"
+        first.stop()
+        with pytest.raises(RedisConnectionError):
+            await mux.execute_command("PING")
+        again = RedisProcess(port=first.port)
+        try:
+            assert await mux.execute_command("PING") == b"PONG"
+        finally:
+            again.stop()
+    finally:
+        await mux.aclose()
+
+
+async def test_password_and_database_from_the_url(own_redis: RedisProcess) -> None:
+    with redis.Redis.from_url(own_redis.url) as sync:
+        sync.config_set("requirepass", "s3cret")
+    mux = Multiplexer.for_url(f"redis://:s3cret@127.0.0.1:{own_redis.port}/3", 5.0)
+    wrong = Multiplexer.for_url(f"redis://:nope@127.0.0.1:{own_redis.port}/0", 5.0)
+    assert mux is not None and wrong is not None
+    try:
+        await mux.execute_command("SET", "where", "db3")
+        with redis.Redis(port=own_redis.port, password="s3cret", db=3) as sync:
+            assert sync.get("where") == b"db3"
+        with pytest.raises(AuthenticationError):
+            await wrong.execute_command("PING")
+    finally:
+        await mux.aclose()
+        await wrong.aclose()
+
+
+def test_what_it_does_not_speak_keeps_redis_py() -> None:
+    assert Multiplexer.for_url("rediss://127.0.0.1:6380/0", 5.0) is None
+    assert Multiplexer.for_url("unix:///tmp/redis.sock", 5.0) is None
+    assert Multiplexer.for_url("redis://127.0.0.1:6379/0", 5.0) is not None
