@@ -16,8 +16,10 @@ from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
 )
 
+from storage import SYSTEM, Kind, objects, services
 from storage.multiplex import Multiplexer
-from tests.helpers import RedisProcess
+from storage.store import Store, StoreConfig
+from tests.helpers import ACCOUNT_SID, RedisProcess
 
 ECHO = "return {KEYS[1], ARGV[1]}"
 BUSY = "for i = 1, 5000000 do end return 'slow'"  # a few tens of ms of Lua
@@ -130,3 +132,25 @@ def test_what_it_does_not_speak_keeps_redis_py() -> None:
     assert Multiplexer.for_url("rediss://127.0.0.1:6380/0", 5.0) is None
     assert Multiplexer.for_url("unix:///tmp/redis.sock", 5.0) is None
     assert Multiplexer.for_url("redis://127.0.0.1:6379/0", 5.0) is not None
+
+
+async def test_the_store_sends_its_scripts_over_it_unless_told_not_to(own_redis: RedisProcess) -> None:
+    """50 concurrent creates: with the multiplexer all their scripts go over one connection (the one
+    not opened by redis-py, which names itself with CLIENT SETINFO); without it, none does."""
+    for multiplex in (True, False):
+        store = await Store.connect(own_redis.url, StoreConfig(multiplex=multiplex))
+        try:
+            service = await services.create(store, ACCOUNT_SID, {})
+            await asyncio.gather(
+                *(
+                    objects.create(
+                        store, service, Kind.DOCUMENT, SYSTEM, unique_name=f"d{multiplex}{i}", data_json="{}"
+                    )
+                    for i in range(50)
+                )
+            )
+            with redis.Redis.from_url(own_redis.url) as sync:
+                other = [c for c in sync.client_list() if not c.get("lib-name")]
+            assert [int(c["tot-cmds"]) >= 50 for c in other] == ([True] if multiplex else [])
+        finally:
+            await store.close()
