@@ -64,6 +64,8 @@ SPEC: dict[str, tuple[str, str]] = {
     "sync_redis_command_duration_seconds": ("histogram", "Redis calls by command (script: a Lua script)"),
     "sync_redis_errors": ("counter", "Redis calls that could not reach Redis (connection, timeout), by command"),
     "sync_redis_up": ("gauge", "1 if Redis answered a PING at this scrape"),
+    "sync_redis_multiplex_connects": ("counter", "connections the shared script connection opened"),
+    "sync_redis_multiplex_in_flight": ("gauge", "script calls sent over the shared connection and not answered yet"),
     "sync_valkey_embedded": ("gauge", "1 if the server runs its embedded Valkey (REDIS_URL unset)"),
     "sync_valkey_restarts": ("counter", "restarts of the embedded Valkey by the server's supervisor"),
     "sync_worker_processes": ("gauge", "server worker processes reporting"),
@@ -269,6 +271,10 @@ class Metrics:
                 s.histogram("sync_redis_command_duration_seconds", h, command=command)
             for command, n in redis.errors.items():
                 s.counter("sync_redis_errors", n, command=command)
+            mux = self.store.multiplexer
+            if mux is not None:
+                s.counter("sync_redis_multiplex_connects", mux.connects)
+                s.gauge("sync_redis_multiplex_in_flight", mux.in_flight)
         if self.gateway is not None:
             hub = self.gateway.hub
             s.gauge("sync_ws_connections", len(self.gateway.connections))

@@ -97,6 +97,10 @@ class _Link(asyncio.Protocol):
         self._waiting.append((caller, self._loop.time() + self._timeout_s))
         return caller
 
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
     def _flush(self) -> None:
         if self._out and self._transport is not None and not self.closed:
             self._transport.writelines(self._out)
@@ -154,6 +158,7 @@ class Multiplexer:
             self._hello.append(("SELECT", db))
         self._link: _Link | None = None
         self._opening: asyncio.Future[_Link] | None = None
+        self.connects = 0  # connections opened (/metrics: more than one means it was dropped and reopened)
 
     @classmethod
     def for_url(cls, url: str, timeout_s: float) -> Multiplexer | None:
@@ -180,6 +185,12 @@ class Multiplexer:
         if link is None or link.closed:
             link = await self._open()
         return await link.request(_pack(args))
+
+    @property
+    def in_flight(self) -> int:
+        """Calls sent (or about to be) and not answered yet (/metrics)."""
+        link = self._link
+        return 0 if link is None or link.closed else link.waiting
 
     def register_script(self, text: str) -> _Script:
         return _Script(self, text)
@@ -223,6 +234,7 @@ class Multiplexer:
             raise RedisConnectionError(f"Timeout connecting to Redis at {where}") from exc
         except OSError as exc:
             raise RedisConnectionError(f"Error connecting to Redis at {where}: {exc}") from exc
+        self.connects += 1
         return link
 
 

@@ -142,7 +142,7 @@ class Store:
         self.health = Health()
         self._raw = redis  # unguarded: storage/durability.py pipelines a script with its wait
         self.redis = guard(redis, self.health)
-        self._multiplexer = multiplexer
+        self.multiplexer = multiplexer  # the scripts' shared connection, if any (/metrics reads it)
         self.config = config or StoreConfig()
         self.cache = TtlCache(self.config.cache_s)
         self.invalidations = Invalidations()  # other processes' writes reach it over pub/sub (invalidation.py)
@@ -235,8 +235,8 @@ class Store:
         return await self.scripts.ensure_loaded()
 
     async def close(self) -> None:
-        if self._multiplexer is not None:
-            await self._multiplexer.aclose()
+        if self.multiplexer is not None:
+            await self.multiplexer.aclose()
         await self.redis.aclose()
         # RedisCluster.aclose does nothing while the client means to rediscover the topology (after a
         # connection error: a master down): its nodes' connections would stay open until the

@@ -73,6 +73,8 @@ async def test_rest_redis_websocket_and_fanout_are_counted(
         before, "sync_redis_command_duration_seconds_count", command="script"
     )
     assert value(after, "sync_redis_up") == 1
+    assert value(after, "sync_redis_multiplex_connects_total") >= 1  # the scripts went over the shared connection
+    assert value(after, "sync_redis_multiplex_in_flight") == 0
     assert value(during, "sync_ws_connections") >= 1 and value(during, "sync_ws_subscriptions") >= 1
     for name, least in (
         ("sync_fanout_delivery_seconds_count", 3),
