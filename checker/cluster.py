@@ -25,6 +25,12 @@ import time
 
 from storage.embedded import free_port, server_binary
 
+LAUNCH_ATTEMPTS = 5
+
+
+class NodeExited(RuntimeError):
+    """A node's process ended while it was waited for (e.g. its port was taken)."""
+
 
 class ValkeyCluster:
     def __init__(
@@ -40,18 +46,33 @@ class ValkeyCluster:
         self.node_timeout_ms = node_timeout_ms
         self.aof = aof
         self.patience = patience
-        self.ports = [free_port() for _ in range(masters * (1 + replicas))]
-        self._bus = {p: free_port() for p in self.ports}
-        self.procs = {p: self._start(p) for p in self.ports}
+        self.ports: list[int] = []
+        self._bus: dict[int, int] = {}  # node port -> its cluster bus port
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
         try:
-            for p in self.ports:
-                self._wait(p, "ping", "PONG")
+            for _ in range(masters * (1 + replicas)):
+                self.ports.append(self._launch())
             nodes = [f"127.0.0.1:{p}" for p in self.ports]
             self.cli("--cluster", "create", *nodes, "--cluster-replicas", str(replicas), "--cluster-yes")
             self.wait_healthy()
         except BaseException:
             self.stop()
             raise
+
+    def _launch(self) -> int:
+        """Start one node on free ports and wait for its PONG (its port). A free port can be taken
+        by another process before the node binds it (several suites start servers at once); the node
+        then exits at once, and is started again on new ports."""
+        for _ in range(LAUNCH_ATTEMPTS):
+            port = free_port()
+            self._bus[port] = free_port()
+            self.procs[port] = self._start(port)
+            try:
+                self._wait(port, "ping", "PONG")
+                return port
+            except NodeExited:
+                del self.procs[port], self._bus[port]
+        raise RuntimeError(f"Valkey Cluster: no node started on {LAUNCH_ATTEMPTS} pairs of free ports")
 
     def _start(self, port: int) -> subprocess.Popen[bytes]:
         node_dir = os.path.join(self.dir, str(port))
@@ -75,6 +96,9 @@ class ValkeyCluster:
     def _wait(self, port: int, command: str, expect: str) -> None:
         deadline = time.monotonic() + 20 * self.patience
         while time.monotonic() < deadline:
+            proc = self.procs.get(port)
+            if proc is not None and proc.poll() is not None:
+                raise NodeExited(f"Valkey Cluster node {port} exited with status {proc.returncode}")
             try:
                 if expect in self.cli("-p", str(port), *command.split()):
                     return
