@@ -18,9 +18,9 @@ What it keeps from redis-py, so that the rest of storage/ sees no difference:
   ``AsyncScript`` does.
 
 What it does not do: blocking commands (WAIT, XREADGROUP BLOCK) would stall every call behind them,
-so the durability waits (durability.py) and everything else keep redis-py; a Cluster (one
-connection per node, redirections) keeps redis-py too. ``for_url`` answers None for what it does not
-speak (TLS, a Unix socket, a Cluster), and the caller keeps redis-py's client for scripts as well.
+so the durability waits (durability.py) and everything else keep redis-py. On a Cluster each master
+gets one (multiplex_cluster.py routes by slot and follows redirections). ``for_url`` answers None
+for what it does not speak (TLS, a Unix socket), and the caller keeps redis-py's client for scripts.
 """
 
 from __future__ import annotations

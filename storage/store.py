@@ -38,6 +38,7 @@ from .errors import (
 )
 from .invalidation import Invalidations, store_cache_listener
 from .multiplex import Multiplexer
+from .multiplex_cluster import ClusterMultiplexer
 from .records import Actor
 from .redis_client import Health, LuaReply, RedisClient, guard
 
@@ -50,7 +51,7 @@ class StoreConfig:
     durability: Durability = Durability()  # SYNC_DURABILITY (storage/durability.py)
     history_keep: int = 100  # revisions kept per Document / item (0: history off), storage/history.py
     history_max_age_s: int = 0  # a revision superseded longer ago than this is dropped (0: no limit)
-    multiplex: bool = True  # scripts on one pipelined connection (standalone redis://), storage/multiplex.py
+    multiplex: bool = True  # scripts on shared pipelined connections (redis://), multiplex.py and multiplex_cluster.py
 
 
 class TtlCache:
@@ -137,7 +138,10 @@ class Store:
     """Owns the Redis client and the registered scripts. Create with ``await Store.connect(url)``."""
 
     def __init__(
-        self, redis: RedisClient, config: StoreConfig | None = None, multiplexer: Multiplexer | None = None
+        self,
+        redis: RedisClient,
+        config: StoreConfig | None = None,
+        multiplexer: Multiplexer | ClusterMultiplexer | None = None,
     ) -> None:
         self.health = Health()
         self._raw = redis  # unguarded: storage/durability.py pipelines a script with its wait
@@ -186,9 +190,13 @@ class Store:
         # once (``Awaitable[T] | T``, often ``Any``), so its types check nothing. Both clients answer
         # the commands of RedisClient as declared there (bytes: decode_responses=False).
         config = config or StoreConfig()
-        multiplexer = None
-        if config.multiplex and not cluster:
-            multiplexer = Multiplexer.for_url(url, timeout_s)
+        multiplexer: Multiplexer | ClusterMultiplexer | None = None
+        if config.multiplex:
+            multiplexer = (
+                ClusterMultiplexer.for_url(client, url, timeout_s)
+                if isinstance(client, aioredis.RedisCluster)
+                else Multiplexer.for_url(url, timeout_s)
+            )
         store = cls(cast(RedisClient, client), config, multiplexer)
         if not cluster:
             store.health.on_outage = _drop_idle_connections(pool)

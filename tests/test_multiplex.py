@@ -18,8 +18,9 @@ from redis.exceptions import (
 
 from storage import SYSTEM, Kind, objects, services
 from storage.multiplex import Multiplexer
+from storage.multiplex_cluster import ClusterMultiplexer
 from storage.store import Store, StoreConfig
-from tests.helpers import ACCOUNT_SID, RedisProcess
+from tests.helpers import ACCOUNT_SID, ClusterProcess, RedisProcess
 
 ECHO = "return {KEYS[1], ARGV[1]}"
 BUSY = "for i = 1, 5000000 do end return 'slow'"  # a few tens of ms of Lua
@@ -140,7 +141,7 @@ async def test_the_store_sends_its_scripts_over_it_unless_told_not_to(own_redis:
     for multiplex in (True, False):
         store = await Store.connect(own_redis.url, StoreConfig(multiplex=multiplex))
         try:
-            service = await services.create(store, ACCOUNT_SID, {})
+            service = (await services.create(store, ACCOUNT_SID, {})).sid
             await asyncio.gather(
                 *(
                     objects.create(
@@ -154,3 +155,26 @@ async def test_the_store_sends_its_scripts_over_it_unless_told_not_to(own_redis:
             assert [int(c["tot-cmds"]) >= 50 for c in other] == ([True] if multiplex else [])
         finally:
             await store.close()
+
+
+async def test_on_a_cluster_each_script_goes_over_its_masters_shared_connection(redis_cluster: ClusterProcess) -> None:
+    """Writes into Services spread over the masters: one shared connection per master carried them
+    all, and every write is there (read back through redis-py's own Cluster client)."""
+    store = await Store.connect(redis_cluster.url, cluster=True)
+    try:
+        assert isinstance(store.multiplexer, ClusterMultiplexer)
+        made = [(await services.create(store, ACCOUNT_SID, {})).sid for _ in range(30)]  # on every master
+        await asyncio.gather(
+            *(
+                objects.create(store, sid, Kind.DOCUMENT, SYSTEM, unique_name=f"d{i}", data_json=f'{{"i": {i}}}')
+                for sid in made
+                for i in range(4)
+            )
+        )
+        assert store.multiplexer.connects == len(redis_cluster.masters()) and store.multiplexer.in_flight == 0
+        for sid in made:
+            assert sorted(
+                o.unique_name or "" for o in (await objects.page(store, sid, Kind.DOCUMENT, 50, None)).items
+            ) == [f"d{i}" for i in range(4)]
+    finally:
+        await store.close()

@@ -1,0 +1,139 @@
+"""The scripts' shared connections on a Redis Cluster: one multiplexer (multiplex.py) per master.
+
+Every write script names keys of one slot (the Service's hash tag), so a script goes to the master
+that owns ``keys[0]``'s slot as redis-py's Cluster client knows it (its slot map; this module reads
+it and asks it to refresh, it keeps none of its own). Redirections are where a Cluster differs:
+* MOVED: the slot has a new owner (a reshard done, a failover). Nothing ran, so the slot map is
+  refreshed and the script sent once more to the new owner (at most ``REDIRECTS`` times);
+* ASK: the slot is being moved and the key is on the importing node. Every write script declares
+  ``keys.fence``, a key that never exists, so the importing node would refuse it with TRYAGAIN
+  (keys.py): this answers that at once ("moving", 503/20503; nothing ran);
+* a connection that breaks or times out (a master killed): its calls fail (an unknown outcome:
+  503/20503, never sent again, as on a standalone Redis), and the slot map is refreshed before the
+  next script, so that a promoted replica is found as soon as the Cluster has promoted it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import parse_url
+from redis.exceptions import (
+    AskError,
+    ConnectionError as RedisConnectionError,
+    MovedError,
+    NoScriptError,
+    TimeoutError as RedisTimeoutError,
+    TryAgainError,
+)
+
+from .multiplex import Multiplexer
+from .redis_client import LuaReply, Value
+
+REDIRECTS = 3  # sends of one script (after MOVED or NOSCRIPT: nothing ran) before it answers "moving"
+REFRESH_EVERY_S = 0.1  # at most one slot map refresh this often while connections keep failing
+
+
+class ClusterMultiplexer:
+    """``register_script`` and ``script_load`` as redis-py's clients answer them (``guard`` wraps it),
+    sending each script over the shared connection to its slot's master."""
+
+    def __init__(self, cluster: RedisCluster, url: str, timeout_s: float) -> None:
+        self._cluster = cluster
+        parts = parse_url(url)
+        self._username, self._password = parts.get("username"), parts.get("password")
+        self._timeout_s = timeout_s
+        self._masters: dict[str, Multiplexer] = {}  # node name (host:port) -> its connection
+        self._stale = False  # a connection failed: refresh the slot map before the next script
+        self._refreshing: asyncio.Future[None] | None = None
+        self._refreshed_at = 0.0
+
+    @classmethod
+    def for_url(cls, cluster: RedisCluster, url: str, timeout_s: float) -> ClusterMultiplexer | None:
+        """None for what multiplex.py does not speak (TLS, a Unix socket)."""
+        if not url.startswith("redis://"):
+            return None
+        return cls(cluster, url, timeout_s)
+
+    @property
+    def connects(self) -> int:
+        return sum(m.connects for m in self._masters.values())
+
+    @property
+    def in_flight(self) -> int:
+        return sum(m.in_flight for m in self._masters.values())
+
+    def register_script(self, text: str) -> _ClusterScript:
+        return _ClusterScript(self, text)
+
+    async def script_load(self, text: str) -> str:
+        """Load ``text`` on every master (redis-py's Cluster client does the same)."""
+        return str(await self._cluster.script_load(text))
+
+    async def aclose(self) -> None:
+        masters, self._masters = self._masters, {}
+        for mux in masters.values():
+            await mux.aclose()
+
+    async def evalsha(self, sha: str, text: str, keys: Sequence[str], args: Sequence[Value]) -> LuaReply:
+        for _ in range(REDIRECTS):
+            if self._stale:
+                await self._refresh()
+            mux = self._master_of(keys[0])
+            try:
+                return await mux.execute_command("EVALSHA", sha, len(keys), *keys, *args)  # type: ignore[no-any-return]
+            except NoScriptError:  # a master new to it (promoted, or after a SCRIPT FLUSH): nothing ran
+                await mux.execute_command("SCRIPT", "LOAD", text)
+            except MovedError:  # nothing ran: the slot has a new owner
+                self._stale = True
+            except AskError as exc:  # nothing ran: the slot is moving (see the module docstring)
+                raise TryAgainError(f"the slot is being moved ({exc})") from exc
+            except (RedisConnectionError, RedisTimeoutError):
+                self._stale = True
+                raise
+        raise TryAgainError("the slot kept moving")
+
+    def _master_of(self, key: str) -> Multiplexer:
+        node = self._cluster.get_node_from_key(key)
+        assert node is not None  # only asked for a replica would it answer None
+        mux = self._masters.get(node.name)
+        if mux is None:
+            mux = self._masters[node.name] = Multiplexer(
+                node.host, int(node.port), username=self._username, password=self._password, timeout_s=self._timeout_s
+            )
+        return mux
+
+    async def _refresh(self) -> None:
+        """Ask redis-py's client for the Cluster's slot map again (one refresh for all waiting)."""
+        if self._refreshing is None:
+            self._refreshing = asyncio.ensure_future(self._reload())
+            self._refreshing.add_done_callback(self._reloaded)
+        await asyncio.shield(self._refreshing)
+
+    async def _reload(self) -> None:
+        pause = self._refreshed_at + REFRESH_EVERY_S - time.monotonic()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        self._refreshed_at = time.monotonic()
+        await self._cluster.nodes_manager.initialize()
+        self._stale = False
+
+    def _reloaded(self, refreshing: asyncio.Future[None]) -> None:
+        self._refreshing = None
+        if not refreshing.cancelled():
+            refreshing.exception()  # retrieved: each waiter has raised it already
+
+
+class _ClusterScript:
+    def __init__(self, mux: ClusterMultiplexer, text: str) -> None:
+        self._mux = mux
+        self._text = text
+        self._sha = hashlib.sha1(text.encode()).hexdigest()
+
+    def __call__(self, keys: Sequence[str] = (), args: Sequence[Value] = ()) -> Any:
+        return self._mux.evalsha(self._sha, self._text, keys, args)
