@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from realtime.tokens import mint  # noqa: E402
 from tests.balancer import Balancer  # noqa: E402
-from tests.bench.fanout import Clients, cpu_s, tree, write_loop  # noqa: E402
+from tests.bench.fanout import Clients, cpu_s, switches, tree, write_loop  # noqa: E402
 from tests.bench.loadgen import run_load  # noqa: E402
 from tests.bench.rest_writes import DATA  # noqa: E402
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ClusterProcess, RedisProcess, ServerProcess  # noqa: E402
@@ -105,6 +105,7 @@ def run_setup(store: str, processes: int, args: argparse.Namespace) -> dict[str,
     env = {"SYNC_WS_MAX_CONNECTIONS": "20000", "SYNC_WS_QUEUE_FRAMES": "10000", "SYNC_LOG_LEVEL": "warning"}
     if store == "cluster":
         env["REDIS_CLUSTER"] = "true"
+    env.update(switches())
     servers = [ServerProcess(redis_url=redis.url, env=env) for _ in range(processes)]
     res: dict[str, float] = {}
     try:

@@ -509,7 +509,16 @@ def product_defaults() -> dict[str, str]:
 
     names = ("sweep_interval_s", "auth_cache_s", "webhook_backoff_base_s", "webhook_backoff_max_s")
     names += ("webhook_max_retries", "webhook_lease_ms", "webhook_scan_interval_s")
-    return {env_name(name): render(Settings.model_fields[name].default) or "" for name in names}
+    return {env_name(name): render(Settings.model_fields[name].default) or "" for name in names} | switches()
+
+
+# Settings a bench run may compare on and off: taken from the bench's own environment (ServerProcess
+# passes no SYNC_ variable through), e.g. SYNC_REDIS_MULTIPLEX=false python tests/bench/rest_writes.py
+SWITCHES = ("SYNC_METRICS", "SYNC_REDIS_MULTIPLEX")
+
+
+def switches() -> dict[str, str]:
+    return {name: os.environ[name] for name in SWITCHES if name in os.environ}
 
 
 def start_sync(redis: RedisProcess, service: str, sid: str, compression: bool) -> Target:
@@ -517,8 +526,6 @@ def start_sync(redis: RedisProcess, service: str, sid: str, compression: bool) -
     env.update(product_defaults())
     if compression:
         env["SYNC_WS_COMPRESSION"] = "true"
-    if os.environ.get("SYNC_METRICS"):  # metrics on vs off (README, Metrics)
-        env["SYNC_METRICS"] = os.environ["SYNC_METRICS"]
     server = ServerProcess(redis_url=redis.url, env=env).start()
     assert server.proc is not None
     path = f"/v1/Services/{service}/Documents/{sid}"

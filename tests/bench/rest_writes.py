@@ -336,8 +336,6 @@ def compare(args: argparse.Namespace) -> None:
                         proc.wait(20)
                 else:
                     env = {**product_defaults(), "SYNC_WORKERS": str(workers), "SYNC_LOG_LEVEL": "error"}
-                    if os.environ.get("SYNC_METRICS"):  # metrics on vs off (README, Metrics)
-                        env["SYNC_METRICS"] = os.environ["SYNC_METRICS"]
                     server = ServerProcess(redis_url=redis.url, env=env).start()
                     assert server.proc is not None
                     pid, port, stop = server.proc.pid, server.port, server.stop
