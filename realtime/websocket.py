@@ -194,31 +194,41 @@ class ServerConnection(asyncio.Protocol):
         if self._state == _CLOSED:
             return
         self._alive = True
-        if not self._buf and self._state == _OPEN and not self._read_paused and self._whole_message(data):
-            return
+        if not self._buf and self._state == _OPEN and not self._read_paused:
+            data = self._whole_messages(data)
+            if not data:
+                return
         self._buf += data
         if not self._read_paused:
             self._parse()
 
-    def _whole_message(self, data: bytes) -> bool:
-        """The common read, exactly one whole unfragmented text or binary frame of under 64 KiB (an
-        SDK's ack, a request): handed on from ``data`` itself, without the buffer's copies and the
-        general parser's checks. False (nothing done) for anything else, which ``_parse`` handles."""
-        if len(data) < 6 or self._ext is not None or self._fragments is not None:
-            return False  # not even a frame's head and mask, compressed, or in the middle of a message
-        first, second = data[0], data[1]
-        if (first != 0x82 and first != 0x81) or second < 0x80:
-            return False  # not FIN + binary/text without RSV bits, or not masked
-        size, at = second & 0x7F, 2
-        if size == 126:
-            size, at = (data[2] << 8) | data[3], 4
-        elif size > 125:
-            return False
-        if len(data) != at + 4 + size or size > self._max_size:
-            return False
-        if self._handler is not None:
-            self._handler.on_message(apply_mask(data[at + 4 :], data[at : at + 4]))
-        return True
+    def _whole_messages(self, data: bytes) -> bytes:
+        """The common reads: whole unfragmented text or binary frames of under 64 KiB (SDK acks, a
+        request; several acks come in one read when a burst is acked), handed on from ``data`` itself,
+        without the buffer's copies and the general parser's checks. Stops at the first thing that is
+        not one (a control frame, a fragment, a partial frame, a compressed connection) or when a
+        message closed the connection or paused reading; answers what is left for ``_parse``."""
+        if self._ext is not None or self._fragments is not None:
+            return data  # compressed, or in the middle of a fragmented message
+        pos, end = 0, len(data)
+        while end - pos >= 6:
+            first, second = data[pos], data[pos + 1]
+            if (first != 0x82 and first != 0x81) or second < 0x80:
+                break  # not FIN + binary/text without RSV bits, or not masked
+            size, at = second & 0x7F, pos + 2
+            if size == 126:
+                size, at = (data[at] << 8) | data[at + 1], at + 2
+            elif size > 125:
+                break
+            stop = at + 4 + size
+            if stop > end or size > self._max_size:
+                break
+            pos = stop
+            if self._handler is not None:
+                self._handler.on_message(apply_mask(data[at + 4 : stop], data[at : at + 4]))
+            if self._state != _OPEN or self._read_paused:
+                break
+        return data[pos:] if pos else data
 
     def pause_writing(self) -> None:
         self.write_paused = True

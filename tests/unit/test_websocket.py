@@ -203,7 +203,7 @@ def _unmasked(payload: bytes, first: int) -> bytes:
     return bytes((first, len(payload))) + payload
 
 
-# reads of one whole frame (or that look like one): the shortcut for them (``_whole_message``) must
+# reads of whole frames (or that look like them): the shortcut for them (``_whole_messages``) must
 # answer exactly as the general parser, which sees the same bytes in two reads
 ONE_READ = {
     "binary, empty": client_frame(b""),
@@ -218,6 +218,18 @@ ONE_READ = {
     "a ping": client_frame(b"h", opcode=0x9),
     "two frames": client_frame(b"i") + client_frame(b"j"),
     "a frame and a half": client_frame(b"k") + client_frame(b"l")[:3],
+    "five acks": b"".join(client_frame(b"ack %d" % n) for n in range(5)),
+    "frames of every length form": client_frame(b"m" * 125) + client_frame(b"n" * 126, opcode=0x1) + client_frame(b""),
+    "frames, then a ping": client_frame(b"o") + client_frame(b"p") + client_frame(b"q", opcode=0x9),
+    "a frame, then a fragment and its end": client_frame(b"r")
+    + client_frame(b"s", fin=False)
+    + client_frame(b"t", opcode=0x0),
+    "a frame, then an unmasked one": client_frame(b"u") + _unmasked(b"v", 0x82),
+    "a frame, then one over the size limit": client_frame(b"w") + client_frame(b"x" * 2001),
+    "a frame, then a close, then a frame": client_frame(b"y")
+    + client_frame(struct.pack("!H", 1000), opcode=0x8)
+    + client_frame(b"z"),
+    "a frame, then a continuation without a message": client_frame(b"0") + client_frame(b"1", opcode=0x0),
 }
 
 
@@ -233,6 +245,16 @@ async def test_one_whole_frame_in_a_read_is_taken_as_the_general_parser_does(rea
             ws.data_received(piece)
         outcomes.append((h.messages, server_frames(t.take()), t.closed))
     assert outcomes[0] == outcomes[1]
+
+
+async def test_a_message_that_pauses_reading_holds_the_rest_of_its_read_until_resumed() -> None:
+    ws, t, h = opened()
+    h.on_message = lambda data: (h.messages.append(data), ws.pause_reading())  # type: ignore[method-assign]
+    ws.data_received(b"".join(client_frame(b"m%d" % n) for n in range(4)))
+    assert h.messages == [b"m0"] and not t.reading
+    h.on_message = h.messages.append  # type: ignore[method-assign]
+    ws.resume_reading()
+    assert h.messages == [b"m0", b"m1", b"m2", b"m3"] and t.reading
 
 
 async def test_an_unmasked_or_oversized_frame_closes_the_connection() -> None:
