@@ -104,8 +104,9 @@ def write_text(name: WriteScript) -> str:
 
 
 class Scripts:
-    """Every script registered once on one client. Calls are EVALSHA; redis-py loads the script
-    again when a server answers NOSCRIPT (after a restart, or on a Cluster node new to it)."""
+    """Every script registered once on one client. Calls are EVALSHA; the client (redis-py, or the
+    multiplexer) loads the script again when a server answers NOSCRIPT (after a restart, or on a
+    Cluster node new to it)."""
 
     def __init__(self, redis: RedisClient, calls: RedisClient | None = None) -> None:
         """``calls``: the client that sends the scripts (the multiplexer, storage/multiplex.py);

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import hiredis
@@ -164,10 +164,8 @@ class Multiplexer:
     def for_url(cls, url: str, timeout_s: float) -> Multiplexer | None:
         """A multiplexer for a plain ``redis://host:port/db`` URL; None for anything else (TLS, a Unix
         socket): the caller then keeps redis-py for scripts too."""
-        if not url.startswith("redis://"):
-            return None
-        parts = parse_url(url)
-        if "path" in parts or "connection_class" in parts:
+        parts = plain_tcp(url)
+        if parts is None:
             return None
         host = str(parts.get("host") or "localhost")
         return cls(
@@ -192,12 +190,17 @@ class Multiplexer:
         link = self._link
         return 0 if link is None or link.closed else link.waiting
 
-    def register_script(self, text: str) -> _Script:
-        return _Script(self, text)
+    def register_script(self, text: str) -> Script:
+        return Script(self.evalsha, text)
 
-    async def script_load(self, text: str) -> str:
-        sha = await self.execute_command("SCRIPT", "LOAD", text)
-        return sha.decode() if isinstance(sha, bytes) else str(sha)
+    async def evalsha(self, sha: str, text: str, keys: Sequence[str], args: Sequence[Value]) -> LuaReply:
+        """EVALSHA; a server that does not know the script (NOSCRIPT: nothing ran) gets it loaded and
+        the call once more, as redis-py's ``AsyncScript`` does."""
+        try:
+            return await self.execute_command("EVALSHA", sha, len(keys), *keys, *args)  # type: ignore[no-any-return]
+        except NoScriptError:
+            await self.execute_command("SCRIPT", "LOAD", text)
+            return await self.execute_command("EVALSHA", sha, len(keys), *keys, *args)  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
         if self._link is not None:
@@ -243,17 +246,26 @@ def _pack(command: tuple[Value, ...]) -> bytes:
     return hiredis.pack_command(command)  # type: ignore[arg-type,no-any-return]
 
 
-class _Script:
-    """A script called by its SHA1 on the multiplexer (redis-py's ``AsyncScript``, the same way)."""
+def plain_tcp(url: str) -> dict[str, Any] | None:
+    """redis-py's reading of a ``redis://`` URL over TCP (host, port, db, username, password), or
+    None for what the multiplexers do not speak (TLS, a Unix socket)."""
+    if not url.startswith("redis://"):
+        return None
+    parts = dict(parse_url(url))
+    return None if "path" in parts or "connection_class" in parts else parts
 
-    def __init__(self, mux: Multiplexer, text: str) -> None:
-        self._mux = mux
+
+EvalSha = Callable[[str, str, Sequence[str], Sequence[Value]], Awaitable[LuaReply]]
+
+
+class Script:
+    """A registered script, as redis-py's ``register_script`` answers one: called with keys and
+    arguments, sent by its SHA1 through ``evalsha`` (a Multiplexer's, or a ClusterMultiplexer's)."""
+
+    def __init__(self, evalsha: EvalSha, text: str) -> None:
+        self._evalsha = evalsha
         self._text = text
         self._sha = hashlib.sha1(text.encode()).hexdigest()
 
-    async def __call__(self, keys: Sequence[str] = (), args: Sequence[Value] = ()) -> LuaReply:
-        try:
-            return await self._mux.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)  # type: ignore[no-any-return]
-        except NoScriptError:  # nothing ran: load it, send once more
-            await self._mux.script_load(self._text)
-            return await self._mux.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)  # type: ignore[no-any-return]
+    def __call__(self, keys: Sequence[str] = (), args: Sequence[Value] = ()) -> Awaitable[LuaReply]:
+        return self._evalsha(self._sha, self._text, keys, args)

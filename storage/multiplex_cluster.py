@@ -16,26 +16,22 @@ it and asks it to refresh, it keeps none of its own). Redirections are where a C
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import parse_url
 from redis.exceptions import (
     AskError,
     ConnectionError as RedisConnectionError,
     MovedError,
-    NoScriptError,
     TimeoutError as RedisTimeoutError,
     TryAgainError,
 )
 
-from .multiplex import Multiplexer
+from .multiplex import Multiplexer, Script, plain_tcp
 from .redis_client import LuaReply, Value
 
-REDIRECTS = 3  # sends of one script (after MOVED or NOSCRIPT: nothing ran) before it answers "moving"
+REDIRECTS = 3  # sends of one script (after MOVED: nothing ran) before it answers "moving"
 REFRESH_EVERY_S = 0.1  # at most one slot map refresh this often while connections keep failing
 
 
@@ -43,10 +39,9 @@ class ClusterMultiplexer:
     """``register_script`` and ``script_load`` as redis-py's clients answer them (``guard`` wraps it),
     sending each script over the shared connection to its slot's master."""
 
-    def __init__(self, cluster: RedisCluster, url: str, timeout_s: float) -> None:
+    def __init__(self, cluster: RedisCluster, username: str | None, password: str | None, timeout_s: float) -> None:
         self._cluster = cluster
-        parts = parse_url(url)
-        self._username, self._password = parts.get("username"), parts.get("password")
+        self._username, self._password = username, password
         self._timeout_s = timeout_s
         self._masters: dict[str, Multiplexer] = {}  # node name (host:port) -> its connection
         self._stale = False  # a connection failed: refresh the slot map before the next script
@@ -56,9 +51,10 @@ class ClusterMultiplexer:
     @classmethod
     def for_url(cls, cluster: RedisCluster, url: str, timeout_s: float) -> ClusterMultiplexer | None:
         """None for what multiplex.py does not speak (TLS, a Unix socket)."""
-        if not url.startswith("redis://"):
+        parts = plain_tcp(url)
+        if parts is None:
             return None
-        return cls(cluster, url, timeout_s)
+        return cls(cluster, parts.get("username"), parts.get("password"), timeout_s)
 
     @property
     def connects(self) -> int:
@@ -68,12 +64,8 @@ class ClusterMultiplexer:
     def in_flight(self) -> int:
         return sum(m.in_flight for m in self._masters.values())
 
-    def register_script(self, text: str) -> _ClusterScript:
-        return _ClusterScript(self, text)
-
-    async def script_load(self, text: str) -> str:
-        """Load ``text`` on every master (redis-py's Cluster client does the same)."""
-        return str(await self._cluster.script_load(text))
+    def register_script(self, text: str) -> Script:
+        return Script(self.evalsha, text)
 
     async def aclose(self) -> None:
         masters, self._masters = self._masters, {}
@@ -84,11 +76,8 @@ class ClusterMultiplexer:
         for _ in range(REDIRECTS):
             if self._stale:
                 await self._refresh()
-            mux = self._master_of(keys[0])
-            try:
-                return await mux.execute_command("EVALSHA", sha, len(keys), *keys, *args)  # type: ignore[no-any-return]
-            except NoScriptError:  # a master new to it (promoted, or after a SCRIPT FLUSH): nothing ran
-                await mux.execute_command("SCRIPT", "LOAD", text)
+            try:  # a master new to the script (promoted, or after a SCRIPT FLUSH) gets it loaded there
+                return await self._master_of(keys[0]).evalsha(sha, text, keys, args)
             except MovedError:  # nothing ran: the slot has a new owner
                 self._stale = True
             except AskError as exc:  # nothing ran: the slot is moving (see the module docstring)
@@ -127,13 +116,3 @@ class ClusterMultiplexer:
         self._refreshing = None
         if not refreshing.cancelled():
             refreshing.exception()  # retrieved: each waiter has raised it already
-
-
-class _ClusterScript:
-    def __init__(self, mux: ClusterMultiplexer, text: str) -> None:
-        self._mux = mux
-        self._text = text
-        self._sha = hashlib.sha1(text.encode()).hexdigest()
-
-    def __call__(self, keys: Sequence[str] = (), args: Sequence[Value] = ()) -> Any:
-        return self._mux.evalsha(self._sha, self._text, keys, args)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import AsyncIterator
 
 import pytest
 import redis
@@ -38,42 +39,39 @@ def _clients(r: RedisProcess) -> int:
         return len(sync.client_list()) - 1
 
 
-async def test_concurrent_calls_each_get_their_own_reply_over_one_connection(own_redis: RedisProcess) -> None:
-    mux = _mux(own_redis)
+@pytest.fixture
+async def mux(own_redis: RedisProcess) -> AsyncIterator[Multiplexer]:
+    m = _mux(own_redis)
+    yield m
+    await m.aclose()
+
+
+async def test_concurrent_calls_each_get_their_own_reply_over_one_connection(
+    own_redis: RedisProcess, mux: Multiplexer
+) -> None:
     echo = mux.register_script(ECHO)
-    try:
-        replies = await asyncio.gather(*(echo(keys=[f"k{i}"], args=[f"v{i}"]) for i in range(500)))
-        assert replies == [[f"k{i}".encode(), f"v{i}".encode()] for i in range(500)]
-        assert _clients(own_redis) == 1
-    finally:
-        await mux.aclose()
+    replies = await asyncio.gather(*(echo(keys=[f"k{i}"], args=[f"v{i}"]) for i in range(500)))
+    assert replies == [[f"k{i}".encode(), f"v{i}".encode()] for i in range(500)]
+    assert _clients(own_redis) == 1
 
 
-async def test_error_replies_are_redis_pys_and_a_flushed_script_is_loaded_again(own_redis: RedisProcess) -> None:
-    mux = _mux(own_redis)
+async def test_error_replies_are_redis_pys_and_a_flushed_script_is_loaded_again(mux: Multiplexer) -> None:
     echo = mux.register_script(ECHO)
-    try:
-        await mux.execute_command("SET", "s", "x")
-        with pytest.raises(ResponseError, match="WRONGTYPE"):
-            await mux.execute_command("HSET", "s", "f", "v")
-        assert await echo(keys=["a"], args=["b"]) == [b"a", b"b"]
-        await mux.execute_command("SCRIPT", "FLUSH")
-        assert await echo(keys=["a"], args=["c"]) == [b"a", b"c"]  # NOSCRIPT: loaded, sent once more
-        assert await mux.execute_command("PING") == b"PONG"  # and the stream is still in step
-    finally:
-        await mux.aclose()
+    await mux.execute_command("SET", "s", "x")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await mux.execute_command("HSET", "s", "f", "v")
+    assert await echo(keys=["a"], args=["b"]) == [b"a", b"b"]
+    await mux.execute_command("SCRIPT", "FLUSH")
+    assert await echo(keys=["a"], args=["c"]) == [b"a", b"c"]  # NOSCRIPT: loaded, sent once more
+    assert await mux.execute_command("PING") == b"PONG"  # and the stream is still in step
 
 
-async def test_a_caller_that_gives_up_leaves_the_replies_in_step(own_redis: RedisProcess) -> None:
-    mux = _mux(own_redis)
+async def test_a_caller_that_gives_up_leaves_the_replies_in_step(mux: Multiplexer) -> None:
     busy = mux.register_script(BUSY)
-    try:
-        slow = asyncio.ensure_future(busy(keys=["b"]))
-        await asyncio.sleep(0.02)
-        slow.cancel()
-        assert await mux.execute_command("ECHO", "mine") == b"mine"
-    finally:
-        await mux.aclose()
+    slow = asyncio.ensure_future(busy(keys=["b"]))
+    await asyncio.sleep(0.02)
+    slow.cancel()
+    assert await mux.execute_command("ECHO", "mine") == b"mine"
 
 
 async def test_a_frozen_redis_times_out_once_and_the_command_is_not_sent_again(own_redis: RedisProcess) -> None:
