@@ -203,6 +203,10 @@ class Sub(asyncio.Protocol):
             self.upgraded = True
             if b"permessage-deflate" in head.lower():
                 self.inflate = zlib.decompressobj(-15)
+            if self.child.connect_only:  # the issue's "reference (connect only)": the handshake and no more
+                self.stage = "ready"
+                self.done.set_result(None)
+                return
             self.send_init()
         pos, size = 0, len(buf)
         while size - pos >= 2:
@@ -300,6 +304,7 @@ class Sub(asyncio.Protocol):
 @dataclass
 class Child:
     deflate: bool
+    connect_only: bool = False
     acking: bool = False
     recording: bool = False
     stopping: bool = False
@@ -308,9 +313,11 @@ class Child:
     lat: list[float] = field(default_factory=list)
 
 
-def _child(url: str, tokens: list[str], sid: str, deflate: bool, index: int, cmd: Any, out: Any) -> None:
+def _child(
+    url: str, tokens: list[str], sid: str, deflate: bool, index: int, cmd: Any, out: Any, connect_only: bool
+) -> None:
     async def main() -> None:
-        child = Child(deflate)
+        child = Child(deflate, connect_only)
         host, port_path = url.removeprefix("ws://").split(":", 1)
         port, path = port_path.split("/", 1)
         loop = asyncio.get_running_loop()
@@ -366,14 +373,20 @@ def _child(url: str, tokens: list[str], sid: str, deflate: bool, index: int, cmd
 
 
 class Clients:
-    """--clients processes holding N subscribers between them."""
+    """--clients processes holding N subscribers between them (``connect_only``: WebSocket handshakes
+    only, no ``init`` and no subscribe: how the issue measured the reference's connect)."""
 
-    def __init__(self, url: str, tokens: list[str], sid: str, deflate: bool, parts: int) -> None:
+    def __init__(
+        self, url: str, tokens: list[str], sid: str, deflate: bool, parts: int, connect_only: bool = False
+    ) -> None:
         parts = min(parts, len(tokens))
         self.cmds = [mp.Queue() for _ in range(parts)]
         self.outs = [mp.Queue() for _ in range(parts)]
         self.procs = [
-            mp.Process(target=_child, args=(url, tokens[p::parts], sid, deflate, p, self.cmds[p], self.outs[p]))
+            mp.Process(
+                target=_child,
+                args=(url, tokens[p::parts], sid, deflate, p, self.cmds[p], self.outs[p], connect_only),
+            )
             for p in range(parts)
         ]
         for proc in self.procs:
