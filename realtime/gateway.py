@@ -21,8 +21,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -319,7 +319,7 @@ class Connection:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        endpoint = grant.endpoint_id or f"EP{uuid.uuid4().hex}"
+        endpoint = grant.endpoint_id or f"EP{secrets.token_hex(16)}"
         caller = cds.Caller(
             gateway.store, grant.service_sid, grant.identity, endpoint, gateway.base(ws), grant.acl_enabled
         )
@@ -330,7 +330,7 @@ class Connection:
             twilsock.reply(
                 first.id,
                 payload={},
-                continuation_token=uuid.uuid4().hex,
+                continuation_token=secrets.token_hex(16),
                 capabilities=["client_update"],
                 offline_storage=_offline_storage(store_id, grant),
             )

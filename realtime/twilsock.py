@@ -8,8 +8,8 @@ client and the tests share one implementation. Wire facts: shared/spec/realtime-
 from __future__ import annotations
 
 import json
+import os
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,8 +84,14 @@ def prune(text: bytes, limit: int) -> bytes:
 
 
 def new_id() -> str:
-    """A message id in the SDK's own shape: ``TM`` + a dashed UUID."""
-    return f"TM{uuid.uuid4()}"
+    """A message id in the SDK's own shape: ``TM`` + a dashed random (version 4) UUID, formatted
+    from 16 random bytes: a fifth of the cost of ``str(uuid.uuid4())``, once per frame the server
+    starts (each notification, each subscription answer)."""
+    h = os.urandom(16).hex()
+    return f"TM{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = "89ab"  # RFC 4122's variant bits (10xx) in the first hex digit of the fourth group
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # one for all: json.dumps makes one per call

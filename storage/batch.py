@@ -11,6 +11,9 @@ the busier the process the larger the batches, at the cost of at most one round 
 Only idempotent reads whose answers need no ordering against each other belong here: the commands
 of one batch may reach Redis in any order relative to other connections' commands (so does any
 command issued concurrently). On a Redis Cluster the pipeline is split by node by redis-py.
+The same read asked for several times in one batch (a crowd subscribing to one Document) is sent
+once and its reply given to each; every caller has its own future, so one cancelled caller cancels
+nobody else's read.
 Errors: a batch that fails is sent again read by read, so each read fails or succeeds as it would
 have alone (a Cluster master failing over fails only the reads of its slots; StoreUnavailableError
 when Redis cannot be reached, as for a plain command).
@@ -23,15 +26,21 @@ from collections.abc import Sequence
 
 from .redis_client import RedisClient
 
-Pending = tuple[str, Sequence[str], "asyncio.Future[list[bytes | None]]"]
+Read = tuple[str, tuple[str, ...]]  # (key, fields): one HMGET
+Waiting = list["asyncio.Future[list[bytes | None]]"]  # the callers of one read
+Pending = tuple[str, tuple[str, ...], Waiting]
 
 
 class ReadBatch:
     """HMGETs of this process, batched per loop turn (one instance per Store)."""
 
-    def __init__(self, redis: RedisClient) -> None:
+    def __init__(self, redis: RedisClient, multiplexed: RedisClient | None = None) -> None:
+        """``multiplexed``: the (guarded) shared connection of multiplex.py, when the Store has one:
+        each read of a batch goes as its own HMGET over it (the multiplexer writes a loop turn's
+        commands at once and answers each read alone); otherwise redis-py's pipeline."""
         self._redis = redis
-        self._pending: list[Pending] = []
+        self._multiplexed = multiplexed
+        self._pending: dict[Read, Waiting] = {}
         self._busy = False  # a batch is in flight: the pending reads go when it is answered
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -41,13 +50,19 @@ class ReadBatch:
         fut: asyncio.Future[list[bytes | None]] = loop.create_future()
         if not self._pending and not self._busy:
             loop.call_soon(self._flush)
-        self._pending.append((key, fields, fut))
+        read = (key, tuple(fields))
+        waiting = self._pending.get(read)
+        if waiting is None:
+            self._pending[read] = [fut]
+        else:  # asked for already in this batch: one HMGET answers both
+            waiting.append(fut)
         return fut
 
     def _flush(self) -> None:
         if self._busy or not self._pending:
             return
-        batch, self._pending = self._pending, []
+        batch = [(key, fields, waiting) for (key, fields), waiting in self._pending.items()]
+        self._pending = {}
         self._busy = True
         task = asyncio.ensure_future(self._run(batch))
         self._tasks.add(task)
@@ -61,6 +76,13 @@ class ReadBatch:
             self._flush()  # what arrived meanwhile
 
     async def _send(self, batch: list[Pending]) -> None:
+        if self._multiplexed is not None:
+            answers = await asyncio.gather(
+                *(self._multiplexed.hmget(key, fields) for key, fields, _ in batch), return_exceptions=True
+            )
+            for (*_, waiting), answer in zip(batch, answers, strict=True):
+                _answer(waiting, answer)
+            return
         try:
             if len(batch) == 1:
                 key, fields, _ = batch[0]
@@ -74,9 +96,18 @@ class ReadBatch:
             if len(batch) > 1:  # each read gets its own outcome, as if sent alone
                 await asyncio.gather(*(self._send([one]) for one in batch))
                 return
-            if not batch[0][2].done():
-                batch[0][2].set_exception(exc)
+            _answer(batch[0][2], exc)
             return
-        for (*_, fut), reply in zip(batch, replies, strict=True):
-            if not fut.done():  # its reader may have been cancelled meanwhile
-                fut.set_result(reply)
+        for (*_, waiting), reply in zip(batch, replies, strict=True):
+            _answer(waiting, reply)
+
+
+def _answer(waiting: Waiting, reply: list[bytes | None] | BaseException) -> None:
+    """Every caller of one read gets its reply (each its own list) or its error."""
+    for i, fut in enumerate(waiting):
+        if fut.done():  # its reader was cancelled meanwhile
+            continue
+        if isinstance(reply, BaseException):
+            fut.set_exception(reply)
+        else:
+            fut.set_result(list(reply) if i else reply)

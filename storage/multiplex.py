@@ -1,4 +1,5 @@
-"""One pipelined connection that carries every write script of a process (standalone Redis).
+"""One pipelined connection that carries every write script of a process (standalone Redis), and the
+subscriptions' reads (batch.py).
 
 Why: through redis-py's pool every EVALSHA takes a connection, arms two timeouts, writes alone and
 reads alone: about 100 µs of the server's CPU per REST write, a fifth of it, and as much again for
@@ -183,6 +184,10 @@ class Multiplexer:
         if link is None or link.closed:
             link = await self._open()
         return await link.request(_pack(args))
+
+    async def hmget(self, key: str, fields: Sequence[str]) -> list[bytes | None]:
+        """HMGET: the reads of batch.py, one write with the scripts and reads of the same loop turn."""
+        return await self.execute_command("HMGET", key, *fields)  # type: ignore[no-any-return]
 
     @property
     def in_flight(self) -> int:

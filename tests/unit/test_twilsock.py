@@ -7,6 +7,7 @@ ProtocolError whatever the bytes, and a frame cut short is refused.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -204,3 +205,16 @@ def test_header_json_is_compact_and_not_ascii_escaped() -> None:
     header = frame.split(b"\r\n")[1]
     assert header == '{"method":"m","who":"Zoë","payload_size":0}'.encode()
     assert json.loads(header)["who"] == "Zoë"
+
+
+def test_message_ids_are_dashed_version_4_uuids_as_the_sdk_makes_them() -> None:
+    seen = set()
+    for _ in range(2000):
+        mid = twilsock.new_id()
+        assert mid.startswith("TM")
+        parsed = uuid.UUID(mid[2:])
+        assert str(parsed) == mid[2:]  # dashed, lower case: the shape of `TM${uuid()}`
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+        seen.add(mid)
+    assert len(seen) == 2000
+    assert {mid[21] for mid in seen} == set("89ab")  # the variant digit takes each of its values
