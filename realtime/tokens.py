@@ -66,7 +66,7 @@ def parse(token: str) -> Parsed:
     PyJWT still mints tokens, and the tests check both against Twilio's helper library."""
     try:
         head, body, sig = token.split(".")
-        header, claims = json.loads(_unb64(head)), json.loads(_unb64(body))
+        header, claims = json.loads(_unb64(head).decode()), json.loads(_unb64(body).decode())  # UTF-8 (RFC 7519)
         signature = _unb64(sig)
     except (ValueError, binascii.Error, RecursionError):
         raise invalid("not a JSON Web Token") from None

@@ -131,7 +131,9 @@ def decode(data: bytes) -> Frame:
     if len(raw_header) != size or size <= 0:
         raise ProtocolError("truncated header")
     try:
-        header = json.loads(raw_header)
+        # text first: json.loads of bytes guesses their encoding (a Python function, per frame);
+        # twilsock is UTF-8, and bytes that are not are a ValueError all the same
+        header = json.loads(raw_header.decode())
     except (ValueError, RecursionError):  # RecursionError: nested too deep
         raise ProtocolError("header is not JSON") from None
     if not isinstance(header, dict) or not isinstance(header.get("method"), str):
