@@ -361,6 +361,36 @@ def test_acknowledgements_are_recognised_without_decoding() -> None:
     assert not is_ack(twilsock.encode(nested))
     assert not is_ack(twilsock.encode({"id": "TM5", "method": "message"}, {"method": "reply"}))
     assert not is_ack(b"not twilsock at all")
+    assert is_ack(twilsock.encode({"id": "TM" + "x" * 93, "method": "reply"}))  # an id of 95 characters
+    assert not is_ack(twilsock.encode({"id": "TM" + "x" * 94, "method": "reply"}))  # longer: decoded
+
+
+def _ack_by_hand(data: bytes) -> bool:
+    """What is_ack answered before it was one regular expression (bytes methods, step by step)."""
+    eol = data.find(b"\r\n", 14, 24)
+    if eol < 0 or not data.startswith(twilsock.MAGIC):
+        return False
+    head = data[eol + 2 : eol + 2 + 120]
+    if head.startswith(b'{"method":"reply"'):
+        return True
+    return head.startswith(b'{"id":"') and head.startswith(b',"method":"reply"', head.find(b'"', 7) + 1)
+
+
+_PIECES = [b"TWILSOCK V3.0 ", b"12", b"\r", b"\n", b"{", b'"id":"', b'"method":"reply"', b'"', b",", b"x", b"\\"]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=14), st.binary(max_size=8))
+def test_an_ack_is_only_what_the_step_by_step_test_called_one(pieces: list[bytes], tail: bytes) -> None:
+    data = b"".join(pieces) + tail
+    assert not is_ack(data) or _ack_by_hand(data)  # never drops a frame the old test would decode
+    framed = twilsock.MAGIC + b"%d\r\n" % len(data) + data
+    assert not is_ack(framed) or _ack_by_hand(framed)
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126, blacklist_characters='"\\'), max_size=95))
+def test_every_sdk_shaped_ack_is_recognised(msg_id: str) -> None:
+    frame = twilsock.encode({"id": msg_id, "method": "reply", "status": {"code": 200, "status": "OK"}})
+    assert is_ack(frame) and _ack_by_hand(frame)
 
 
 @pytest.mark.parametrize(
