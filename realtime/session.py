@@ -130,6 +130,7 @@ class Session:
     ) -> None:
         self.hub = hub
         self.caller = caller
+        self.endpoint = caller.endpoint  # fixed for the connection; read for every delivery (no echo)
         self.grant = grant
         self.limits = limits
         self.ws = ws
@@ -143,10 +144,6 @@ class Session:
         self._timer: asyncio.TimerHandle | None = None
         self.inflight = 0  # tunnelled requests running now (at most limits.max_inflight)
         self.closed = False
-
-    @property
-    def endpoint(self) -> str:
-        return self.caller.endpoint
 
     @property
     def base(self) -> str:
