@@ -550,6 +550,7 @@ def start_sync(redis: RedisProcess, service: str, sid: str, compression: bool) -
 def run_target(target: Target, tokens: list[str], sid: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
     """Connect N subscribers to ``target`` and run the write phases; returns the figures."""
     res: dict[str, Any] = {}
+    time.sleep(1.0)  # settled: what a server allocates as it starts (its first background passes) is not per connection
     pids = tree(target.pid)
     before_rss, before_cpu = rss_kb(pids), cpu_s(pids)
     clients = Clients(target.ws_url, tokens, sid, args.compression, args.clients)
