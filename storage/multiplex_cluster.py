@@ -1,4 +1,5 @@
-"""The scripts' shared connections on a Redis Cluster: one multiplexer (multiplex.py) per master.
+"""The scripts' shared connections on a Redis Cluster: one multiplexer (multiplex.py) per master
+(the subscriptions' reads go over them too: ``hmget``).
 
 Every write script names keys of one slot (the Service's hash tag), so a script goes to the master
 that owns ``keys[0]``'s slot as redis-py's Cluster client knows it (its slot map; this module reads
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import cast
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
@@ -86,6 +88,24 @@ class ClusterMultiplexer:
                 self._stale = True
                 raise
         raise TryAgainError("the slot kept moving")
+
+    async def hmget(self, key: str, fields: Sequence[str]) -> list[bytes | None]:
+        """HMGET (the subscriptions' reads, batch.py) over the shared connection of ``key``'s master.
+        MOVED: the map refreshed and the read sent to the new owner; ASK (the slot half moved, the
+        key perhaps on the importing node): read by redis-py's Cluster client, which follows it."""
+        for _ in range(REDIRECTS):
+            if self._stale:
+                await self._refresh()
+            try:
+                return await self._master_of(key).hmget(key, fields)
+            except MovedError:
+                self._stale = True
+            except AskError:
+                break
+            except (RedisConnectionError, RedisTimeoutError):
+                self._stale = True
+                raise
+        return cast(list[bytes | None], await self._cluster.hmget(key, list(fields)))
 
     def _master_of(self, key: str) -> Multiplexer:
         node = self._cluster.get_node_from_key(key)

@@ -156,8 +156,8 @@ class Store:
         # scripts go over the multiplexer when there is one (storage/multiplex.py), guarded the same way
         calls = guard(cast(RedisClient, multiplexer), self.health) if multiplexer is not None else self.redis
         self.scripts = lua.Scripts(self.redis, calls)
-        # reads of one loop turn together (batch.py): over the shared connection on a standalone Redis
-        self.reads = ReadBatch(self.redis, calls if isinstance(multiplexer, Multiplexer) else None)
+        # reads of one loop turn together (batch.py), over the shared connections when there are some
+        self.reads = ReadBatch(self.redis, calls if multiplexer is not None else None)
 
     @classmethod
     async def connect(

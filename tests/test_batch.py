@@ -1,5 +1,5 @@
-"""storage/batch.py: the reads of one loop turn reach Redis together (over the shared connection of
-multiplex.py on a standalone Redis, as one redis-py pipeline on a Cluster or with it off), each gets its own answer
+"""storage/batch.py: the reads of one loop turn reach Redis together (over the shared connections of
+multiplex.py, or as one redis-py pipeline with SYNC_REDIS_MULTIPLEX off), each gets its own answer
 (on a Cluster too, where the objects live on different masters), reads that arrive while a batch is
 in flight go together once it is answered, the same read asked for by many in one turn is sent
 once, and a failed batch is sent again read by read (each
@@ -31,8 +31,8 @@ def _calls(store: Store, command: str) -> int:
 
 
 def _multiplexed(store: Store) -> bool:
-    """Reads go over the shared connection (standalone, the default), not as redis-py pipelines."""
-    return isinstance(store.multiplexer, Multiplexer)
+    """Reads go over the shared connections (the default), not as redis-py pipelines."""
+    return store.multiplexer is not None
 
 
 @pytest.fixture(params=["multiplexed", "pipelined"])

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from redis.exceptions import (
     AuthenticationError,
     ConnectionError as RedisConnectionError,
@@ -17,7 +18,7 @@ from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
 )
 
-from storage import SYSTEM, Kind, objects, services
+from storage import SYSTEM, Kind, keys, objects, services
 from storage.multiplex import Multiplexer
 from storage.multiplex_cluster import ClusterMultiplexer
 from storage.store import Store, StoreConfig
@@ -175,4 +176,48 @@ async def test_on_a_cluster_each_script_goes_over_its_masters_shared_connection(
                 o.unique_name or "" for o in (await objects.page(store, sid, Kind.DOCUMENT, 50, None)).items
             ) == [f"d{i}" for i in range(4)]
     finally:
+        await store.close()
+
+
+async def test_on_a_cluster_reads_follow_a_slot_half_moved_then_moved(redis_cluster: ClusterProcess) -> None:
+    """A subscription's read (batch.py) goes over its master's shared connection; while its slot is
+    half moved and the key already on the importing node (ASK), redis-py's Cluster client reads it
+    there; once the move is done (MOVED on the old map), the map is refreshed and the read goes to
+    the new owner's shared connection."""
+    store = await Store.connect(redis_cluster.url, cluster=True)
+    nodes = {p: aioredis.Redis(host="127.0.0.1", port=p) for p in redis_cluster.masters()}
+    try:
+        svc = (await services.create(store, ACCOUNT_SID, {})).sid
+        doc = (await objects.create(store, svc, Kind.DOCUMENT, SYSTEM, data_json="{}")).sid
+        key = keys.obj(svc, doc)
+        slot = int(await nodes[redis_cluster.masters()[0]].execute_command("CLUSTER", "KEYSLOT", key))
+        owner = store.redis.get_node_from_key(key).port
+        target = next(p for p in redis_cluster.masters() if p != owner)
+        src, dst = nodes[owner], nodes[target]
+        src_id, dst_id = await src.execute_command("CLUSTER", "MYID"), await dst.execute_command("CLUSTER", "MYID")
+
+        def reads() -> int:
+            h = store.health.stats.latency.get("hmget")
+            return 0 if h is None else h.count
+
+        assert await objects.last_event(store, svc, Kind.DOCUMENT, doc) == (doc, 0)
+        await dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        await src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        await src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", key)
+        before = reads()
+        assert await objects.last_event(store, svc, Kind.DOCUMENT, doc) == (doc, 0)  # ASK: followed
+        assert reads() == before + 1
+        while rest := await src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):  # the Service's others
+            await src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *rest)
+        for node in nodes.values():  # the move done: every master knows the new owner
+            await node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        mux = store.multiplexer
+        assert isinstance(mux, ClusterMultiplexer)
+        connects = mux.connects
+        assert await objects.last_event(store, svc, Kind.DOCUMENT, doc) == (doc, 0)  # MOVED: refreshed
+        assert store.redis.get_node_from_key(key).port == target
+        assert mux.connects == connects + 1 and mux.in_flight == 0  # read over the new owner's connection
+    finally:
+        for node in nodes.values():
+            await node.aclose()
         await store.close()
