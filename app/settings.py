@@ -92,8 +92,8 @@ class Settings(BaseSettings):
     )
     redis_multiplex: YesNo = Field(
         True,
-        description="write scripts share one pipelined connection per process, one per master on a Cluster "
-        "(redis:// over TCP; off: redis-py's connection pool, as reads)",
+        description="write scripts and the subscriptions' reads share one pipelined connection per process, "
+        "one per master on a Cluster (redis:// over TCP; off: redis-py's connection pool, as other reads)",
     )
     redis_startup_wait_s: float = Field(
         60.0,

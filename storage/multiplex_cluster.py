@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
-from typing import cast
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar, cast
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
@@ -33,13 +33,14 @@ from redis.exceptions import (
 from .multiplex import Multiplexer, Script, plain_tcp
 from .redis_client import LuaReply, Value
 
+T = TypeVar("T")
 REDIRECTS = 3  # sends of one script (after MOVED: nothing ran) before it answers "moving"
 REFRESH_EVERY_S = 0.1  # at most one slot map refresh this often while connections keep failing
 
 
 class ClusterMultiplexer:
-    """``register_script`` and ``script_load`` as redis-py's clients answer them (``guard`` wraps it),
-    sending each script over the shared connection to its slot's master."""
+    """``register_script`` (and ``hmget``) as redis-py's clients answer them (``guard`` wraps it),
+    sending each call over the shared connection to its key's master."""
 
     def __init__(self, cluster: RedisCluster, username: str | None, password: str | None, timeout_s: float) -> None:
         self._cluster = cluster
@@ -75,37 +76,35 @@ class ClusterMultiplexer:
             await mux.aclose()
 
     async def evalsha(self, sha: str, text: str, keys: Sequence[str], args: Sequence[Value]) -> LuaReply:
-        for _ in range(REDIRECTS):
-            if self._stale:
-                await self._refresh()
-            try:  # a master new to the script (promoted, or after a SCRIPT FLUSH) gets it loaded there
-                return await self._master_of(keys[0]).evalsha(sha, text, keys, args)
-            except MovedError:  # nothing ran: the slot has a new owner
-                self._stale = True
-            except AskError as exc:  # nothing ran: the slot is moving (see the module docstring)
-                raise TryAgainError(f"the slot is being moved ({exc})") from exc
-            except (RedisConnectionError, RedisTimeoutError):
-                self._stale = True
-                raise
-        raise TryAgainError("the slot kept moving")
+        try:  # a master new to the script (promoted, or after a SCRIPT FLUSH) gets it loaded there
+            return await self._on_master(keys[0], lambda mux: mux.evalsha(sha, text, keys, args))
+        except AskError as exc:  # nothing ran: the slot is moving (see the module docstring)
+            raise TryAgainError(f"the slot is being moved ({exc})") from exc
 
     async def hmget(self, key: str, fields: Sequence[str]) -> list[bytes | None]:
         """HMGET (the subscriptions' reads, batch.py) over the shared connection of ``key``'s master.
-        MOVED: the map refreshed and the read sent to the new owner; ASK (the slot half moved, the
-        key perhaps on the importing node): read by redis-py's Cluster client, which follows it."""
+        A slot half moved (ASK: the key perhaps on the importing node) or that kept moving: read by
+        redis-py's Cluster client, which follows the redirections (a read may go anywhere)."""
+        try:
+            return await self._on_master(key, lambda mux: mux.hmget(key, fields))
+        except (AskError, TryAgainError):
+            return cast(list[bytes | None], await self._cluster.hmget(key, list(fields)))
+
+    async def _on_master(self, key: str, send: Callable[[Multiplexer], Awaitable[T]]) -> T:
+        """``send`` over the shared connection of ``key``'s master. MOVED (nothing ran): the slot map
+        refreshed and sent to the new owner, ``REDIRECTS`` times at most (then TryAgainError); a
+        broken or late connection: the map refreshed before the next call, the error raised."""
         for _ in range(REDIRECTS):
             if self._stale:
                 await self._refresh()
             try:
-                return await self._master_of(key).hmget(key, fields)
+                return await send(self._master_of(key))
             except MovedError:
                 self._stale = True
-            except AskError:
-                break
             except (RedisConnectionError, RedisTimeoutError):
                 self._stale = True
                 raise
-        return cast(list[bytes | None], await self._cluster.hmget(key, list(fields)))
+        raise TryAgainError("the slot kept moving")
 
     def _master_of(self, key: str) -> Multiplexer:
         node = self._cluster.get_node_from_key(key)
