@@ -25,6 +25,11 @@ now be a replica (the killed master restarted) that never hears the Service's wa
 cluster broker must see every loss to re-read the topology, and the hub to re-read its feeds. And
 it subscribes the shard channels again one SSUBSCRIBE each, because redis-py resubscribes them all
 in one command, which a Cluster node refuses (CROSSSLOT) as soon as they span two slots.
+
+Two subscribers do this: over plain TCP (``redis://``, and every Cluster node) realtime/pubsub.py's
+``WireSubscriber`` reads the socket itself, so a wake-up is handled in the callback that reads it;
+``RedisPySubscriber`` below, on redis-py's ``PubSub``, serves TLS and Unix sockets. ``subscriber``
+picks one for a URL.
 """
 
 from __future__ import annotations
@@ -41,14 +46,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, TimeoutError as RedisTimeoutError
 
+from storage.multiplex import plain_tcp
+
+from . import pubsub
+from .pubsub import Address, Handler, Subscriptions, WireSubscriber
+
 log = logging.getLogger("sync.realtime.broker")
 
-Handler = Callable[[str, bytes], None]
-
-PING_S = 5.0  # silence on the pub/sub connection after which the reader checks it with a PING
-REPLY_S = 5.0  # how long the PING (and a reconnect) may take before the connection counts as lost
-CONTROL = "sync:realtime:control"  # a pub/sub connection must subscribe to something before it can be read
-_PING = b"sync-broker-ping"
 _MESSAGES = ("message", b"message", "smessage", b"smessage")
 _SUNSUBSCRIBE = ("sunsubscribe", b"sunsubscribe")
 
@@ -62,49 +66,25 @@ class Broker(Protocol):
     async def unsubscribe(self, channel: str) -> None: ...
 
 
-class Subscriber:
-    """One pub/sub connection and its reader task: ``handler(channel, data)`` for each message (it
-    must not block), PING on silence, reconnect (redis-py subscribes again) and ``on_reconnect``.
+class RedisPySubscriber(Subscriptions):
+    """redis-py's pub/sub, for what realtime/pubsub.py's ``WireSubscriber`` does not speak (TLS, a
+    Unix socket): one pub/sub connection and its reader task, PING on silence, reconnect and
+    ``on_reconnect`` (the callbacks: realtime/pubsub.py ``Subscriptions``)."""
 
-    ``sharded``: ``subscribe`` uses SSUBSCRIBE. ``on_moved(channel)``: the server ended a shard
-    subscription we did not end (its slot moved to another node: Redis sends SUNSUBSCRIBE);
-    ``on_lost()``: the connection broke (the cluster broker re-reads the topology then)."""
-
-    def __init__(
-        self,
-        redis: Any,
-        handler: Handler,
-        on_reconnect: Callable[[], None] | None = None,
-        *,
-        sharded: bool = False,
-        fixed: Mapping[str, Handler] | None = None,
-        on_moved: Callable[[str], None] | None = None,
-        on_lost: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, redis: Any, handler: Handler, *args: Any, **kwargs: Any) -> None:
+        super().__init__(handler, *args, **kwargs)
         self._redis = redis
         self._pubsub: Any = redis.pubsub(ignore_subscribe_messages=False)
-        self._handler = handler
-        self._on_reconnect = on_reconnect
-        self._sharded = sharded
-        self._fixed = dict(fixed or {})
-        self._on_moved = on_moved
-        self._on_lost = on_lost
-        self._task: asyncio.Task[None] | None = None
-        self.channels: set[str] = set()
-        self._leaving: set[str] = set()  # unsubscribed by us, confirmation not read yet
 
     async def start(self, *first: str) -> None:
         """Subscribe the fixed channels (and ``first``, sharded if so) and start reading."""
-        await self._pubsub.subscribe(CONTROL, *self._fixed)
+        await self._pubsub.subscribe(pubsub.CONTROL, *self._fixed)
         for channel in first:
             await self.subscribe(channel)
         self._task = asyncio.create_task(self._run(), name="realtime-broker")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await self._stop_task()
         with contextlib.suppress(Exception):
             await self._pubsub.aclose()
         with contextlib.suppress(Exception):
@@ -130,13 +110,13 @@ class Subscriber:
         while True:
             try:
                 now = time.monotonic()
-                if pinged is not None and now - pinged > REPLY_S:
+                if pinged is not None and now - pinged > pubsub.REPLY_S:
                     pinged = None
-                    raise RedisTimeoutError(f"no answer to a PING within {REPLY_S:g} s")
+                    raise RedisTimeoutError(f"no answer to a PING within {pubsub.REPLY_S:g} s")
                 if broken:
                     await self._resubscribe()
-                if pinged is None and now - heard >= PING_S:
-                    await self._pubsub.ping(_PING)
+                if pinged is None and now - heard >= pubsub.PING_S:
+                    await self._pubsub.ping(pubsub.PING_PAYLOAD)
                     pinged = time.monotonic()
                 msg = await self._pubsub.get_message(timeout=1.0)
                 if msg is not None:
@@ -166,26 +146,12 @@ class Subscriber:
                 continue
             if kind not in _MESSAGES:
                 continue
-            try:
-                self._fixed.get(name, self._handler)(name, msg["data"])
-            except Exception:  # one bad message must not stop the wake-ups
-                log.exception("wake-up handler failed")
+            self._deliver(name, msg["data"])
 
-    def _ended(self, name: str) -> None:
-        """A shard subscription ended: ours (confirmed) or the server's (the slot moved away)."""
-        if name in self._leaving:
-            self._leaving.discard(name)
-            return
-        if name not in self.channels:
-            return
-        # not ours: forget it here (a reconnect must not SSUBSCRIBE it on this node again, which
-        # would answer MOVED) and let the owner of the new topology take it
-        # (redis-py keeps a subscription the server ended in the set it replays on reconnect)
-        self.channels.discard(name)
+    def _forget(self, name: str) -> None:
+        # redis-py keeps a subscription the server ended in the set it replays on reconnect
         for key in (name, name.encode()):
             self._pubsub.shard_channels.pop(key, None)
-        if self._on_moved is not None:
-            self._on_moved(name)
 
     async def _resubscribe(self) -> None:
         """Reconnect: the fixed channels in one SUBSCRIBE (redis-py's ``on_connect``), then each
@@ -207,17 +173,39 @@ class Subscriber:
 
 
 def connect(url: str | None = None, **where: Any) -> Any:
-    """A client for a subscriber: no read timeout on the pub/sub connection's reads is needed (the
-    reader PINGs), connecting and the handshake are bounded by REPLY_S."""
+    """A redis-py client for a subscriber (or the Cluster broker's topology reads): no read timeout
+    on the pub/sub connection's reads is needed (the reader PINGs), connecting and the handshake
+    are bounded by REPLY_S."""
     options: dict[str, Any] = {
         "decode_responses": False,
-        "socket_connect_timeout": REPLY_S,
-        "socket_timeout": REPLY_S,
+        "socket_connect_timeout": pubsub.REPLY_S,
+        "socket_timeout": pubsub.REPLY_S,
         "retry": Retry(NoBackoff(), 0),  # every loss reaches the reader (module docstring)
     }
     if url is not None:
         return aioredis.Redis.from_url(url, **options)
     return aioredis.Redis(**where, **options)
+
+
+def subscriber(
+    url: str,
+    handler: Handler,
+    on_reconnect: Callable[[], None] | None = None,
+    *,
+    sharded: bool = False,
+    fixed: Mapping[str, Handler] | None = None,
+) -> WireSubscriber | RedisPySubscriber:
+    """The subscriber for ``url``: read straight from its socket over plain TCP, redis-py's else."""
+    parts = plain_tcp(url)
+    if parts is None:
+        return RedisPySubscriber(connect(url), handler, on_reconnect, sharded=sharded, fixed=fixed)
+    address = Address(
+        str(parts.get("host") or "localhost"),
+        int(parts.get("port") or 6379),
+        username=parts.get("username"),
+        password=parts.get("password"),
+    )
+    return WireSubscriber(address, handler, on_reconnect, sharded=sharded, fixed=fixed)
 
 
 class RedisBroker:
@@ -234,7 +222,7 @@ class RedisBroker:
         *,
         sharded: bool = False,
     ) -> None:
-        self._sub = Subscriber(connect(url), handler, on_reconnect, sharded=sharded, fixed=fixed)
+        self._sub = subscriber(url, handler, on_reconnect, sharded=sharded, fixed=fixed)
 
     async def start(self) -> None:
         await self._sub.start()

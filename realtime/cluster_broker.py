@@ -2,7 +2,7 @@
 
 A shard channel is served only by the shard that owns its slot (``sync:{IS}:wake`` shares the
 Service's slot), so the broker SSUBSCRIBEs each watched Service's channel on the master that owns
-it, through one connection per master (realtime/broker.py ``Subscriber``: PING on silence,
+it, through one connection per master (realtime/pubsub.py ``WireSubscriber``: PING on silence,
 reconnect, resubscribe). Why not redis-py's asyncio ``ClusterPubSub``: it reads its per-node
 connections one after the other, each with the caller's timeout (a wake-up on the third node waits
 for the first two to time out), and it does not follow a slot the server moved away by itself.
@@ -34,7 +34,8 @@ from urllib.parse import urlsplit
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
-from .broker import Handler, RedisBroker, Subscriber, connect
+from .broker import RedisBroker, connect
+from .pubsub import Address, Handler, WireSubscriber
 
 log = logging.getLogger("sync.realtime.broker")
 
@@ -86,8 +87,8 @@ class ClusterBroker:
         self._on_reconnect = on_reconnect
         self._fixed = dict(fixed or {})
         self._owners: list[Node | None] = [None] * SLOTS
-        self._subs: dict[Node, Subscriber] = {}  # one per master holding shard subscriptions
-        self._main: tuple[Node, Subscriber] | None = None  # the fixed channels' connection
+        self._subs: dict[Node, WireSubscriber] = {}  # one per master holding shard subscriptions
+        self._main: tuple[Node, WireSubscriber] | None = None  # the fixed channels' connection
         self._wanted: set[str] = set()  # channels subscribed through this broker
         self._where: dict[str, Node] = {}  # watched channel -> the master it is subscribed on now
         self._lock = asyncio.Lock()
@@ -143,8 +144,8 @@ class ClusterBroker:
             await self._subs[old].unsubscribe(channel)
         sub = self._subs.get(node)
         if sub is None:
-            sub = Subscriber(
-                connect(host=node[0], port=node[1]),
+            sub = WireSubscriber(
+                Address(*node),
                 self._handler,
                 self._reconnected,
                 sharded=True,
@@ -167,8 +168,8 @@ class ClusterBroker:
         node = sorted(masters)[0]
         old, sub = (
             self._main,
-            Subscriber(
-                connect(host=node[0], port=node[1]),
+            WireSubscriber(
+                Address(*node),
                 self._handler,
                 self._on_reconnect,
                 fixed=self._fixed,

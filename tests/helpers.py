@@ -44,7 +44,7 @@ class RedisProcess:
         self.dir = tempfile.mkdtemp(prefix="sync-test-redis-")
         self.proc = subprocess.Popen(
             [server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir],
+             "--dir", self.dir, "--unixsocket", self.socket_path, "--unixsocketperm", "700"],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 10 * SCALE
@@ -61,6 +61,15 @@ class RedisProcess:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.dir, "valkey.sock")
+
+    @property
+    def unix_url(self) -> str:
+        """The same Valkey over its Unix socket (what the multiplexers leave to redis-py)."""
+        return f"unix://{self.socket_path}?db=0"
 
     def stop(self) -> None:
         self.proc.terminate()

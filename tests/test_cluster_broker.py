@@ -40,7 +40,8 @@ async def test_a_lost_connection_comes_back_with_every_shard_channel_and_is_repo
             for channel in channels:
                 await broker.subscribe(channel)
             sub = broker._subs[("127.0.0.1", port)]
-            local = sub._pubsub.connection._writer.get_extra_info("sockname")
+            local = sub.local_address
+            assert local is not None
             cli("-p", str(port), "client", "kill", "addr", f"127.0.0.1:{local[1]}")
             deadline = time.monotonic() + 15 * SCALE
             n = 0

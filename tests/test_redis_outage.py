@@ -20,7 +20,7 @@ import httpx
 import pytest
 from redis import asyncio as aioredis
 
-from realtime import broker
+from realtime import broker, pubsub
 from realtime.client import SyncClient, SyncClientError
 from storage import Store, accounts
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, SCALE, RedisProcess, ServerProcess
@@ -291,18 +291,21 @@ async def _token_maker(redis_url: str, service: str) -> Callable[[], str]:
     return lambda: token(signer.sid, signer.secret, service, "alice")
 
 
+@pytest.mark.parametrize("over", ["tcp", "unix"])  # realtime/pubsub.py's subscriber; redis-py's
 async def test_the_broker_notices_a_silent_pubsub_connection_and_subscribes_again(
-    own_redis: RedisProcess, monkeypatch: pytest.MonkeyPatch
+    own_redis: RedisProcess, monkeypatch: pytest.MonkeyPatch, over: str
 ) -> None:
     """A frozen Valkey leaves the pub/sub connection open and silent: the broker's PING goes
     unanswered, it drops the connection, reconnects once Valkey answers, subscribes again and
     runs ``on_reconnect`` (the hub re-reads its feeds); wake-ups flow again."""
-    monkeypatch.setattr(broker, "PING_S", 0.5)
-    monkeypatch.setattr(broker, "REPLY_S", 1.0)
+    monkeypatch.setattr(pubsub, "PING_S", 0.5)
+    monkeypatch.setattr(pubsub, "REPLY_S", 1.0)
     wakes: list[tuple[str, bytes]] = []
     reconnects: list[bool] = []
     b = broker.RedisBroker(
-        own_redis.url, lambda channel, data: wakes.append((channel, data)), lambda: reconnects.append(True)
+        own_redis.url if over == "tcp" else own_redis.unix_url,
+        lambda channel, data: wakes.append((channel, data)),
+        lambda: reconnects.append(True),
     )
     publisher = aioredis.Redis.from_url(own_redis.url)
     await b.start()
