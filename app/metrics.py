@@ -78,6 +78,10 @@ SPEC: dict[str, tuple[str, str]] = {
     "sync_ws_state_replays": ("counter", "catch-ups from the current state (the log no longer reached back)"),
     "sync_ws_overflow_closes": ("counter", "connections closed with twilsock 308 (slow consumer)"),
     "sync_ws_conflated_frames": ("counter", "Document frames replaced by a newer one while a socket was backed up"),
+    "sync_pubsub_resyncs": (
+        "counter",
+        "realtime pub/sub lost and regained (or re-routed on a Cluster): each time every feed re-reads its log",
+    ),
     "sync_ws_backed_up_connections": ("gauge", "connections whose socket takes no more bytes for now (the send queue)"),
     "sync_ws_buffered_bytes": ("gauge", "bytes written to WebSocket connections and not yet taken by the kernel"),
     "sync_fanout_delivery_seconds": ("histogram", "change event time to its frame written, per delivery"),
@@ -210,6 +214,8 @@ class _Stats(Protocol):
     def overflow_closes(self) -> int: ...
     @property
     def conflated(self) -> int: ...
+    @property
+    def resyncs(self) -> int: ...
 
 
 class _Hub(Protocol):
@@ -288,6 +294,7 @@ class Metrics:
             s.counter("sync_ws_state_replays", st.state_replays)
             s.counter("sync_ws_overflow_closes", st.overflow_closes)
             s.counter("sync_ws_conflated_frames", st.conflated)
+            s.counter("sync_pubsub_resyncs", st.resyncs)
             s.histogram("sync_fanout_delivery_seconds", st.fanout)
         if self.sent is not None:
             s.counter("sync_ws_frames_sent", self.sent.frames)

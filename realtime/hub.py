@@ -110,7 +110,7 @@ class RealtimeStats:
     """What the gateway of this process did (/metrics reads it; app/metrics.py): plain ints, counted
     where it happens, at most once per event or per connection, never a lock."""
 
-    __slots__ = ("conflated", "fanout", "overflow_closes", "replayed_events", "replays", "state_replays")
+    __slots__ = ("conflated", "fanout", "overflow_closes", "replayed_events", "replays", "resyncs", "state_replays")
 
     def __init__(self) -> None:
         # event time (the write) -> its frame written to the subscribers' sockets, once per event
@@ -121,6 +121,7 @@ class RealtimeStats:
         self.state_replays = 0  # catch-ups from the current state (the log no longer reached back)
         self.overflow_closes = 0  # connections closed with twilsock 308 (slow consumer)
         self.conflated = 0  # Document frames held back (replacing an older one) while a socket was backed up
+        self.resyncs = 0  # pub/sub regained (or re-routed on a Cluster): every feed re-read its log
 
 
 class Feed:
@@ -318,6 +319,7 @@ class Hub:
 
     def on_reconnect(self) -> None:
         """Wake-ups may have been lost while pub/sub was down: re-read every feed."""
+        self.stats.resyncs += 1
         for feed in self.feeds.values():
             feed.kick()
 

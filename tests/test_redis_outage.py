@@ -25,6 +25,7 @@ from realtime.client import SyncClient, SyncClientError
 from storage import Store, accounts
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, SCALE, RedisProcess, ServerProcess
 from tests.sdk import token
+from tests.test_metrics import scrape, value
 
 
 class Outage:
@@ -355,3 +356,30 @@ async def test_a_write_whose_reply_is_lost_is_applied_once(outage: Outage, own_s
                 break
             await asyncio.sleep(0.1)
         assert [item["data"] for item in listed.json()["items"]] == [{"n": 1}], listed.text  # applied once
+
+
+async def test_a_dropped_pubsub_connection_is_counted_and_wake_ups_flow_again(own_redis: RedisProcess) -> None:
+    """Redis drops the server's pub/sub connection (as ``client-output-buffer-limit pubsub`` does):
+    the subscriber reconnects, /metrics counts the resync, and a later write reaches the SDK."""
+    server = await asyncio.to_thread(ServerProcess(redis_url=own_redis.url).start)
+    admin = aioredis.Redis.from_url(own_redis.url)
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=10) as http:
+            service = (await http.post("/v1/Services", data={"FriendlyName": "resync"})).json()["sid"]
+            doc = (await http.post(f"/v1/Services/{service}/Documents", data={"Data": '{"n":0}'})).json()
+            make = await _token_maker(own_redis.url, service)
+            async with await SyncClient.connect(server.ws_url, make()) as sdk:
+                await sdk.subscribe(doc["sid"], "document", 0)
+                assert value(await scrape(server.base_url), "sync_pubsub_resyncs_total") == 0
+                assert await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
+                deadline = time.monotonic() + 10 * SCALE
+                while value(await scrape(server.base_url), "sync_pubsub_resyncs_total") < 1:
+                    assert time.monotonic() < deadline, "the pub/sub connection did not come back"
+                    await asyncio.sleep(0.1)
+                r = await http.post(f"/v1/Services/{service}/Documents/{doc['sid']}", data={"Data": '{"n":1}'})
+                assert r.status_code == 200, r.text
+                ev = await sdk.next_event(15 * SCALE)
+                assert ev["event"]["document_data"] == {"n": 1}, ev
+    finally:
+        await admin.aclose()
+        await asyncio.to_thread(server.stop)
