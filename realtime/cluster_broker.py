@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from redis.asyncio.connection import parse_url
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
@@ -83,6 +84,9 @@ class ClusterBroker:
     ) -> None:
         seed = urlsplit(url)
         self._seeds: list[Node] = [(seed.hostname or "127.0.0.1", seed.port or 6379)]
+        where = parse_url(url)  # redis-py's reading of the credentials (percent-decoded), for every node
+        self._username: str | None = where.get("username")
+        self._password: str | None = where.get("password")
         self._handler = handler
         self._on_reconnect = on_reconnect
         self._fixed = dict(fixed or {})
@@ -96,6 +100,9 @@ class ClusterBroker:
         self._again = False
         self._last_reroute = 0.0
         self._closed = False
+
+    def _address(self, node: Node) -> Address:
+        return Address(node[0], node[1], self._username, self._password)
 
     def node_of(self, channel: str) -> Node | None:
         """The master this broker holds ``channel``'s subscription on (None: not subscribed)."""
@@ -145,7 +152,7 @@ class ClusterBroker:
         sub = self._subs.get(node)
         if sub is None:
             sub = WireSubscriber(
-                Address(*node),
+                self._address(node),
                 self._handler,
                 self._reconnected,
                 sharded=True,
@@ -169,7 +176,7 @@ class ClusterBroker:
         old, sub = (
             self._main,
             WireSubscriber(
-                Address(*node),
+                self._address(node),
                 self._handler,
                 self._on_reconnect,
                 fixed=self._fixed,
@@ -245,7 +252,7 @@ class ClusterBroker:
         tried: list[Node] = list(dict.fromkeys([*self._seeds, *(n for n in self._owners if n is not None)]))
         error: Exception | None = None
         for host, port in tried:
-            client = connect(host=host, port=port)
+            client = connect(host=host, port=port, username=self._username, password=self._password)
             try:
                 reply = await client.execute_command("CLUSTER SLOTS")
             except (RedisError, OSError) as exc:

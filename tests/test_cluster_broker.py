@@ -56,3 +56,38 @@ async def test_a_lost_connection_comes_back_with_every_shard_channel_and_is_repo
             await broker.close()
     finally:
         await client.aclose()
+
+
+async def test_a_cluster_that_wants_a_password_gets_the_urls_on_every_node() -> None:
+    """Credentials in REDIS_URL reach every node's subscriber and the topology reads, as they reach
+    the write scripts' connections (storage/multiplex_cluster.py): without them a Cluster that
+    requires a password took writes but never woke a subscriber."""
+    with ClusterProcess(masters=3, replicas=0) as cluster:
+        for port in cluster.ports:
+            cli("-p", str(port), "config", "set", "requirepass", "s3cret")
+        url = f"redis://:s3cret@127.0.0.1:{cluster.ports[0]}/0"
+        client = aioredis.RedisCluster.from_url(url)
+        await client.initialize()
+        try:
+            by_node: dict[int, str] = {}
+            for i in itertools.count():
+                channel = f"sync:{{authtest{i}}}:wake"
+                by_node.setdefault(client.get_node_from_key(channel).port, channel)
+                if len(by_node) == 3:
+                    break
+            heard: list[tuple[str, bytes]] = []
+            broker = ClusterBroker(url, lambda c, d: heard.append((c, d)))
+            await broker.start()
+            try:
+                for channel in by_node.values():
+                    await broker.subscribe(channel)
+                deadline = time.monotonic() + 10 * SCALE
+                while {c for c, _ in heard} != set(by_node.values()):
+                    assert time.monotonic() < deadline, f"heard only {heard}"
+                    for channel in by_node.values():
+                        await client.execute_command("SPUBLISH", channel, "x")
+                    await asyncio.sleep(0.2)
+            finally:
+                await broker.close()
+        finally:
+            await client.aclose()
