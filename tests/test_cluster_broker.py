@@ -11,11 +11,15 @@ import asyncio
 import itertools
 import time
 
+import httpx
 from redis import asyncio as aioredis
 
+from realtime.client import SyncClient
 from realtime.cluster_broker import ClusterBroker, slot_of
+from storage import Store, accounts
 from tests.cluster_failover import cli
-from tests.helpers import SCALE, ClusterProcess
+from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, SCALE, ClusterProcess, ServerProcess
+from tests.sdk import token
 
 
 async def test_a_lost_connection_comes_back_with_every_shard_channel_and_is_reported(
@@ -61,7 +65,7 @@ async def test_a_lost_connection_comes_back_with_every_shard_channel_and_is_repo
 async def test_a_cluster_that_wants_a_password_gets_the_urls_on_every_node() -> None:
     """Credentials in REDIS_URL reach every node's subscriber and the topology reads, as they reach
     the write scripts' connections (storage/multiplex_cluster.py): without them a Cluster that
-    requires a password took writes but never woke a subscriber."""
+    requires a password took writes but never woke a subscriber. Then a whole server on it."""
     with ClusterProcess(masters=3, replicas=0) as cluster:
         for port in cluster.ports:
             cli("-p", str(port), "config", "set", "requirepass", "s3cret")
@@ -89,5 +93,29 @@ async def test_a_cluster_that_wants_a_password_gets_the_urls_on_every_node() -> 
                     await asyncio.sleep(0.2)
             finally:
                 await broker.close()
+            await _a_write_reaches_a_subscriber(url)
         finally:
             await client.aclose()
+
+
+async def _a_write_reaches_a_subscriber(url: str) -> None:
+    """The whole server on that Cluster: the REST write is delivered to an SDK subscriber."""
+    store = await Store.connect(url, cluster=True)
+    try:
+        key = await accounts.create_key(store, ACCOUNT_SID, "signs tokens")
+    finally:
+        await store.close()
+    server = await asyncio.to_thread(ServerProcess(redis_url=url, env={"REDIS_CLUSTER": "true"}).start)
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=10) as http:
+            service = (await http.post("/v1/Services", data={"FriendlyName": "auth"})).json()["sid"]
+            doc = (await http.post(f"/v1/Services/{service}/Documents", data={"Data": '{"n":0}'})).json()
+            sdk_token = token(key.sid, key.secret, service, "alice")
+            async with await SyncClient.connect(server.ws_url, sdk_token) as sdk:
+                await sdk.subscribe(doc["sid"], "document", 0)
+                r = await http.post(f"/v1/Services/{service}/Documents/{doc['sid']}", data={"Data": '{"n":1}'})
+                assert r.status_code == 200, r.text
+                ev = await sdk.next_event(15 * SCALE)
+                assert ev["event"]["document_data"] == {"n": 1}, ev
+    finally:
+        await asyncio.to_thread(server.stop)
