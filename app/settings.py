@@ -223,6 +223,16 @@ class Settings(BaseSettings):
             raise ValueError("set both TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN, or neither")
         return self
 
+    @model_validator(mode="after")
+    def _cluster_over_tcp(self) -> Settings:
+        # the Cluster's realtime subscribers (realtime/pubsub.py) speak plain TCP to every node:
+        # refused here, in one line, rather than a start-up that cannot reach the nodes
+        if self.redis_cluster and self.redis_url and not self.redis_url.startswith("redis://"):
+            raise ValueError(
+                "REDIS_CLUSTER needs a redis:// REDIS_URL (TLS and Unix sockets are not supported on a Cluster)"
+            )
+        return self
+
 
 def env_name(name: str) -> str:
     """The environment variable of the setting ``name`` (a field of Settings)."""

@@ -239,3 +239,12 @@ def test_realtime_options_are_built_from_settings_only() -> None:
         for f in dataclasses.fields(options):  # type: ignore[arg-type]
             has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
             assert has_default == (f.name in NOT_SETTINGS), f"{type(options).__name__}.{f.name}"
+
+
+@pytest.mark.parametrize("url", ["rediss://cache.example.com:6380/0", "unix:///run/valkey.sock"])
+def test_a_cluster_over_tls_or_a_unix_socket_is_refused_in_one_line(clean_env: pytest.MonkeyPatch, url: str) -> None:
+    clean_env.setenv("REDIS_URL", url)
+    clean_env.setenv("REDIS_CLUSTER", "true")
+    assert _error() == "REDIS_CLUSTER needs a redis:// REDIS_URL (TLS and Unix sockets are not supported on a Cluster)"
+    clean_env.setenv("REDIS_CLUSTER", "false")
+    assert Settings.from_env().redis_url == url  # standalone: redis-py speaks both
