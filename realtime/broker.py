@@ -124,13 +124,11 @@ class RedisPySubscriber(Subscriptions):
                 if broken:
                     broken = False
                     heard, pinged = time.monotonic(), None
-                    if self._on_reconnect is not None:
-                        self._on_reconnect()
+                    self._tell(self._on_reconnect)
             except (RedisError, OSError) as exc:
                 if not broken:
                     log.warning("pub/sub connection lost (%s); retrying", exc)
-                if self._on_lost is not None:  # every failure: a promoted replica may take over
-                    self._on_lost()
+                self._tell(self._on_lost)  # every failure: a promoted replica may take over
                 broken = True
                 pinged = None
                 await self._drop_connection()  # the next turn reconnects and subscribes again

@@ -167,6 +167,16 @@ class Subscriptions:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
 
+    @staticmethod
+    def _tell(callback: Callable[[], None] | None) -> None:
+        """Run ``on_lost`` / ``on_reconnect``: a failing one is logged, and the watch goes on."""
+        if callback is None:
+            return
+        try:
+            callback()
+        except Exception:
+            log.exception("pub/sub callback %s failed", getattr(callback, "__qualname__", callback))
+
     def _deliver(self, name: str, data: bytes) -> None:
         try:
             self._fixed.get(name, self._handler)(name, data)
@@ -276,13 +286,11 @@ class WireSubscriber(Subscriptions):
                 log.warning("pub/sub connection lost (%s); retrying", link.error)
             self._link = None
             while self._link is None:
-                if self._on_lost is not None:  # every failure: a promoted replica may take over
-                    self._on_lost()
+                self._tell(self._on_lost)  # every failure: a promoted replica may take over
                 await asyncio.sleep(0.5)
                 with contextlib.suppress(RedisError, OSError):
                     self._link = await self._dial()
-            if self._on_reconnect is not None:
-                self._on_reconnect()
+            self._tell(self._on_reconnect)
 
     @staticmethod
     def _watch(link: _Link) -> None:

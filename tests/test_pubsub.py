@@ -162,3 +162,28 @@ async def test_a_password_is_sent_and_a_wrong_one_is_a_clear_connection_error(
     with pytest.raises(RedisError, match="(?i)invalid username-password|WRONGPASS"):
         await bad.start()
     await bad.close()
+
+
+async def test_a_failing_reconnect_callback_is_logged_and_the_next_loss_is_still_healed(
+    url: str, publisher: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[float] = []
+
+    def on_reconnect() -> None:
+        calls.append(time.monotonic())
+        raise RuntimeError("the hub failed")
+
+    heard: Heard = []
+    b = broker.RedisBroker(url, lambda c, d: heard.append((c, d)), on_reconnect)
+    await b.start()
+    try:
+        await b.subscribe("wake:a")
+        for n in (1, 2):  # the watch survives the first failing callback and heals the second loss
+            await publisher.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            await until(lambda n=n: len(calls) == n, f"reconnect {n} not reported")
+        assert "the hub failed" in caplog.text
+        while not heard:
+            await publisher.publish("wake:a", "x")
+            await asyncio.sleep(0.05)
+    finally:
+        await b.close()
