@@ -46,8 +46,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, TimeoutError as RedisTimeoutError
 
-from storage.multiplex import plain_tcp
-
 from . import pubsub
 from .pubsub import Address, Handler, Subscriptions, WireSubscriber
 
@@ -194,15 +192,9 @@ def subscriber(
     fixed: Mapping[str, Handler] | None = None,
 ) -> WireSubscriber | RedisPySubscriber:
     """The subscriber for ``url``: read straight from its socket over plain TCP, redis-py's else."""
-    parts = plain_tcp(url)
-    if parts is None:
+    address = Address.for_url(url)
+    if address is None:
         return RedisPySubscriber(connect(url), handler, on_reconnect, sharded=sharded, fixed=fixed)
-    address = Address(
-        str(parts.get("host") or "localhost"),
-        int(parts.get("port") or 6379),
-        username=parts.get("username"),
-        password=parts.get("password"),
-    )
     return WireSubscriber(address, handler, on_reconnect, sharded=sharded, fixed=fixed)
 
 

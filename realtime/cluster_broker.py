@@ -29,9 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
-from redis.asyncio.connection import parse_url
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
@@ -82,11 +80,11 @@ class ClusterBroker:
         on_reconnect: Callable[[], None] | None = None,
         fixed: Mapping[str, Handler] | None = None,
     ) -> None:
-        seed = urlsplit(url)
-        self._seeds: list[Node] = [(seed.hostname or "127.0.0.1", seed.port or 6379)]
-        where = parse_url(url)  # redis-py's reading of the credentials (percent-decoded), for every node
-        self._username: str | None = where.get("username")
-        self._password: str | None = where.get("password")
+        seed = Address.for_url(url)
+        if seed is None:  # app/settings.py refuses it first, in one line
+            raise ValueError("a Cluster is reached over redis:// (plain TCP)")
+        self._seed = seed  # its credentials go to every node
+        self._seeds: list[Node] = [(seed.host, seed.port)]
         self._handler = handler
         self._on_reconnect = on_reconnect
         self._fixed = dict(fixed or {})
@@ -100,9 +98,6 @@ class ClusterBroker:
         self._again = False
         self._last_reroute = 0.0
         self._closed = False
-
-    def _address(self, node: Node) -> Address:
-        return Address(node[0], node[1], self._username, self._password)
 
     def node_of(self, channel: str) -> Node | None:
         """The master this broker holds ``channel``'s subscription on (None: not subscribed)."""
@@ -152,7 +147,7 @@ class ClusterBroker:
         sub = self._subs.get(node)
         if sub is None:
             sub = WireSubscriber(
-                self._address(node),
+                self._seed.at(*node),
                 self._handler,
                 self._reconnected,
                 sharded=True,
@@ -176,7 +171,7 @@ class ClusterBroker:
         old, sub = (
             self._main,
             WireSubscriber(
-                self._address(node),
+                self._seed.at(*node),
                 self._handler,
                 self._on_reconnect,
                 fixed=self._fixed,
@@ -252,7 +247,7 @@ class ClusterBroker:
         tried: list[Node] = list(dict.fromkeys([*self._seeds, *(n for n in self._owners if n is not None)]))
         error: Exception | None = None
         for host, port in tried:
-            client = connect(host=host, port=port, username=self._username, password=self._password)
+            client = connect(host=host, port=port, username=self._seed.username, password=self._seed.password)
             try:
                 reply = await client.execute_command("CLUSTER SLOTS")
             except (RedisError, OSError) as exc:

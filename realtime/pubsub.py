@@ -29,12 +29,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import hiredis
 from redis._parsers.base import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError, InvalidResponse, RedisError
+
+from storage.multiplex import plain_tcp
 
 log = logging.getLogger("sync.realtime.broker")
 
@@ -64,6 +66,20 @@ class Address:
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @classmethod
+    def for_url(cls, url: str) -> Address | None:
+        """The address and credentials of a plain ``redis://`` URL (redis-py's reading of it, as the
+        write scripts' connections take it: storage/multiplex.py); None for TLS or a Unix socket."""
+        parts = plain_tcp(url)
+        if parts is None:
+            return None
+        host, port = str(parts.get("host") or "localhost"), int(parts.get("port") or 6379)
+        return cls(host, port, parts.get("username"), parts.get("password"))
+
+    def at(self, host: str, port: int) -> Address:
+        """Another node of the same deployment, with the same credentials (a Cluster's)."""
+        return replace(self, host=host, port=port)
 
 
 def _pack(*args: str | bytes) -> bytes:
