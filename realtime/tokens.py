@@ -99,10 +99,11 @@ async def verify(store: Store, token: str, leeway_s: int = 0, fresh: bool = Fals
 
 def verify_cached(store: Store, token: str, leeway_s: int = 0) -> Grant | None:
     """``verify`` from this process's caches alone (the signing key and the grant's Service, both
-    read in the last few seconds): the same Grant or the same refusal, without a task or an await,
-    for a crowd of clients connecting at once. None when a lookup has to go to Redis."""
+    read in the last few seconds): the same Grant or the same refusal, without an await, for a
+    crowd of clients connecting at once (an entry due for its re-read starts it in the background:
+    storage/cache.py). None when a lookup has to go to Redis."""
     parsed, issuer = _issued(token)
-    key: accounts.ApiKey | None = store.cache.get(("api-key", issuer))
+    key: accounts.ApiKey | None = store.cache.fresh(("api-key", issuer), lambda: accounts.get_key(store, issuer))
     if key is None:
         return None
     identity, sync = _checked(parsed, key, leeway_s)

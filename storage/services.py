@@ -8,7 +8,7 @@ each removal is recorded as an event, and is safe to resume after a crash or run
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import ids, invalidation, keys, lua, objects, webhooks
@@ -100,17 +100,33 @@ async def cached(store: Store, account_sid: str, sid: str) -> Service:
         return hit
     if not store.health.up:  # Redis known to be down: no cached answer (``cached_now``), the read fails
         return await get(store, account_sid, sid)
-    service: Service = await store.cache.load(("service", account_sid, sid), lambda: get(store, account_sid, sid))
-    return service  # read once for all who ask meanwhile (TtlCache.load)
+    service: Service | None = await store.cache.load(("service", account_sid, sid), _lookup(store, account_sid, sid))
+    if service is None:  # read once for all who ask meanwhile (TtlCache.load)
+        raise NotFoundError("service", sid)
+    return service
+
+
+def _lookup(store: Store, account_sid: str, sid: str) -> Callable[[], Awaitable[Service | None]]:
+    """The cache's read of a Service: None when it is gone, so that a re-read in the background
+    (storage/cache.py) forgets it as soon as it finds it deleted."""
+
+    async def read() -> Service | None:
+        try:
+            return await get(store, account_sid, sid)
+        except NotFoundError:
+            return None
+
+    return read
 
 
 def cached_now(store: Store, account_sid: str, sid: str) -> Service | None:
-    """The Service as ``cached`` has it, if it has it (no read). Nothing while Redis is known to be
+    """The Service as ``cached`` has it, if it has it, without waiting for a read (past the cache's
+    refresh point one starts in the background: storage/cache.py). Nothing while Redis is known to be
     unreachable: a connect then fails (503) as every other request does, instead of opening a
     session on which nothing works."""
     if not store.health.up:
         return None
-    hit: Service | None = store.cache.get(("service", account_sid, sid))
+    hit: Service | None = store.cache.fresh(("service", account_sid, sid), _lookup(store, account_sid, sid))
     return hit
 
 

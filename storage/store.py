@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -26,6 +25,7 @@ from redis.exceptions import ResponseError
 
 from . import claims, keys, lua
 from .batch import ReadBatch
+from .cache import TtlCache
 from .clock import now_ms
 from .durability import Durability, check_durability, run_script
 from .errors import (
@@ -52,68 +52,6 @@ class StoreConfig:
     history_keep: int = 100  # revisions kept per Document / item (0: history off), storage/history.py
     history_max_age_s: int = 0  # a revision superseded longer ago than this is dropped (0: no limit)
     multiplex: bool = True  # scripts on shared pipelined connections (redis://), multiplex.py and multiplex_cluster.py
-
-
-class TtlCache:
-    """A small per-process cache. Only ever used where a stale entry is caught by the write
-    scripts (tombstones, existence checks) and retried, so it saves round trips, never correctness."""
-
-    def __init__(self, ttl_s: float, max_entries: int = 100_000) -> None:
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self._data: dict[Any, tuple[Any, float]] = {}
-        # bumped by every drop and clear (an invalidation): a value read from Redis before one may
-        # predate the change it announces, so ``put(since=)`` does not keep it
-        self.generation = 0
-        self._loading: dict[Any, tuple[asyncio.Future[Any], int]] = {}  # ``load``: fetches in flight
-
-    def get(self, key: Any) -> Any:
-        hit = self._data.get(key)
-        if hit is None or hit[1] < time.monotonic():
-            return None
-        return hit[0]
-
-    def put(self, key: Any, value: Any, since: int | None = None) -> None:
-        """Keep ``value``; ``since``: the ``generation`` read before fetching it (nothing is kept if
-        an entry was forgotten meanwhile: the fetch may have raced the write that invalidated it)."""
-        if since is not None and since != self.generation:
-            return
-        if len(self._data) >= self.max_entries:
-            self._data.clear()
-        self._data[key] = (value, time.monotonic() + self.ttl_s)
-
-    async def load(self, key: Any, fetch: Callable[[], Awaitable[Any]]) -> Any:
-        """The value kept for ``key``, or else ``fetch()``'s (kept unless None or an invalidation
-        came meanwhile). Concurrent misses of one key share one fetch: a crowd of clients connecting
-        at once (a restart) reads a key or a Service once, not once each, and so does not open a
-        Redis connection each. A fetch started before an invalidation is not shared with callers
-        that come after it; a failed fetch fails every caller that shared it."""
-        hit = self.get(key)
-        if hit is not None:
-            return hit
-        loading = self._loading.get(key)
-        if loading is None or loading[1] != self.generation:
-            since = self.generation
-            task = asyncio.ensure_future(fetch())
-            self._loading[key] = (task, since)
-
-            def done(t: asyncio.Future[Any]) -> None:
-                if self._loading.get(key, (None, 0))[0] is t:
-                    del self._loading[key]
-                if not t.cancelled() and t.exception() is None and t.result() is not None:
-                    self.put(key, t.result(), since)
-
-            task.add_done_callback(done)
-            loading = (task, since)
-        return await asyncio.shield(loading[0])  # one caller cancelled does not cancel the others'
-
-    def drop(self, key: Any) -> None:
-        self.generation += 1
-        self._data.pop(key, None)
-
-    def clear(self) -> None:
-        self.generation += 1
-        self._data.clear()
 
 
 POOL_SIZE = 200  # Redis connections per process

@@ -6,6 +6,7 @@ Service's changed ``acl_enabled`` and a deleted Service hold for new connections
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from realtime.client import SyncClient, SyncClientError
-from storage import accounts, services
+from storage import accounts, keys, services
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ON_EVERY_BACKEND, Backend, ServerProcess
 from tests.sdk import token
 
@@ -148,3 +149,25 @@ async def test_a_connect_signed_by_a_revoked_key_is_refused_on_every_process_wit
     for srv in (b, a):
         took, answer = await _refused_at_connect_within(srv, tok, doc)
         assert answer == (401, 20101) and took < WITHIN_S
+
+
+async def test_credentials_in_steady_use_are_rechecked_in_the_background_before_their_cache_time(
+    backend: Backend, store: Any
+) -> None:
+    """A token changed while its invalidation is lost (written straight to Redis here) is refused
+    after about half the cache time, not the whole of it: a request past that point is answered from
+    the cache and re-checks the credentials behind it (storage/cache.py, refresh-ahead)."""
+    other = "AC" + "d" * 32
+    await accounts.ensure_account(store, other, "first-token")
+    srv = backend.server_process(SYNC_AUTH_CACHE_S="4").start()
+    try:
+        start = time.monotonic()
+        assert await _status(srv, (other, "first-token")) == 200  # checked and cached now
+        await store.redis.hset(keys.account(other), "auth_token", "second-token")  # no invalidation
+        await asyncio.sleep(2.3)  # past half of the 4 s
+        assert await _status(srv, (other, "first-token")) == 200  # from the cache, without waiting
+        await _refused_within(srv, (other, "first-token"))
+        assert time.monotonic() - start < 3.6, "refused only once the cache time ran out"
+        assert await _status(srv, (other, "second-token")) == 200
+    finally:
+        srv.stop()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from storage.cache import TtlCache
 from storage.invalidation import EVERYTHING, Invalidations, store_cache_listener
-from storage.store import TtlCache
 
 
 def test_messages_reach_every_listener_even_after_one_fails() -> None:

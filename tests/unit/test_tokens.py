@@ -103,8 +103,8 @@ def test_verify_cached_answers_from_the_cache_alone_or_not_at_all() -> None:
     from typing import Any, cast
 
     from storage.accounts import ApiKey
+    from storage.cache import TtlCache
     from storage.records import Service
-    from storage.store import TtlCache
 
     store = cast(Any, SimpleNamespace(cache=TtlCache(60), health=SimpleNamespace(up=True)))
     token = tokens.mint(ACCOUNT, KEY, SECRET, "alice", SERVICE)
