@@ -35,20 +35,26 @@ if if_match ~= '' then
   end
 end
 if (mode == 'append' or not old) and data == '' then return err('nodata', kind .. '_item', ikey) end
-if mode == 'append' then redis.call('HINCRBY', KEYS[1], 'ni', 1) end
+-- the collection's event ids (and next list index), as next_event_id and HINCRBY would take them, go
+-- into its one HSET below: o was read in this same step
+local e = tonumber(o.e)
+local function next_id()
+  e = e + 1
+  return e
+end
 if stale then
   -- an expired item the sweeper has not reached yet: record its removal (as the sweeper would,
   -- by "system") before the write that replaces it, so no reader misses that it went away
   local actor, origin, endpoint = ACTOR, ORIGIN, ENDPOINT
   ACTOR, ORIGIN, ENDPOINT = 'system', 'system', ''
-  local rid = next_event_id(sid)
+  local rid = next_id()
   emit(sid, rid, {t = kind .. '_item_removed', ot = kind, un = o.un, rev = hex(stale.r), crev = hex(rid),
                   k = ikey, pd = stale.d})
   history(sid, ikey, kind == 'list' and tonumber(ikey) or 0, {r = rid, u = NOW, b = ACTOR, c = stale.c, del = 1},
           {r = stale.r, d = stale.d, u = stale.u, b = stale.b, c = stale.c})
   ACTOR, ORIGIN, ENDPOINT = actor, origin, endpoint
 end
-local eid = next_event_id(sid)
+local eid = next_id()
 local item = {r = eid, u = NOW}
 if old then
   item.d, item.c, item.b, item.x = old.d, old.c, old.b, old.x
@@ -66,7 +72,11 @@ else
 end
 schedule(sid .. '\0' .. ikey, x)
 local cx = expiry_from(cttl, o.x)
-redis.call('HSET', KEYS[1], 'u', NOW, 'x', cx)
+if mode == 'append' then
+  redis.call('HSET', KEYS[1], 'u', NOW, 'x', cx, 'e', decimal(e), 'ni', decimal(tonumber(ikey) + 1))
+else
+  redis.call('HSET', KEYS[1], 'u', NOW, 'x', cx, 'e', decimal(e))
+end
 schedule(sid, cx)
 local added = old == nil
 local ev = {ot = kind, un = o.un, rev = hex(eid), crev = hex(eid), d = item.d, k = ikey}

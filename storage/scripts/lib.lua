@@ -40,6 +40,11 @@ local function hex(n)
   return string.format('%x', n)
 end
 
+-- an integer as Redis writes it (HINCRBY's digits; a Lua number argument would go as %.14g)
+local function decimal(n)
+  return string.format('%d', n)
+end
+
 local function err(reason, what, detail)
   return {'E', reason, what, detail or ''}
 end
@@ -169,11 +174,10 @@ local function history(sid, ikey, score, rec, old)
   local n = redis.call('ZCARD', index)
   if n <= HIST_KEEP and HIST_AGE <= 0 then return end
   local cut = nil
-  while n > 1 do
+  while n > 1 and (n > HIST_KEEP or HIST_AGE > 0) do
     local two = redis.call('ZRANGE', index, 0, 1)
     local nxt = nil
     if n <= HIST_KEEP then
-      if HIST_AGE <= 0 then break end
       nxt = cmsgpack.unpack(redis.call('HGET', records, field .. two[2]))
       if nxt.u >= NOW - HIST_AGE then break end
     end

@@ -13,10 +13,13 @@ if if_match ~= '' and if_match ~= hex(tonumber(o.e)) then
   return err('mismatch', kind, sid, hex(tonumber(o.e)))
 end
 local x = expiry_from(ttl, o.x)
-local eid = next_event_id(sid)
+local eid = tonumber(o.e) + 1  -- next_event_id's, in the one HSET below (o was read in this same step)
 local key = KEYS[1]
-redis.call('HSET', key, 'u', NOW, 'x', x)
-if data ~= '' then redis.call('HSET', key, 'd', data) end
+if data ~= '' then
+  redis.call('HSET', key, 'u', NOW, 'x', x, 'e', decimal(eid), 'd', data)
+else
+  redis.call('HSET', key, 'u', NOW, 'x', x, 'e', decimal(eid))
+end
 schedule(sid, x)
 local ev = {t = kind .. '_updated', ot = kind, un = o.un, rev = hex(eid)}
 if kind == 'document' then
