@@ -162,7 +162,7 @@ class Gateway:
         if self.config.public_url:
             return self.config.public_url.rstrip("/")
         scheme = "https" if ws.scheme == "wss" else "http"
-        return f"{scheme}://{ws.headers.get('host', 'localhost')}"
+        return f"{scheme}://{ws.host or 'localhost'}"
 
     async def _reach(self, session: Session, connected: bool) -> None:
         """Record the endpoint's connect/disconnect for the reachability webhooks (best effort)."""

@@ -139,7 +139,7 @@ class ServerConnection(asyncio.Protocol):
         "_alive",
         "_state",
         "default_headers",
-        "headers",
+        "host",
         "path",
         "query",
         "scheme",
@@ -176,7 +176,7 @@ class ServerConnection(asyncio.Protocol):
         self.path = ""
         self.query = ""
         self.scheme = "ws"
-        self.headers: dict[str, str] = {}
+        self.host = ""  # the handshake's Host header, for event URLs (gateway.py); no other header is kept
         self.transport: asyncio.Transport | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
@@ -463,8 +463,8 @@ class ServerConnection(asyncio.Protocol):
             name, _, value = line.partition(":")
             name, value = name.strip().lower(), value.strip()
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        self.headers = headers
-        self._forwarded()
+        self.host = headers.get("host", "")
+        self._forwarded(headers)
         endpoint = self._endpoints.get(self.path)
         key = headers.get("sec-websocket-key", "")
         if method != "GET":
@@ -493,9 +493,9 @@ class ServerConnection(asyncio.Protocol):
             if self._ping_s:
                 self._ping_timer = asyncio.get_running_loop().call_later(self._ping_s, self._keepalive)
 
-    def _forwarded(self) -> None:
+    def _forwarded(self, headers: Mapping[str, str]) -> None:
         """``wss`` behind a TLS-terminating proxy that says so (X-Forwarded-Proto), if trusted."""
-        proto = self.headers.get("x-forwarded-proto", "").strip().lower()
+        proto = headers.get("x-forwarded-proto", "").strip().lower()
         if not proto or self._proxies is None or self.transport is None:
             return
         peer = self.transport.get_extra_info("peername")

@@ -149,7 +149,7 @@ def test_the_handshake_answers_rfc_6455s_example_key() -> None:
     ws.connection_made(t)  # type: ignore[arg-type]
     ws.data_received(request(path="/v3/wsconnect?x=1", key="dGhlIHNhbXBsZSBub25jZQ=="))
     assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in t.take()
-    assert ws.path == "/v3/wsconnect" and ws.query == "x=1" and ws.headers["host"] == "example.com"
+    assert ws.path == "/v3/wsconnect" and ws.query == "x=1" and ws.host == "example.com"
     assert ws in state.connections
 
 
