@@ -2,7 +2,8 @@
 
 Used only where a stale entry is caught by the write scripts (tombstones, existence checks) or
 bounded by an invalidation (storage/invalidation.py) and the TTL, so it saves round trips, never
-correctness: a Service's record, an API key, checked credentials, the store id.
+correctness: a Service's record, an API key, checked credentials, an object's SID by unique name,
+the store id.
 
 Refresh-ahead: an entry is trusted for ``ttl_s``; once it is older than ``REFRESH_AFTER`` of that,
 the next ``load`` still answers from it at once and starts one fetch in the background, whose value

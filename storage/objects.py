@@ -65,14 +65,18 @@ async def _sid(store: Store, service_sid: str, kind: Kind, ident: str, fresh: bo
     if ids.is_sid(ident):  # another kind's SID can never be a name: the object is simply not there
         raise NotFoundError(kind, ident)
     key = ("name", service_sid, kind, ident)
-    cached = None if fresh else store.cache.get(key)
+
+    async def named() -> str | None:
+        found = await store.redis.hget(keys.names(service_sid, kind), ident)
+        return None if found is None else text(found)
+
+    cached = None if fresh else store.cache.fresh(key, named)  # a name in steady use: re-read in the background
     if cached is not None:
         return str(cached)
-    found = await store.redis.hget(keys.names(service_sid, kind), ident)
-    if found is None:
+    sid = await named()
+    if sid is None:
         store.cache.drop(key)
         raise NotFoundError("unique_name", ident)
-    sid = text(found)
     store.cache.put(key, sid)
     return sid
 

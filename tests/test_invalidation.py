@@ -171,3 +171,51 @@ async def test_credentials_in_steady_use_are_rechecked_in_the_background_before_
         assert await _status(srv, (other, "second-token")) == 200
     finally:
         srv.stop()
+
+
+async def test_a_unique_name_in_steady_use_is_re_read_in_the_background_before_its_cache_time(store: Any) -> None:
+    """A name → SID entry (REST paths that name an object by its unique name) past half its cache
+    time answers at once and is re-read behind the request: a name pointed elsewhere in Redis with
+    no invalidation is followed, and a name gone is refused, before the cache time runs out."""
+    from storage import Kind, objects
+    from storage.cache import TtlCache
+    from storage.errors import NotFoundError
+
+    class Clock:
+        now = 1000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    store.cache = TtlCache(2.0, clock=clock)  # the store's cache time, on a hand-turned clock
+    service, first, second = "IS" + "1" * 32, "ET" + "a" * 32, "ET" + "b" * 32
+    names = keys.names(service, Kind.DOCUMENT)
+    await store.redis.hset(names, "greeting", first)
+
+    async def sid() -> str:
+        return await objects._sid(store, service, Kind.DOCUMENT, "greeting")
+
+    async def until(expected: str) -> None:
+        for _ in range(200):
+            if await sid() == expected:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"still not {expected}")
+
+    assert await sid() == first
+    await store.redis.hset(names, "greeting", second)  # no invalidation
+    clock.now += 0.9
+    assert await sid() == first  # before the refresh point: from the cache, nothing re-read
+    await asyncio.sleep(0.1)
+    assert await sid() == first
+    clock.now += 0.2  # past it: answered from the cache while the name is re-read
+    assert await sid() == first
+    await until(second)  # the clock stands still: within the cache time
+    await store.redis.hdel(names, "greeting")
+    clock.now += 1.1
+    assert await sid() == second
+    with pytest.raises(NotFoundError):
+        for _ in range(200):
+            await sid()
+            await asyncio.sleep(0.01)
