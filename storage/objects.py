@@ -70,14 +70,11 @@ async def _sid(store: Store, service_sid: str, kind: Kind, ident: str, fresh: bo
         found = await store.redis.hget(keys.names(service_sid, kind), ident)
         return None if found is None else text(found)
 
-    cached = None if fresh else store.cache.fresh(key, named)  # a name in steady use: re-read in the background
-    if cached is not None:
-        return str(cached)
-    sid = await named()
-    if sid is None:
+    if fresh:  # the caller found the cached SID stale
         store.cache.drop(key)
+    sid: str | None = await store.cache.load(key, named)  # a name in steady use: re-read in the background
+    if sid is None:
         raise NotFoundError("unique_name", ident)
-    store.cache.put(key, sid)
     return sid
 
 

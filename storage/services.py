@@ -95,13 +95,11 @@ async def cached(store: Store, account_sid: str, sid: str) -> Service:
     (storage/invalidation.py), and a read that overlaps one is not kept, so a change holds
     everywhere as soon as that message arrives; writes into a Service deleted meanwhile are refused
     by its tombstone inside the write scripts all the same."""
-    hit = cached_now(store, account_sid, sid)
-    if hit is not None:
-        return hit
     if not store.health.up:  # Redis known to be down: no cached answer (``cached_now``), the read fails
         return await get(store, account_sid, sid)
+    # the cached value, or one read for all who ask meanwhile (TtlCache.load)
     service: Service | None = await store.cache.load(("service", account_sid, sid), _lookup(store, account_sid, sid))
-    if service is None:  # read once for all who ask meanwhile (TtlCache.load)
+    if service is None:
         raise NotFoundError("service", sid)
     return service
 

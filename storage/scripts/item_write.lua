@@ -35,13 +35,7 @@ if if_match ~= '' then
   end
 end
 if (mode == 'append' or not old) and data == '' then return err('nodata', kind .. '_item', ikey) end
--- the collection's event ids (and next list index), as next_event_id and HINCRBY would take them, go
--- into its one HSET below: o was read in this same step
-local e = tonumber(o.e)
-local function next_id()
-  e = e + 1
-  return e
-end
+local next_id = event_ids(o)  -- the last one, and the next list index, go into the HSET below
 if stale then
   -- an expired item the sweeper has not reached yet: record its removal (as the sweeper would,
   -- by "system") before the write that replaces it, so no reader misses that it went away
@@ -72,11 +66,9 @@ else
 end
 schedule(sid .. '\0' .. ikey, x)
 local cx = expiry_from(cttl, o.x)
-if mode == 'append' then
-  redis.call('HSET', KEYS[1], 'u', NOW, 'x', cx, 'e', decimal(e), 'ni', decimal(tonumber(ikey) + 1))
-else
-  redis.call('HSET', KEYS[1], 'u', NOW, 'x', cx, 'e', decimal(e))
-end
+local fields = {'u', NOW, 'x', cx, 'e', decimal(eid)}
+if mode == 'append' then fields[7], fields[8] = 'ni', decimal(tonumber(ikey) + 1) end
+redis.call('HSET', KEYS[1], unpack(fields))
 schedule(sid, cx)
 local added = old == nil
 local ev = {ot = kind, un = o.un, rev = hex(eid), crev = hex(eid), d = item.d, k = ikey}

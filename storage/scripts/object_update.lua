@@ -13,13 +13,11 @@ if if_match ~= '' and if_match ~= hex(tonumber(o.e)) then
   return err('mismatch', kind, sid, hex(tonumber(o.e)))
 end
 local x = expiry_from(ttl, o.x)
-local eid = tonumber(o.e) + 1  -- next_event_id's, in the one HSET below (o was read in this same step)
+local eid = event_ids(o)()
 local key = KEYS[1]
-if data ~= '' then
-  redis.call('HSET', key, 'u', NOW, 'x', x, 'e', decimal(eid), 'd', data)
-else
-  redis.call('HSET', key, 'u', NOW, 'x', x, 'e', decimal(eid))
-end
+local fields = {'u', NOW, 'x', x, 'e', decimal(eid)}
+if data ~= '' then fields[7], fields[8] = 'd', data end
+redis.call('HSET', key, unpack(fields))
 schedule(sid, x)
 local ev = {t = kind .. '_updated', ot = kind, un = o.un, rev = hex(eid)}
 if kind == 'document' then
