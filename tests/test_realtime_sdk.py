@@ -4,6 +4,7 @@ two clients at once, plus REST writes through the official twilio helper library
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -332,3 +333,66 @@ async def test_client_shutdown_closes_the_endpoint(
     assert await redis.smembers(keys.endpoints(service, "leaving"))
     await sdk.cmd("close", client="a")
     await disconnected(redis, service, "leaving")
+
+
+# -- a crowd ----------------------------------------------------------------------------------------
+
+CROWD = 20  # SDK clients in one Node process
+BURST = 40  # writes to each object, WRITERS in flight
+
+
+async def test_a_crowd_of_sdk_clients_gets_a_burst_of_writes_once_and_in_order(
+    sdk: Sdk, tokens: Any, http: Any, service: str
+) -> None:
+    """Twenty SDK clients on one Document and one List, then a burst of REST writes four at a time,
+    the fan-out's fast paths at work (an event delivered straight from its wake-up after a pause,
+    log reads that gather a burst, several frames in one socket write): every client's List gets
+    every item once and in index order (collections are never conflated), and every client's
+    Document only moves forward, ending at the last write."""
+    names = [f"c{i}" for i in range(CROWD)]
+    for i, name in enumerate(names):
+        await sdk.client(name, tokens(f"user{i}"))
+    for name in names:  # the first open creates each object, the others open it
+        await sdk.open(name, "document", "crowd", f"{name}d")
+        await sdk.open(name, "list", "crowd-list", f"{name}l")
+    for name in names:
+        await settle(sdk, f"{name}d")
+        await settle(sdk, f"{name}l")
+
+    revision_of: dict[int, int] = {}  # the Document's data n -> the revision its update made
+    index_of: dict[int, int] = {}  # the List item with data n -> its index
+    todo = iter(range(1, BURST + 1))
+
+    async def writer() -> None:
+        for n in todo:
+            data = {"Data": json.dumps({"n": n})}
+            doc = await http.post(f"/v1/Services/{service}/Documents/crowd", data=data)
+            item = await http.post(f"/v1/Services/{service}/Lists/crowd-list/Items", data=data)
+            assert (doc.status_code, item.status_code) == (200, 201), (doc.text, item.text)
+            revision_of[n] = int(doc.json()["revision"], 16)
+            index_of[n] = item.json()["index"]
+
+    await asyncio.gather(*(writer() for _ in range(4)))
+    assert sorted(index_of.values()) == list(range(BURST))
+    last = max(revision_of, key=revision_of.__getitem__)
+
+    def arrived() -> bool:
+        for name in names:
+            updates = sdk.matching("updated", f"{name}d")
+            if len(sdk.matching("itemAdded", f"{name}l")) < BURST or not updates:
+                return False
+            if updates[-1]["args"][0]["data"] != {"n": last}:
+                return False
+        return True
+
+    for _ in range(600):
+        if arrived():
+            break
+        await asyncio.sleep(0.05)
+    for name in names:
+        added = [e["args"][0]["item"] for e in sdk.matching("itemAdded", f"{name}l")]
+        assert [a["index"] for a in added] == list(range(BURST)), name
+        assert all(index_of[a["data"]["n"]] == a["index"] for a in added), name
+        seen = [revision_of[e["args"][0]["data"]["n"]] for e in sdk.matching("updated", f"{name}d")]
+        assert seen and seen == sorted(set(seen)), (name, seen)  # only forward, never twice
+        assert seen[-1] == revision_of[last], name
