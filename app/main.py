@@ -177,6 +177,7 @@ def gateway_config(settings: Settings) -> GatewayConfig:
     """The realtime gateway's knobs from the SYNC_WS_* settings."""
     limits = Limits(
         queue_frames=settings.ws_queue_frames,
+        ack_window=settings.ws_ack_window,
         max_inflight=settings.ws_max_inflight,
         subscriptions=settings.ws_subscriptions,
         token_warn_s=settings.ws_token_warn_s,

@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     ws_queue_frames: int = Field(
         2000, description="collection frames sent while a socket is backed up (beyond: close 308)"
     )
+    ws_ack_window: int = Field(
+        128, ge=0, description="object events a client that acknowledges may leave unacknowledged (beyond: conflated)"
+    )
     ws_max_inflight: int = Field(32, ge=1, description="tunnelled requests in flight per connection (beyond: not read)")
     ws_subscriptions: int = Field(2000, description="subscriptions per connection (beyond: 54419)")
     ws_token_warn_s: int = Field(180, description="token_about_to_expire is sent this long before expiry")

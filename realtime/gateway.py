@@ -200,6 +200,7 @@ class Connection:
                 self._begin(data)
             return
         if is_ack(data):
+            session.acked(data)
             return
         if len(data) > self.gateway.config.max_frame_bytes:
             self.end(406, f"Frame larger than {self.gateway.config.max_frame_bytes} bytes")

@@ -12,6 +12,16 @@ latest notification of each of its Documents is kept (a Document's state is all 
 it goes out as soon as the transport drains, so a slow reader of a busy Document falls behind by
 one state, not by a backlog.
 
+The socket is not the only place a backlog can grow: twilio-sync (Node's ``ws``, a browser) reads
+every frame off its socket as it arrives and queues it for the SDK, so a client too slow for its
+events never backs the socket up, and its Documents' states would queue in its own memory, ever
+later. But the SDK acknowledges each notification as it gets through it, so a client that has
+``ack_window`` (SYNC_WS_ACK_WINDOW) or more object events unacknowledged is treated as backed up
+too: its Documents are conflated, and the latest state goes out as acknowledgements come back. Its
+Lists, Maps and Streams are not held (each event counts; the socket's own limit still applies). A
+client that has never acknowledged anything (one that does not speak acknowledgements) is left to
+the socket's back-pressure alone.
+
 Tunnelled requests in flight: each ``message`` frame runs as its own task (the SDK sends requests
 concurrently and matches replies by id), at most ``max_inflight`` at a time per connection. At the
 limit the connection stops reading from its socket until one finishes, and TCP pushes back on the
@@ -31,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -46,6 +57,13 @@ from .tokens import Grant
 from .websocket import Message, ServerConnection
 
 log = logging.getLogger("sync.realtime.session")
+_ID = re.compile(rb'"id":"([^"]{1,95})"')  # a twilsock header's message id (notification or reply)
+
+
+def _ack_id(frame: bytes) -> bytes | None:
+    """The message id in a twilsock frame's header (its first bytes), or None."""
+    m = _ID.search(frame, 0, 300)
+    return m[1] if m else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +72,7 @@ class Limits:
 
     queue_frames: int
     queue_bytes: int = 8 * 1024 * 1024
+    ack_window: int
     max_inflight: int
     subscriptions: int
     token_warn_s: int
@@ -104,9 +123,13 @@ class Subscription:
         if not due:
             return
         session = self.session
-        if session.ws.write_paused and self.kind is Kind.DOCUMENT:
+        if self.kind is Kind.DOCUMENT and (session.ws.write_paused or session.behind):
             session.hold(self, due[-1])  # conflated: only the latest state waits (module docstring)
-        elif len(due) == 1:
+            return
+        if session.acks:
+            session.unacked += len(due)
+            session.last_sent = due[-1]
+        if len(due) == 1:
             session.push(due[0])
         else:
             session.push_many(due)
@@ -143,6 +166,9 @@ class Session:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self.inflight = 0  # tunnelled requests running now (at most limits.max_inflight)
+        self.unacked = 0  # object events sent and not acknowledged yet (module docstring: slow consumers)
+        self.acks = False  # the client acknowledges notifications (the SDK does; until then, no window)
+        self.last_sent: Message | None = None  # the last object event counted in ``unacked``
         self.closed = False
 
     @property
@@ -190,11 +216,36 @@ class Session:
             self.hub.stats.conflated += sub in self._held  # an older frame of this Document is dropped
             self._held[sub] = message
 
+    @property
+    def behind(self) -> bool:
+        """The client has ``ack_window`` or more object events unacknowledged: it reads them off its
+        socket faster than it gets through them (module docstring)."""
+        return self.acks and 0 < self.limits.ack_window <= self.unacked
+
+    def acked(self, ack: bytes) -> None:
+        """The client acknowledged a notification (``ack``, its twilsock reply): once it is no longer
+        behind, the conflated Documents go out. A behind client that acknowledges the last event
+        counted has none outstanding, whatever the count says (it may have skipped acknowledging
+        some), so a count that drifted cannot hold its Documents back for good."""
+        self.acks = True
+        if self.unacked > 0:
+            self.unacked -= 1
+        if self.behind and self.last_sent is not None and _ack_id(ack) == _ack_id(self.last_sent.payload):
+            self.unacked = 0
+        if self._held and not self.behind:
+            self.drained()
+
     def drained(self) -> None:
-        """The transport has room again: send the conflated Documents."""
+        """The transport has room again (or the client caught up on acknowledgements): send the
+        conflated Documents, unless the other still holds them back."""
+        if not self._held or self.ws.write_paused or self.behind:
+            return
         held, self._held = self._held, {}
-        if held:
-            self.push_many(list(held.values()))
+        due = list(held.values())
+        if self.acks:
+            self.unacked += len(due)
+            self.last_sent = due[-1]
+        self.push_many(due)
 
     def _check_backlog(self) -> None:
         ws = self.ws

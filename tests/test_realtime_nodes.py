@@ -151,6 +151,85 @@ async def test_a_stalled_document_reader_is_conflated_to_the_latest_state(
         srv.stop()
 
 
+async def test_a_reader_behind_on_acknowledgements_gets_its_document_conflated_and_every_list_item(
+    backend: Backend, api_key: Any, service: str, twilio: Any
+) -> None:
+    """A client that acknowledges notifications, as twilio-sync does, and then falls behind on them
+    while still reading its socket (the SDK's own queue, not the socket, holds the backlog) is held
+    to SYNC_WS_ACK_WINDOW unacknowledged events: its Document is conflated meanwhile, and once it
+    acknowledges what it got the latest state follows; its List loses nothing."""
+    window = 8
+    srv = backend.server_process(SYNC_WS_ACK_WINDOW=str(window)).start()
+    try:
+        sync = twilio.sync.v1.services(service)
+        doc = sync.documents.create(unique_name="behind")
+        lst = sync.sync_lists.create(unique_name="behind-list")
+        async with connect(ws_url(srv), compression=None, ping_interval=None) as ws:
+            tok = token(api_key.sid, api_key.secret, service, "slow")
+            await ws.send(twilsock.encode({"method": "init", "id": "TM1", "token": tok}))
+            assert twilsock.decode(await ws.recv()).header["status"]["code"] == 200
+            poke = {"action": "establish", "correlation_id": 1, "requests": [
+                {"object_sid": doc.sid, "object_type": "document", "last_event_id": 0},
+                {"object_sid": lst.sid, "object_type": "list", "last_event_id": 0}]}  # fmt: skip
+            request = {"host": "x", "path": "/v4/Subscriptions", "method": "POST", "headers": {}}
+            await ws.send(twilsock.encode({"method": "message", "id": "TM2", "http_request": request}, poke))
+            docs: list[int] = []
+            items: list[int] = []
+            unacked: list[str] = []
+
+            async def read(until: Any, ack: bool) -> None:
+                async with asyncio.timeout(30 * SCALE):
+                    while not until():
+                        f = twilsock.decode(await ws.recv())
+                        if f.method != "notification":
+                            continue
+                        if ack:  # the SDK's acknowledgement: its id first, then the method
+                            await ws.send(twilsock.encode({"id": f.header["id"], "method": "reply"}))
+                        else:
+                            unacked.append(f.header["id"])
+                        body = f.body()
+                        if body.get("event_type") == "document_updated":
+                            docs.append(body["event"]["document_data"]["n"])
+                        elif body.get("event_type") == "list_item_added":
+                            items.append(body["event"]["item_data"]["n"])
+
+            established = 0
+
+            async with asyncio.timeout(30 * SCALE):  # both subscriptions, acknowledged
+                while established < 2:
+                    f = twilsock.decode(await ws.recv())
+                    if f.method == "notification":
+                        await ws.send(twilsock.encode({"id": f.header["id"], "method": "reply"}))
+                        events = f.body().get("events") or []
+                        established += sum(1 for e in events if f.body()["event_type"] == "subscription_established")
+            for n in range(1, 4):  # in step: every state arrives
+                await asyncio.to_thread(lambda n=n: sync.documents(doc.sid).update(data={"n": n}))
+            await read(lambda: docs[-1:] == [3], ack=True)
+            assert docs == [1, 2, 3]
+
+            def write(first: int) -> None:  # the client reads on but acknowledges nothing of these
+                for n in range(first, first + 20):
+                    sync.documents(doc.sid).update(data={"n": 100 + n})
+                    sync.sync_lists(lst.sid).sync_list_items.create(data={"n": n})
+
+            # twice: caught up by acknowledging only the last event it got (the count alone would
+            # still say it is behind), then by acknowledging each
+            for first, catch_up in ((1, "last"), (21, "each")):
+                unacked.clear()
+                await asyncio.to_thread(write, first)
+                await read(lambda first=first: len(items) == first + 19, ack=False)
+                assert items == list(range(1, first + 20))  # a List is never held back
+                behind = [n for n in docs if n > 100 + first - 1]
+                assert len(behind) <= window and behind == sorted(behind), behind  # conflated meanwhile
+                for msg_id in unacked[-1:] if catch_up == "last" else unacked:
+                    await ws.send(twilsock.encode({"id": msg_id, "method": "reply"}))
+                await read(lambda first=first: docs[-1] == 100 + first + 19, ack=True)  # the latest state
+            after = [n for n in docs if n > 100]
+            assert after == sorted(set(after)) and len(after) < 40, after
+    finally:
+        srv.stop()
+
+
 def reachable(twilio: Any, service: str) -> None:
     """Connections are recorded (keys.endpoints) only in a Service with reachability webhooks."""
     twilio.sync.v1.services(service).update(reachability_webhooks_enabled=True)

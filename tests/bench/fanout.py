@@ -20,7 +20,8 @@ Each server gets, per N:
     never answer, then with subscribers that ack every notification as twilio-sync 4.0.1 does (a
     binary twilsock ``reply`` frame with the notification's id, header in the SDK's key order);
   * paced: --rate deliveries/s offered (--rate/N writes/s, at least 6 writes); publish→receipt
-    p50/p99 (each write carries its wall-clock send time);
+    p50/p99 (each write carries its wall-clock send time); run before the acking burst (once a
+    client acknowledges, sync-server holds it to SYNC_WS_ACK_WINDOW unacknowledged events);
   * idle memory again with a fresh server and clients that offer permessage-deflate (as Node's ws
     under the SDK and browsers do; --compression: offered in every phase; --server-compression:
     both servers accept it, sync-server with SYNC_WS_COMPRESSION, the reference with websockets'
@@ -564,10 +565,11 @@ def run_target(target: Target, tokens: list[str], sid: str, n: int, args: argpar
         if subscribed != n:
             res["fail"] = f"{n - subscribed} of {n} subscribers did not subscribe"
             return res
-        phases: list[tuple[str, bool, float | None]] = [("burst", False, None)]
+        # the acking burst last: a client that has acknowledged is held to SYNC_WS_ACK_WINDOW, and
+        # one that then stops (the never-answering paced phase) would be conflated, as it should be
+        phases: list[tuple[str, bool, float | None]] = [("burst", False, None), ("paced", False, args.rate / n)]
         if not args.no_acks:
             phases.append(("burst_ack", True, None))
-        phases.append(("paced", False, args.rate / n))
         for label, acking, rate in phases:
             clients.start(acking)
             time.sleep(0.2)
