@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -123,7 +124,7 @@ class Subscription:
         if not due:
             return
         session = self.session
-        if self.kind is Kind.DOCUMENT and (session.ws.write_paused or session.behind):
+        if self.kind is Kind.DOCUMENT and (session.ws.write_paused or session.unacked >= session.window):
             session.hold(self, due[-1])  # conflated: only the latest state waits (module docstring)
             return
         if session.acks:
@@ -169,6 +170,7 @@ class Session:
         self.unacked = 0  # object events sent and not acknowledged yet (module docstring: slow consumers)
         self.acks = False  # the client acknowledges notifications (the SDK does; until then, no window)
         self.last_sent: Message | None = None  # the last object event counted in ``unacked``
+        self.window = limits.ack_window or sys.maxsize  # 0: no window
         self.closed = False
 
     @property
@@ -220,7 +222,7 @@ class Session:
     def behind(self) -> bool:
         """The client has ``ack_window`` or more object events unacknowledged: it reads them off its
         socket faster than it gets through them (module docstring)."""
-        return self.acks and 0 < self.limits.ack_window <= self.unacked
+        return self.unacked >= self.window  # counted only once the client acknowledges (``acks``)
 
     def acked(self, ack: bytes) -> None:
         """The client acknowledged a notification (``ack``, its twilsock reply): once it is no longer

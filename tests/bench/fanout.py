@@ -528,7 +528,7 @@ def product_defaults() -> dict[str, str]:
 
 # Settings a bench run may compare on and off: taken from the bench's own environment (ServerProcess
 # passes no SYNC_ variable through), e.g. SYNC_REDIS_MULTIPLEX=false python tests/bench/rest_writes.py
-SWITCHES = ("SYNC_METRICS", "SYNC_REDIS_MULTIPLEX")
+SWITCHES = ("SYNC_METRICS", "SYNC_REDIS_MULTIPLEX", "SYNC_WS_ACK_WINDOW")
 
 
 def switches() -> dict[str, str]:
