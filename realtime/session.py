@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -58,13 +57,6 @@ from .tokens import Grant
 from .websocket import Message, ServerConnection
 
 log = logging.getLogger("sync.realtime.session")
-_ID = re.compile(rb'"id":"([^"]{1,95})"')  # a twilsock header's message id (notification or reply)
-
-
-def _ack_id(frame: bytes) -> bytes | None:
-    """The message id in a twilsock frame's header (its first bytes), or None."""
-    m = _ID.search(frame, 0, 300)
-    return m[1] if m else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -232,7 +224,8 @@ class Session:
         self.acks = True
         if self.unacked > 0:
             self.unacked -= 1
-        if self.behind and self.last_sent is not None and _ack_id(ack) == _ack_id(self.last_sent.payload):
+        last = self.last_sent
+        if self.behind and last is not None and twilsock.header_id(ack) == twilsock.header_id(last.payload):
             self.unacked = 0
         if self._held and not self.behind:
             self.drained()

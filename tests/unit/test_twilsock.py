@@ -218,3 +218,15 @@ def test_message_ids_are_dashed_version_4_uuids_as_the_sdk_makes_them() -> None:
         seen.add(mid)
     assert len(seen) == 2000
     assert {mid[21] for mid in seen} == set("89ab")  # the variant digit takes each of its values
+
+
+def test_header_id_finds_the_id_of_this_servers_frames_and_of_the_sdks_acks_without_decoding() -> None:
+    note = twilsock.notification({"event_type": "document_updated", "id": "not this"})
+    assert twilsock.header_id(note) == twilsock.decode(note).header["id"].encode()
+    sdk_ack = (  # twilio-sync's acknowledgement: id first, then the method
+        b'TWILSOCK V3.0 118\r\n{"id":"TMab-1","method":"reply","payload_type":"application/json",'
+        b'"status":{"code":200,"status":"OK"},"payload_size":0}\r\n'
+    )
+    assert twilsock.header_id(sdk_ack) == b"TMab-1"
+    assert twilsock.header_id(twilsock.reply("TM7")) == b"TM7"
+    assert twilsock.header_id(b"TWILSOCK V3.0 2\r\n{}\r\n") is None
