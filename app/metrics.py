@@ -83,6 +83,10 @@ SPEC: dict[str, tuple[str, str]] = {
         "realtime pub/sub lost and regained (or re-routed on a Cluster): each time every feed re-reads its log",
     ),
     "sync_ws_backed_up_connections": ("gauge", "connections whose socket takes no more bytes for now (the send queue)"),
+    "sync_ws_behind_connections": (
+        "gauge",
+        "connections whose client has SYNC_WS_ACK_WINDOW or more events unacknowledged (Documents conflated)",
+    ),
     "sync_ws_buffered_bytes": ("gauge", "bytes written to WebSocket connections and not yet taken by the kernel"),
     "sync_fanout_delivery_seconds": ("histogram", "change event time to its frame written, per delivery"),
     "sync_webhook_attempts": ("counter", "webhook attempts by outcome (delivered, retried, dead_lettered)"),
@@ -230,7 +234,7 @@ class _Gateway(Protocol):
     def connections(self) -> Sized: ...
     @property
     def hub(self) -> _Hub: ...
-    def backlog(self) -> tuple[int, int]: ...
+    def backlog(self) -> tuple[int, int, int]: ...
 
 
 class _Sent(Protocol):
@@ -284,9 +288,10 @@ class Metrics:
         if self.gateway is not None:
             hub = self.gateway.hub
             s.gauge("sync_ws_connections", len(self.gateway.connections))
-            backed_up, buffered = self.gateway.backlog()
+            backed_up, buffered, behind = self.gateway.backlog()
             s.gauge("sync_ws_backed_up_connections", backed_up)
             s.gauge("sync_ws_buffered_bytes", buffered)
+            s.gauge("sync_ws_behind_connections", behind)
             s.gauge("sync_ws_subscriptions", sum(len(f.subs) for f in hub.feeds.values()))
             st = hub.stats
             s.counter("sync_ws_replays", st.replays)

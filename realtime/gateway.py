@@ -103,15 +103,17 @@ class Gateway:
         self._no_connections.clear()
         return conn
 
-    def backlog(self) -> tuple[int, int]:
-        """(connections whose socket is backed up, bytes waiting in all their transports): the
-        send queue of this process, for /metrics. Walks every connection: for a scrape, not a loop."""
-        backed_up = buffered = 0
+    def backlog(self) -> tuple[int, int, int]:
+        """(connections whose socket is backed up, bytes waiting in all their transports,
+        connections behind on acknowledgements): the send queue of this process, for /metrics.
+        Walks every connection: for a scrape, not a loop."""
+        backed_up = buffered = behind = 0
         for conn in self.connections:
-            ws = conn.ws
+            ws, session = conn.ws, conn.session
             backed_up += ws.write_paused
             buffered += ws.buffered()
-        return backed_up, buffered
+            behind += session is not None and session.behind
+        return backed_up, buffered, behind
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """A task the gateway keeps track of until it ends (close() waits for none of them: each is short)."""

@@ -221,13 +221,24 @@ async def test_a_reader_behind_on_acknowledgements_gets_its_document_conflated_a
                 assert items == list(range(1, first + 20))  # a List is never held back
                 behind = [n for n in docs if n > 100 + first - 1]
                 assert len(behind) <= window and behind == sorted(behind), behind  # conflated meanwhile
+                assert await behind_connections(srv) == 1  # /metrics shows it
                 for msg_id in unacked[-1:] if catch_up == "last" else unacked:
                     await ws.send(twilsock.encode({"id": msg_id, "method": "reply"}))
                 await read(lambda first=first: docs[-1] == 100 + first + 19, ack=True)  # the latest state
+                assert await behind_connections(srv) == 0
             after = [n for n in docs if n > 100]
             assert after == sorted(set(after)) and len(after) < 40, after
     finally:
         srv.stop()
+
+
+async def behind_connections(srv: ServerProcess) -> int:
+    """The ``sync_ws_behind_connections`` gauge of ``srv``'s /metrics."""
+    async with httpx.AsyncClient() as scrape:
+        text = (await scrape.get(f"{srv.base_url}/metrics")).text
+    m = re.search(r"^sync_ws_behind_connections (\d+)", text, re.M)
+    assert m, text[-2000:]
+    return int(m[1])
 
 
 def reachable(twilio: Any, service: str) -> None:
