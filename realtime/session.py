@@ -116,16 +116,10 @@ class Subscription:
         if not due:
             return
         session = self.session
-        if self.kind is Kind.DOCUMENT and (session.ws.write_paused or session.unacked >= session.window):
+        if self.kind is Kind.DOCUMENT and (session.ws.write_paused or session.behind):
             session.hold(self, due[-1])  # conflated: only the latest state waits (module docstring)
-            return
-        if session.acks:
-            session.unacked += len(due)
-            session.last_sent = due[-1]
-        if len(due) == 1:
-            session.push(due[0])
         else:
-            session.push_many(due)
+            session.deliver(due)
 
     async def recheck(self, identities: frozenset[str] | None) -> None:
         if identities is None or self.session.caller.identity in identities:
@@ -195,6 +189,17 @@ class Session:
             if self.ws.write_paused:
                 self._check_backlog()
 
+    def deliver(self, events: list[Message]) -> None:
+        """Send object events (not replies: the client acknowledges these), counted against the
+        acknowledgement window once the client acknowledges."""
+        if self.acks:
+            self.unacked += len(events)
+            self.last_sent = events[-1]
+        if len(events) == 1:
+            self.push(events[0])
+        else:
+            self.push_many(events)
+
     def push_many(self, messages: list[Message]) -> None:
         """Send several notifications in one write."""
         if self._deferred:
@@ -236,11 +241,7 @@ class Session:
         if not self._held or self.ws.write_paused or self.behind:
             return
         held, self._held = self._held, {}
-        due = list(held.values())
-        if self.acks:
-            self.unacked += len(due)
-            self.last_sent = due[-1]
-        self.push_many(due)
+        self.deliver(list(held.values()))
 
     def _check_backlog(self) -> None:
         ws = self.ws

@@ -57,7 +57,7 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -548,6 +548,63 @@ def start_sync(redis: RedisProcess, service: str, sid: str, compression: bool) -
     return Target("sync-server", server.ws_url, server.port, path, server.proc.pid, server.stop)
 
 
+class Subscribers(Protocol):
+    """What a write phase needs of its subscribers: ``Clients`` here, sdk_fanout.py's SDK clients."""
+
+    def start(self, acking: bool) -> None: ...
+
+    def report(self, expected: int) -> dict[str, Any]: ...
+
+
+def write_phase(
+    target: Target,
+    clients: Subscribers,
+    pids: list[int],
+    n: int,
+    label: str,
+    acking: bool,
+    rate: float | None,
+    seconds: float,
+    writers: int,
+) -> tuple[dict[str, Any], list[str]]:
+    """One write phase (a burst with ``writers`` in flight, or ``rate`` writes/s) and its figures,
+    printed; returns them and what was lost (missed, duplicated, out of order, closed)."""
+    clients.start(acking)
+    time.sleep(0.2)
+    cpu0, calls0 = cpu_s(pids), write_calls(pids)
+    written, t0 = uvloop.run(write_loop(target.http_port, target.write_path, seconds, rate, writers))
+    agg = clients.report(written)
+    cpu, calls = cpu_s(pids) - cpu0, write_calls(pids) - calls0
+    total = agg["total"]
+    span = max(1e-9, agg["last"] - t0)
+    fig = {
+        "rate": total / span,
+        "cpu_us": cpu * 1e6 / max(1, total),
+        "writes_per_delivery": calls / max(1, total),
+        "p50": percentile(agg["lat"], 50),
+        "p99": percentile(agg["lat"], 99),
+        "writes": written,
+        "total": total,
+    }
+    skipped = f" skipped={agg['skipped']}" if "skipped" in agg else ""  # states an SDK never saw (conflated)
+    print(
+        f"  {target.name:11s} N={n:<5d} {label:9s} writes={written:<6d} deliveries={total}/{written * n}{skipped} "
+        f"({fig['rate']:,.0f}/s)  cpu/delivery={fig['cpu_us']:.1f} µs  "
+        f"write calls/delivery={fig['writes_per_delivery']:.2f}  p50={fig['p50']:.1f} ms p99={fig['p99']:.1f} ms",
+        flush=True,
+    )
+    problems = []
+    if agg["missed"]:
+        problems.append(f"{agg['missed']} subscribers missed messages")
+    if agg["dup"]:
+        problems.append(f"{agg['dup']} subscribers got duplicates")
+    if agg["disorder"]:
+        problems.append(f"{agg['disorder']} out-of-order receipts")
+    if agg.get("lost"):
+        problems.append(f"{agg['lost']} connections closed")
+    return fig, problems
+
+
 def run_target(target: Target, tokens: list[str], sid: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
     """Connect N subscribers to ``target`` and run the write phases; returns the figures."""
     res: dict[str, Any] = {}
@@ -571,40 +628,8 @@ def run_target(target: Target, tokens: list[str], sid: str, n: int, args: argpar
         if not args.no_acks:
             phases.append(("burst_ack", True, None))
         for label, acking, rate in phases:
-            clients.start(acking)
-            time.sleep(0.2)
-            cpu0, calls0 = cpu_s(pids), write_calls(pids)
             seconds = args.paced_seconds if rate else args.seconds
-            written, t0 = uvloop.run(write_loop(target.http_port, target.write_path, seconds, rate, args.writers))
-            agg = clients.report(written)
-            cpu, calls = cpu_s(pids) - cpu0, write_calls(pids) - calls0
-            total = agg["total"]
-            span = max(1e-9, agg["last"] - t0)
-            res[label] = {
-                "rate": total / span,
-                "cpu_us": cpu * 1e6 / max(1, total),
-                "writes_per_delivery": calls / max(1, total),
-                "p50": percentile(agg["lat"], 50),
-                "p99": percentile(agg["lat"], 99),
-                "writes": written,
-                "total": total,
-            }
-            print(
-                f"  {target.name:11s} N={n:<5d} {label:9s} writes={written:<6d} deliveries={total}/{written * n} "
-                f"({total / span:,.0f}/s)  cpu/delivery={cpu * 1e6 / max(1, total):.1f} µs  "
-                f"write calls/delivery={calls / max(1, total):.2f}  "
-                f"p50={percentile(agg['lat'], 50):.1f} ms p99={percentile(agg['lat'], 99):.1f} ms",
-                flush=True,
-            )
-            problems = []
-            if agg["missed"]:
-                problems.append(f"{agg['missed']} subscribers missed messages")
-            if agg["dup"]:
-                problems.append(f"{agg['dup']} subscribers got duplicates")
-            if agg["disorder"]:
-                problems.append(f"{agg['disorder']} out-of-order receipts")
-            if agg["lost"]:
-                problems.append(f"{agg['lost']} connections closed")
+            res[label], problems = write_phase(target, clients, pids, n, label, acking, rate, seconds, args.writers)
             if problems:
                 res["fail"] = f"{label}: " + ", ".join(problems)
                 print(f"  FAIL {target.name} N={n} {res['fail']}", flush=True)

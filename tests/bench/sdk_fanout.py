@@ -26,21 +26,19 @@ in order; otherwise the run prints FAIL and exits 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
-
-import uvloop
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from realtime.tokens import mint  # noqa: E402
-from tests.bench.fanout import Clients, Target, cpu_s, percentile, populate, ratio, start_sync, tree, write_loop  # noqa: E402
+from tests.bench.fanout import Clients, Target, populate, ratio, start_sync, tree, write_phase  # noqa: E402
 from tests.helpers import ACCOUNT_SID, RedisProcess, ServerProcess  # noqa: E402
 from tests.sdk import JS_DIR, ensure_installed  # noqa: E402
 
@@ -89,33 +87,14 @@ class SdkClients:
 
 
 def phases(target: Target, clients: Clients | SdkClients, n: int, args: argparse.Namespace) -> dict[str, Any]:
-    """The burst and the paced phase: {phase: figures}, and "fail" if anything was lost."""
+    """The burst and the paced phase (fanout.write_phase): {phase: figures}, and "fail" if anything was lost."""
     pids = tree(target.pid)
     res: dict[str, Any] = {}
     for label, rate in (("burst", None), ("paced", args.rate / n)):
-        clients.start(True)
-        time.sleep(0.2)
-        cpu0 = cpu_s(pids)
         seconds = args.paced_seconds if rate else args.seconds
-        written, t0 = uvloop.run(write_loop(target.http_port, target.write_path, seconds, rate, args.writers))
-        agg = clients.report(written)
-        cpu, total = cpu_s(pids) - cpu0, agg["total"]
-        res[label] = fig = {
-            "rate": total / max(1e-9, agg["last"] - t0),
-            "cpu_us": cpu * 1e6 / max(1, total),
-            "p50": percentile(agg["lat"], 50),
-            "p99": percentile(agg["lat"], 99),
-        }
-        skipped = f" skipped={agg['skipped']}" if "skipped" in agg else ""
-        print(
-            f"  {type(clients).__name__:10s} N={n} {label:5s} writes={written} deliveries={total}/{written * n}"
-            f"{skipped} ({fig['rate']:,.0f}/s) cpu/delivery={fig['cpu_us']:.1f} µs "
-            f"p50={fig['p50']:.1f} ms p99={fig['p99']:.1f} ms",
-            flush=True,
-        )
-        lost = {k: agg[k] for k in ("missed", "dup", "disorder") if agg[k]}
-        if lost:
-            res["fail"] = f"{type(clients).__name__} {label}: {lost}"
+        res[label], problems = write_phase(target, clients, pids, n, label, True, rate, seconds, args.writers)
+        if problems:
+            res["fail"] = f"{target.name} {label}: " + ", ".join(problems)
     return res
 
 
@@ -143,7 +122,7 @@ def main() -> None:
             flush=True,
         )
         for which in ("sdk", "raw"):
-            target = start_sync(redis, args.service, args.sid, False)
+            target = dataclasses.replace(start_sync(redis, args.service, args.sid, False), name=which)
             clients: Clients | SdkClients = (
                 SdkClients(f"http://127.0.0.1:{target.http_port}", tokens, args.sid)
                 if which == "sdk"
