@@ -7,9 +7,9 @@
 - Event ids gapless and in order: each log runs 0, 1, 2 … (from its first retained event when
   trimmed) up to the object's final revision.
 - Delivery: each subscriber got each object's events in strictly increasing id order, none twice,
-  each as the log recorded it, up to the last one; for Lists and Maps with no id skipped (a skip
-  is allowed only over events the log no longer holds: the server sends the state instead); for a
-  Document skips are allowed (after a reconnect, or to a slow reader, only its latest state is sent).
+  each as the log recorded it, up to the last one; for Lists and Maps with no id skipped, but for
+  a state replay (``_state_replay``); for a Document skips are allowed (after a reconnect, or to a
+  slow reader, only its latest state is sent).
 - Linearizability: each Document's reads and If-Match writes (checker.linearizable).
 """
 
@@ -70,12 +70,13 @@ def verify(rec: Recording, budget: int = 2_000_000) -> Verdict:
             _document(o, v, budget, outcomes)
         else:
             _collection(o, v, outcomes)
-    delivered = _deliveries(rec, v)
+    delivered, state_replays = _deliveries(rec, v, int(rec.meta.get("event_log_max", 1000)))
     f = v.figures
     f["operations"] = sum(outcomes.values())
     f["outcomes"] = ", ".join(f"{k}={n}" for k, n in sorted(outcomes.items()))
     f["events in logs"] = sum(len(o.log) for o in rec.objects.values())
     f["events delivered"] = delivered
+    f["state replays"] = state_replays  # List/Map subscribers sent the current state (their cursor trimmed away)
     f["subscriber connections"] = sum(rec.sessions.values())
     f["faults injected"] = len(rec.faults)
     if rec.faults:
@@ -221,16 +222,18 @@ def _collection(o: Obj, v: Verdict, outcomes: Counter[str]) -> None:
                 )
 
 
-def _deliveries(rec: Recording, v: Verdict) -> int:
-    total = 0
+def _deliveries(rec: Recording, v: Verdict, log_max: int) -> tuple[int, int]:
+    """(events delivered, List/Map state replays) of every subscriber, checking each object's."""
+    total = replays = 0
     for name, per_object in rec.deliveries.items():
         for sid, events in per_object.items():
             o = rec.objects[sid]
             log = {e["id"]: e for e in o.log}
             first = o.log[0]["id"] if o.log else 0
             prev = 0
+            replayed = -1  # deliveries up to this index are a state replay: their skips are allowed
             total += len(events)
-            for ev in events:
+            for i, ev in enumerate(events):
                 eid = ev["id"]
                 if eid <= prev:
                     v.add(
@@ -238,11 +241,15 @@ def _deliveries(rec: Recording, v: Verdict) -> int:
                         f"{name} {sid}: event {eid} delivered after {prev} (twice or out of order)",
                     )
                     continue
-                if o.kind != "document" and eid != prev + 1 and prev + 1 >= first:
-                    v.add(
-                        "delivered once, in order",
-                        f"{name} {sid}: events {prev + 1}..{eid - 1} never delivered (the log holds them)",
-                    )
+                if o.kind != "document" and eid != prev + 1:
+                    if i > replayed and (i == 0 or events[i - 1]["session"] != ev["session"]):
+                        replayed = _state_replay(events, i, prev, log, first, log_max)
+                        replays += replayed >= 0
+                    if i > replayed and prev + 1 >= first:
+                        v.add(
+                            "delivered once, in order",
+                            f"{name} {sid}: events {prev + 1}..{eid - 1} never delivered (the log holds them)",
+                        )
                 e = log.get(eid)
                 if e is not None and (e["data"] != ev["data"] or (o.kind != "document" and str(e["key"]) != ev["key"])):
                     got, logged = f"{ev['key']}={ev['data']}", f"{e['key']}={e['data']}"
@@ -255,4 +262,37 @@ def _deliveries(rec: Recording, v: Verdict) -> int:
                     "delivered once, in order",
                     f"{name} {sid}: delivered up to event {prev}, the object is at {o.final_revision}",
                 )
-    return total
+    return total, replays
+
+
+def _state_replay(
+    events: list[dict[str, Any]], start: int, prev: int, log: dict[int, dict[str, Any]], first: int, log_max: int
+) -> int:
+    """The index of the last delivery of a state replay that begins at ``events[start]``, or -1.
+
+    A List/Map subscriber whose cursor (``prev``) the server's log no longer reaches gets, on
+    subscribing, the collection's current state instead of the events (realtime/replay.py): each
+    item changed since the cursor once, as its latest event, in id order, and then live events
+    from there. So the deliveries of that connection from ``start`` on must be, up to some event
+    ``t``, exactly the latest event of each item in (``prev``, ``t``] (as far as the final log
+    still shows them: ids below ``first`` are not checked), and the state replay is allowed only
+    if the server could have trimmed the event after the cursor: it keeps ``log_max`` events at
+    least, so only once the object reached ``prev`` + ``log_max`` + 1."""
+    session = events[start]["session"]
+    latest: dict[str, int] = {}  # item key -> its last event id in (prev, t], of the logged ones
+    delivered: set[int] = set()
+    t = prev
+    for k in range(start, len(events)):
+        ev = events[k]
+        eid = ev["id"]
+        if ev["session"] != session or eid <= t:
+            break
+        for x in range(max(t + 1, first), eid + 1):
+            if (e := log.get(x)) is not None:
+                latest[str(e["key"])] = x
+        t = eid
+        if eid >= first:
+            delivered.add(eid)
+        if t > prev + log_max and delivered == set(latest.values()):
+            return k
+    return -1

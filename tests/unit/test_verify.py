@@ -102,3 +102,43 @@ def test_a_log_may_start_late_only_when_the_server_trimmed_it() -> None:
     assert failed(rec) == {"event ids gapless": 1}
     rec.meta["event_log_max"] = 2
     assert verify(rec).ok
+
+
+def state_replay() -> Recording:
+    """A Map of three keys written ten times; its subscriber reads events 1 and 2, reconnects when
+    the server's log (SYNC_EVENT_LOG_MAX 4 here) no longer reaches event 3, gets the current state
+    (the latest event of each key: 6, 7, 8) and then the live events 9 and 10."""
+    keys = "abcabacbac"  # the key of events 1..10
+    mp = Obj("MP1", "map", final_revision=10)
+    mp.log = [{"id": 0, "type": "map_created", "key": None, "data": None}]
+    for i, key in enumerate(keys, start=1):
+        mp.log.append({"id": i, "type": "map_item_updated", "key": key, "data": {"m": f"v{i}"}})
+        mp.writes.append({"value": f"v{i}", "outcome": "ok", "key": key, "revision": i})
+    mp.final = {key: {"m": f"v{max(i for i, k in enumerate(keys, start=1) if k == key)}"} for key in "abc"}
+    got = [(1, 1), (2, 1), (6, 2), (7, 2), (8, 2), (9, 2), (10, 2)]
+    delivered = [{"id": i, "key": keys[i - 1], "data": {"m": f"v{i}"}, "session": s} for i, s in got]
+    return Recording({"event_log_max": 4}, {"MP1": mp}, {"s": {"MP1": delivered}}, {"s": 2})
+
+
+def test_a_state_replay_may_skip_what_later_events_of_each_item_replace() -> None:
+    v = verify(state_replay())
+    assert v.ok, v.report()
+
+
+def test_a_state_replay_is_allowed_only_once_the_log_could_no_longer_reach_the_cursor() -> None:
+    rec = state_replay()
+    rec.meta["event_log_max"] = 1000  # the server kept every event: it had no reason to send the state
+    assert failed(rec) == {"delivered once, in order": 1}
+
+
+def test_a_state_replay_must_hold_the_latest_event_of_each_item_and_nothing_older() -> None:
+    stale = state_replay()
+    stale.deliveries["s"]["MP1"][2] = {"id": 4, "key": "a", "data": {"m": "v4"}, "session": 2}  # a's 4, not its 6
+    assert "delivered once, in order" in failed(stale)
+    missing = state_replay()
+    del missing.deliveries["s"]["MP1"][3]  # c's event 7: c's state never delivered
+    assert "delivered once, in order" in failed(missing)
+    mid_connection = state_replay()
+    for ev in mid_connection.deliveries["s"]["MP1"]:
+        ev["session"] = 1  # no reconnect: the server sends the state only on subscribing
+    assert "delivered once, in order" in failed(mid_connection)
