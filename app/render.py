@@ -36,9 +36,12 @@ def base_url(request: Request) -> str:
     return f"{scheme}://{host}/v1"
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # json.dumps would make one per call
+
+
 def json_response(body: Any, status: int = 200, etag: str | None = None) -> Response:
     headers = {"ETag": etag} if etag is not None else None
-    content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    content = _ENCODER.encode(body).encode()
     return Response(content, status_code=status, media_type="application/json", headers=headers)
 
 

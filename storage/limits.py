@@ -19,6 +19,8 @@ MAX_TTL = 31_536_000  # one year, in seconds; 0 = never expires
 MAX_PAGE = 1000  # page size
 MAX_DEPTH = 100  # nesting of objects and arrays in data: far below Python's recursion limit
 MAX_INDEX = 2**63 - 1  # a List item index is a Valkey integer
+# compact JSON text, NaN and Infinity refused (made once: json.dumps with options makes one per call)
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def compact_data(value: Any, limit: int = MAX_DATA) -> str:
@@ -28,7 +30,7 @@ def compact_data(value: Any, limit: int = MAX_DATA) -> str:
     if depth(value) > MAX_DEPTH:  # deeper data would fail to parse or render at some stack depth
         raise InvalidInputError("data", message=f"Data is nested more than {MAX_DEPTH} deep")
     try:
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _COMPACT.encode(value)
         size = len(text.encode())
     except ValueError:  # NaN or Infinity, or a lone surrogate (UnicodeEncodeError): not JSON text
         raise InvalidInputError("data", message="Data must be valid JSON") from None
