@@ -1,15 +1,16 @@
 """REST writes: sync-server's Document update beside a naive HSET + PUBLISH endpoint, and a table.
 
-Usage:  python tests/bench/rest_writes.py [--workers 1,2] [--connections 64] [--seconds 5]
+Usage:  python tests/bench/rest_writes.py [--workers 1,2] [--connections 64] [--seconds 5] [--rounds 3]
                                           [--loadgen auto|wrk|python] [--idempotency]
         python tests/bench/rest_writes.py --table [--url http://127.0.0.1:8080 --account AC… --token …]
                                           [--seconds 5] [--clients 1,16,64] [--scenarios …]
         python tests/bench/rest_writes.py --history [--history-keep 100] [--clients 16] [--seconds 5]
 
-Default (issue 10's REST goal): starts one Valkey, then for each worker count runs sync-server
+Default (issue 10's REST goal): starts one Valkey, then for each worker count starts sync-server
 (SYNC_WORKERS) and the naive Starlette endpoint of naive_rest.py (uvicorn, httptools + uvloop,
---workers) one after the other, each loaded with Document updates (form body ``Data=…``, Basic
-auth, --connections connections over 64 Documents) for --seconds after a 1 s warm-up. Prints
+--workers) side by side and loads them in turns, --rounds windows each (``compare``), with Document
+updates (form body ``Data=…``, Basic auth, --connections connections over 64 Documents) for
+--seconds after a 1 s warm-up. Prints, for each window and as the median of the rounds' ratios,
 writes/s and server CPU µs per write (utime+stime of the server's process tree from /proc, and
 Valkey's apart) and the server's write system calls per write (``syscw``: sockets, to the clients and
 to Valkey), each sync-server figure with its ratio to the naive endpoint's. sync-server runs with
@@ -41,10 +42,13 @@ import multiprocessing as mp
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -313,7 +317,57 @@ def start_naive(redis: RedisProcess, workers: int) -> tuple[subprocess.Popen[byt
     raise RuntimeError("naive_rest did not start")
 
 
+@dataclass
+class Peer:
+    """One server of the comparison, running: its process tree's root, port, Service, and stop."""
+
+    name: str
+    pid: int
+    port: int
+    service: str
+    stop: Callable[[], None]
+
+
+def start_peer(name: str, redis: RedisProcess, workers: int, connections: int) -> Peer:
+    """The naive endpoint, or sync-server with its defaults and ``2 * connections`` Documents."""
+    if name == "naive":
+        proc, port = start_naive(redis, workers)
+
+        def stop(proc: subprocess.Popen[bytes] = proc) -> None:
+            proc.terminate()
+            proc.wait(20)
+
+        return Peer(name, proc.pid, port, "IS0", stop)
+    env = {**product_defaults(), "SYNC_WORKERS": str(workers), "SYNC_LOG_LEVEL": "error"}
+    server = ServerProcess(redis_url=redis.url, env=env).start()
+    assert server.proc is not None
+    import httpx
+
+    with httpx.Client(base_url=server.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=30) as c:
+        service = c.post("/v1/Services", data={"FriendlyName": "bench"}).json()["sid"]
+        for part in range(2):
+            for n in range(connections):
+                c.post(f"/v1/Services/{service}/Documents", data={"UniqueName": f"bench-{part}-{n}", "Data": DATA})
+    return Peer(name, server.proc.pid, server.port, service, server.stop)
+
+
+def window(peer: Peer, redis: RedisProcess, args: argparse.Namespace, how: str) -> dict[str, float]:
+    """One load window of --seconds on ``peer``: writes/s, and per write its server's CPU µs, Valkey's
+    CPU µs and its server's write system calls."""
+    pids = tree(peer.pid)
+    cpu0, rcpu0, calls0 = cpu_s(pids), cpu_s([redis.proc.pid]), write_calls(pids)
+    ok, errors, elapsed = load(peer.port, peer.service, args.connections, args.seconds, how, peer.name == "with key")
+    cpu, rcpu, calls = cpu_s(pids) - cpu0, cpu_s([redis.proc.pid]) - rcpu0, write_calls(pids) - calls0
+    n = max(1, ok)
+    return {"rate": ok / elapsed, "cpu_us": cpu * 1e6 / n, "redis_us": rcpu * 1e6 / n, "calls": calls / n,
+            "writes": ok, "errors": errors}  # fmt: skip
+
+
 def compare(args: argparse.Namespace) -> None:
+    """Both servers of each worker count run side by side, idle but for the one being loaded, and
+    take turns for --rounds load windows each (in the order A B, B A, A B …, so that a drift of the
+    shared machine weighs on both alike). Each round gives a ratio; the summary is their median,
+    beside the lowest and highest: one window on a busy 2-core box can be 30 % off."""
     how = args.loadgen
     if how == "auto":
         how = "wrk" if shutil.which("wrk") else "python"
@@ -322,67 +376,54 @@ def compare(args: argparse.Namespace) -> None:
     if how == "python":
         print("load: the Python load generator (install wrk for writes/s that the servers, not the load, bound:"
               " apt-get install -y wrk)")  # fmt: skip
+    base, other = ("sync-server", "with key") if args.idempotency else ("naive", "sync-server")
     redis = RedisProcess()
-    results: dict[tuple[str, int], dict[str, float]] = {}
+    rounds: dict[int, list[dict[str, dict[str, float]]]] = {}
     try:
         for workers in [int(x) for x in args.workers.split(",")]:
-            for name in ("sync-server", "with key") if args.idempotency else ("naive", "sync-server"):
-                if name == "naive":
-                    proc, port = start_naive(redis, workers)
-                    pid, service = proc.pid, "IS0"
-
-                    def stop(proc: subprocess.Popen[bytes] = proc) -> None:
-                        proc.terminate()
-                        proc.wait(20)
-                else:
-                    env = {**product_defaults(), "SYNC_WORKERS": str(workers), "SYNC_LOG_LEVEL": "error"}
-                    server = ServerProcess(redis_url=redis.url, env=env).start()
-                    assert server.proc is not None
-                    pid, port, stop = server.proc.pid, server.port, server.stop
-                    import httpx
-
-                    with httpx.Client(base_url=server.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=30) as c:
-                        service = c.post("/v1/Services", data={"FriendlyName": "bench"}).json()["sid"]
-                        for part in range(2):
-                            for n in range(args.connections):
-                                body = {"UniqueName": f"bench-{part}-{n}", "Data": DATA}
-                                c.post(f"/v1/Services/{service}/Documents", data=body)
-                try:
-                    keyed = name == "with key"
-                    load(port, service, args.connections, 1.0, how, keyed)  # warm-up
-                    pids = tree(pid)
-                    cpu0, rcpu0, calls0 = cpu_s(pids), cpu_s([redis.proc.pid]), write_calls(pids)
-                    ok, errors, elapsed = load(port, service, args.connections, args.seconds, how, keyed)
-                    cpu, rcpu = cpu_s(pids) - cpu0, cpu_s([redis.proc.pid]) - rcpu0
-                    calls = write_calls(pids) - calls0
-                finally:
-                    stop()
-                res = {"rate": ok / elapsed, "cpu_us": cpu * 1e6 / max(1, ok), "redis_us": rcpu * 1e6 / max(1, ok)}
-                res["calls"] = calls / max(1, ok)
-                results[(name, workers)] = res
-                print(
-                    f"  {name:11s} workers={workers}  writes={ok} errors={errors}  {res['rate']:,.0f}/s  "
-                    f"server CPU {res['cpu_us']:.0f} µs/write  Valkey CPU {res['redis_us']:.0f} µs/write  "
-                    f"write calls/write {res['calls']:.2f}",
-                    flush=True,
-                )
+            peers = {}
+            try:
+                for name in (base, other):
+                    peers[name] = start_peer(name, redis, workers, args.connections)
+                for peer in peers.values():
+                    load(peer.port, peer.service, args.connections, 1.0, how, peer.name == "with key")  # warm-up
+                rounds[workers] = []
+                for r in range(args.rounds):
+                    order = (base, other) if r % 2 == 0 else (other, base)
+                    got = {name: window(peers[name], redis, args, how) for name in order}
+                    rounds[workers].append(got)
+                    for name in (base, other):
+                        res = got[name]
+                        print(
+                            f"  round {r + 1} {name:11s} workers={workers}  writes={res['writes']:.0f} "
+                            f"errors={res['errors']:.0f}  {res['rate']:,.0f}/s  server CPU {res['cpu_us']:.0f} µs/write"
+                            f"  Valkey CPU {res['redis_us']:.0f} µs/write  write calls/write {res['calls']:.2f}",
+                            flush=True,
+                        )
+            finally:
+                for peer in peers.values():
+                    peer.stop()
     finally:
         redis.stop()
     print()
-    print(f"Document updates, {args.connections} connections, load: {how}, {os.cpu_count()} cores")
-    base, other = ("sync-server", "with key") if args.idempotency else ("naive", "sync-server")
+    print(f"Document updates, {args.connections} connections, load: {how}, {os.cpu_count()} cores, "
+          f"{args.rounds} rounds of {args.seconds:g} s each")  # fmt: skip
     if args.idempotency:
-        print("sync-server without / with Idempotency-Key (ratio with ÷ without)")
+        print("sync-server without / with Idempotency-Key (ratio with ÷ without", end="")
     else:
-        print("naive HSET+PUBLISH / sync-server (ratio sync-server ÷ naive)")
-    for workers in [int(x) for x in args.workers.split(",")]:
-        nv, sy = results[(base, workers)], results[(other, workers)]
-        print(
-            f"  {workers} worker{'s' if workers > 1 else ' '}  writes/s {nv['rate']:,.0f} / {sy['rate']:,.0f} "
-            f"({sy['rate'] / nv['rate']:.2f}x)   server CPU µs/write {nv['cpu_us']:.0f} / {sy['cpu_us']:.0f} "
-            f"({sy['cpu_us'] / nv['cpu_us']:.2f}x)   Valkey CPU µs/write {nv['redis_us']:.0f} / {sy['redis_us']:.0f}"
-            f"   write calls/write {nv['calls']:.2f} / {sy['calls']:.2f}"
-        )
+        print("naive HSET+PUBLISH / sync-server (ratio sync-server ÷ naive", end="")
+    print(": the median of the rounds' ratios [lowest–highest])")
+    for workers, rs in rounds.items():
+
+        def summary(figure: str, rs: list[dict[str, dict[str, float]]] = rs) -> str:
+            ratios = sorted(r[other][figure] / r[base][figure] for r in rs)
+            a, b = statistics.median(r[base][figure] for r in rs), statistics.median(r[other][figure] for r in rs)
+            return f"{a:,.0f} / {b:,.0f} ({statistics.median(ratios):.2f}x [{ratios[0]:.2f}–{ratios[-1]:.2f}])"
+
+        calls = statistics.median(r[base]["calls"] for r in rs), statistics.median(r[other]["calls"] for r in rs)
+        print(f"  {workers} worker{'s' if workers > 1 else ' '}  writes/s {summary('rate')}   "
+              f"server CPU µs/write {summary('cpu_us')}   Valkey CPU µs/write {summary('redis_us')}   "
+              f"write calls/write {calls[0]:.2f} / {calls[1]:.2f}")  # fmt: skip
 
 
 def main() -> None:
@@ -396,6 +437,7 @@ def main() -> None:
     ap.add_argument("--scenarios", default="document updates,list item appends,map item writes,one map, many writers")
     ap.add_argument("--workers", default="1,2", help="server worker processes to compare at")
     ap.add_argument("--connections", type=int, default=64, help="connections of the comparison")
+    ap.add_argument("--rounds", type=int, default=3, help="load windows per server, taking turns (median ratio)")
     ap.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     ap.add_argument("--idempotency", action="store_true", help="sync-server without vs with an Idempotency-Key")
     ap.add_argument("--history", action="store_true", help="history on beside history off, and bytes per revision")
