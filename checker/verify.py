@@ -280,7 +280,9 @@ def _state_replay(
     least, so only once the object reached ``prev`` + ``log_max`` + 1."""
     session = events[start]["session"]
     latest: dict[str, int] = {}  # item key -> its last event id in (prev, t], of the logged ones
-    delivered: set[int] = set()
+    # ids delivered or latest but not both (kept as each changes, not recomputed: a List's items are
+    # as many as its events); empty when the deliveries are exactly the latest events
+    differ: set[int] = set()
     t = prev
     for k in range(start, len(events)):
         ev = events[k]
@@ -289,10 +291,14 @@ def _state_replay(
             break
         for x in range(max(t + 1, first), eid + 1):
             if (e := log.get(x)) is not None:
-                latest[str(e["key"])] = x
+                key = str(e["key"])
+                if key in latest:
+                    differ ^= {latest[key]}
+                latest[key] = x
+                differ ^= {x}
         t = eid
         if eid >= first:
-            delivered.add(eid)
-        if t > prev + log_max and delivered == set(latest.values()):
+            differ ^= {eid}
+        if t > prev + log_max and not differ:
             return k
     return -1
