@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -12,6 +11,7 @@ from starlette.responses import Response
 from storage import Item, Kind, Page, Permission, Service, SyncObject, paging
 from storage.history import Revision
 from storage.paging import Cursor
+from storage.wire import jsontext
 from storage.wire.dates import iso_seconds
 from storage.wire.fields import item_fields, object_fields, segment
 
@@ -36,12 +36,9 @@ def base_url(request: Request) -> str:
     return f"{scheme}://{host}/v1"
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # json.dumps would make one per call
-
-
 def json_response(body: Any, status: int = 200, etag: str | None = None) -> Response:
     headers = {"ETag": etag} if etag is not None else None
-    content = _ENCODER.encode(body).encode()
+    content = jsontext.dumps(body)
     return Response(content, status_code=status, media_type="application/json", headers=headers)
 
 

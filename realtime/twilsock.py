@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from storage.wire.jsontext import dumps
+
 MAGIC = b"TWILSOCK V3.0 "
 JSON_TYPE = "application/json"
 MAX_BODY_DEPTH = 200  # deeper payload JSON is pruned (Sync data may nest 100 deep, limits.MAX_DEPTH)
@@ -103,13 +105,6 @@ def new_id() -> str:
 
 
 _VARIANT = "89ab"  # RFC 4122's variant bits (10xx) in the first hex digit of the fourth group
-
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # one for all: json.dumps makes one per call
-
-
-def dumps(value: Any) -> bytes:
-    return _ENCODER.encode(value).encode()
 
 
 def encode(header: dict[str, Any], payload: Any = None) -> bytes:

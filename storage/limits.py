@@ -6,11 +6,11 @@ Each check raises a domain error whose ``kind`` names the rule; storage/wire/err
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from . import ids
 from .errors import InvalidInputError, TooLargeError
+from .wire import jsontext
 
 MAX_DATA = 16 * 1024  # Document, List item, Map item data (compact UTF-8 JSON)
 MAX_MESSAGE = 4 * 1024  # Stream message data
@@ -19,8 +19,6 @@ MAX_TTL = 31_536_000  # one year, in seconds; 0 = never expires
 MAX_PAGE = 1000  # page size
 MAX_DEPTH = 100  # nesting of objects and arrays in data: far below Python's recursion limit
 MAX_INDEX = 2**63 - 1  # a List item index is a Valkey integer
-# compact JSON text, NaN and Infinity refused (made once: json.dumps with options makes one per call)
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def compact_data(value: Any, limit: int = MAX_DATA) -> str:
@@ -30,7 +28,7 @@ def compact_data(value: Any, limit: int = MAX_DATA) -> str:
     if depth(value) > MAX_DEPTH:  # deeper data would fail to parse or render at some stack depth
         raise InvalidInputError("data", message=f"Data is nested more than {MAX_DEPTH} deep")
     try:
-        text = _COMPACT.encode(value)
+        text = jsontext.strict_text(value)
         size = len(text.encode())
     except ValueError:  # NaN or Infinity, or a lone surrogate (UnicodeEncodeError): not JSON text
         raise InvalidInputError("data", message="Data must be valid JSON") from None
