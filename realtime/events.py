@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from storage import ChangeEvent, Item, Kind, SyncObject
+from storage.wire import jsontext
 from storage.wire.dates import iso_millis
 from storage.wire.fields import segment
 
@@ -28,7 +29,7 @@ def item_url(base: str, kind: Kind, sid: str, key: str) -> str:
 def _json(text: str | None) -> Any:
     if text is None or text == "":
         return None
-    return json.loads(text)
+    return jsontext.loads(text)
 
 
 def to_sdk(ev: ChangeEvent, base: str) -> dict[str, Any] | None:

@@ -7,13 +7,12 @@ client and the tests share one implementation. Wire facts: shared/spec/realtime-
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from storage.wire.jsontext import dumps
+from storage.wire.jsontext import dumps, loads
 
 MAGIC = b"TWILSOCK V3.0 "
 JSON_TYPE = "application/json"
@@ -52,12 +51,12 @@ class Frame:
         if ptype.startswith("text/plain"):
             return self.payload.decode("utf-8", "replace")
         try:
-            return json.loads(self.payload)
+            return loads(self.payload)
         except ValueError:
             return None
         except RecursionError:  # nested too deep to parse: keep the rest, so the answer can say why
             try:
-                return json.loads(prune(self.payload, MAX_BODY_DEPTH))
+                return loads(prune(self.payload, MAX_BODY_DEPTH))
             except (ValueError, RecursionError):
                 return None
 
@@ -137,9 +136,7 @@ def decode(data: bytes) -> Frame:
     if len(raw_header) != size or size <= 0:
         raise ProtocolError("truncated header")
     try:
-        # text first: json.loads of bytes guesses their encoding (a Python function, per frame);
-        # twilsock is UTF-8, and bytes that are not are a ValueError all the same
-        header = json.loads(raw_header.decode())
+        header = loads(raw_header)
     except (ValueError, RecursionError):  # RecursionError: nested too deep
         raise ProtocolError("header is not JSON") from None
     if not isinstance(header, dict) or not isinstance(header.get("method"), str):

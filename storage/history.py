@@ -10,7 +10,6 @@ known at, and a read older than it is refused rather than answered with a guess.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,7 @@ from .paging import Cursor
 from .records import Item, Page
 from .redis_client import text
 from .store import Store
+from .wire import jsontext
 from .wire.dates import iso_seconds
 
 
@@ -67,7 +67,7 @@ def _revision(kind: Kind, service_sid: str, sid: str, key: str | None, rec: dict
         service_sid=service_sid,
         key=key,
         number=int(rec["r"]),
-        data=None if removed or rec.get("d") is None else json.loads(rec["d"]),
+        data=None if removed or rec.get("d") is None else jsontext.loads(rec["d"]),
         date_updated=int(rec["u"]),
         updated_by=str(rec.get("b") or "system"),
         removed=removed,

@@ -3,7 +3,6 @@ by number); Maps by a user key (ordered by UTF-8 bytes). Writes go through scrip
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import msgpack
@@ -17,6 +16,7 @@ from .paging import Cursor
 from .records import Actor, Item, Page
 from .redis_client import text
 from .store import Store
+from .wire import jsontext
 
 
 def decode(kind: Kind, collection_sid: str, service_sid: str, key: str, raw: bytes) -> Item:
@@ -30,7 +30,7 @@ def from_value(kind: Kind, collection_sid: str, service_sid: str, key: str, v: d
         collection_sid=collection_sid,
         service_sid=service_sid,
         key=key,
-        data=json.loads(v["d"]),
+        data=jsontext.loads(v["d"]),
         last_event_id=int(v["r"]),
         created_by=v["b"],
         date_created=int(v["c"]),

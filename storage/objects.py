@@ -6,7 +6,6 @@ and listing indexes, the expiry schedule and the object's event log together.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
@@ -19,6 +18,7 @@ from .paging import Cursor
 from .records import Actor, Page, SyncObject
 from .redis_client import text
 from .store import Store
+from .wire import jsontext
 
 T = TypeVar("T")
 
@@ -43,7 +43,7 @@ def decode(service_sid: str, raw: dict[bytes, bytes] | list[bytes]) -> SyncObjec
         date_updated=int(f["u"]),
         date_expires=int(f["x"]) if f["x"] else None,
         last_event_id=int(f["e"]),
-        data=json.loads(f["d"]) if kind.has_data else None,
+        data=jsontext.loads(f["d"]) if kind.has_data else None,
     )
 
 
