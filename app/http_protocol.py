@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,10 @@ from storage.wire import errors
 from storage.wire.errors import TwilioError
 
 _IDLE, _HEAD, _BODY = 0, 1, 2  # what the connection is waiting for from the client
+# a request head as simple as WebSocket clients send: GET in origin form, HTTP/1.1, header lines
+# of a token, a colon and visible characters (RFC 9110 field-value, with obs-text), then the blank line
+_PLAIN_HEAD = re.compile(rb"GET /[!-~]* HTTP/1\.1\r\n(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t -~\x80-\xff]*\r\n)+\r\n")
+_UPGRADE_FIELDS = re.compile(rb"\r\n(connection|upgrade):[ \t]*([^\r]*)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_fields = 0
         self._head_chunks = 0  # bytes of the chunks that were wholly head (an unfinished header)
         self._head_open = False  # a request began and its head is not complete
+        self._first = True  # nothing received yet (``_upgrade_at_once``)
 
     # -- the one timer: a deadline checked when it fires, re-armed for what is left -----------------
 
@@ -207,6 +213,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         # uvicorn's, but a head over the limits is answered 431 (not 400), and a head still open
         # after a whole chunk of it counts that chunk: httptools buffers an unfinished header itself
+        if self._first:
+            self._first = False
+            if data.startswith(b"GET ") and self._upgrade_at_once(data):
+                return
         self._unset_keepalive_if_required()
         head_was_open = self._head_open
         try:
@@ -282,9 +292,41 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._stop_waiting()
         super().on_message_complete()
 
-    def handle_websocket_upgrade(self) -> None:
+    def _upgrade_at_once(self, data: bytes) -> bool:
+        """The connection's first read is a whole, plain WebSocket upgrade request (what every
+        client sends, and all it sends before the 101): handed to the WebSocket protocol as it came,
+        without the HTTP parser's callbacks and uvicorn's request scope, which it does not use (a
+        tenth of a twilsock connect's CPU). It must be a ``GET`` in origin form, HTTP/1.1, with
+        well-formed header lines, within the head limits, with one ``Upgrade: websocket`` and one
+        ``Connection`` that lists ``upgrade``, and nothing after the head: anything else goes the
+        usual way, so every request gets the answer it got before (uvicorn upgrades exactly these)."""
+        limits = self.limits
+        if len(data) > limits.max_header_bytes or self.ws_protocol_class is None or not _PLAIN_HEAD.fullmatch(data):
+            return False
+        if data.count(b"\r\n") - 2 > limits.max_headers:
+            return False
+        found = _UPGRADE_FIELDS.findall(data)
+        fields = {name.lower(): value.rstrip(b" \t").lower() for name, value in found}
+        if len(found) != 2 or len(fields) != 2 or fields[b"upgrade"] != b"websocket":  # each once
+            return False
+        if b"upgrade" not in [token.strip() for token in fields[b"connection"].split(b",")]:
+            return False
+        self.handle_websocket_upgrade(data)
+        return True
+
+    def handle_websocket_upgrade(self, request: bytes | None = None) -> None:
+        """uvicorn's, or with ``request``: that request, as it came, to the WebSocket protocol."""
         self._stop_waiting()
-        super().handle_websocket_upgrade()
+        if request is None:
+            super().handle_websocket_upgrade()  # it rebuilds the request from the parsed head
+        else:
+            self.connections.discard(self)
+            protocol = self.ws_protocol_class
+            assert protocol is not None  # checked by _upgrade_at_once
+            ws = protocol(config=self.config, server_state=self.server_state, app_state=self.app_state)  # type: ignore[call-arg]
+            ws.connection_made(self.transport)
+            self.transport.set_protocol(ws)
+            ws.data_received(request)
         # The connection is the WebSocket protocol's now. This object and its parser hold each other
         # (httptools calls back into it), so without this they (with the request's scope, headers
         # and addresses, ~1.5 KB) would wait for a cyclic GC pass; freed as data_received returns.

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import re
 import weakref
 from typing import Any
 
+import pytest
 from hypothesis import given, settings, strategies as st
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from app.http_protocol import PROTOCOL, HeadWithBody, HttpLimits, LimitedHttpToolsProtocol, limits_from_env
+from app.observe import HEADER
 
 BODY_S = 0.25
 LIMITS = HttpLimits(head_timeout_s=BODY_S, body_timeout_s=BODY_S, max_header_bytes=1024, max_headers=10)
@@ -282,3 +285,128 @@ async def test_an_upgraded_connection_frees_its_http_protocol_at_once_without_a_
         assert gone() is None
     finally:
         gc.enable()
+
+
+# -- a plain WebSocket upgrade in one read skips the HTTP parser (_upgrade_at_once) -------------------
+
+
+class RecordingWs:
+    """A WebSocket protocol class (uvicorn's ``ws=``) that records the request it is handed."""
+
+    def __init__(self, config: Any, server_state: Any, app_state: Any) -> None:
+        self.request = b""
+
+    def connection_made(self, transport: Any) -> None:
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        self.request += data
+
+
+UPGRADE = (
+    b"GET /v3/wsconnect?x=1 HTTP/1.1\r\nHost: example.com:8080\r\nUpgrade: WebSocket\r\n"
+    b"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) \xe9\r\n\r\n"
+)
+
+
+async def _handed_over(data: bytes, at_once: bool = True) -> tuple[bytes | None, Transport]:
+    """Feed ``data`` in one read to a fresh protocol (``at_once``: as a connection's first read, else
+    as uvicorn alone would take it): the request the WebSocket protocol got, or None."""
+    config = Config(app=_echo, loop="asyncio", lifespan="off", ws=RecordingWs)
+    config.load()
+    protocol = LimitedHttpToolsProtocol(
+        config=config, server_state=ServerState(), app_state={}, _loop=asyncio.get_running_loop(), limits=LIMITS
+    )
+    transport = Transport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol._first = at_once
+    protocol.data_received(data)
+    ws = getattr(transport, "protocol", None)
+    await asyncio.sleep(0)
+    if ws is None:
+        await _finish(protocol)
+        return None, transport
+    assert protocol._timer is None and protocol not in protocol.connections  # the head timer is off
+    return ws.request, transport
+
+
+def _answer(written: bytes) -> bytes:
+    """What was written, without the request id (a new one per answer)."""
+    return re.sub(rb"(?im)^" + HEADER.encode() + rb": [^\r]*\r\n", b"", written)
+
+
+def _fields(request: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """(request line, header fields with names lowercased and values stripped): what a request says."""
+    line, *lines = request.split(b"\r\n\r\n")[0].split(b"\r\n")
+    return line, [(n.strip().lower(), v.strip()) for n, _, v in (h.partition(b":") for h in lines)]
+
+
+async def test_a_plain_upgrade_goes_to_the_websocket_protocol_as_it_came() -> None:
+    got, _ = await _handed_over(UPGRADE)
+    assert got == UPGRADE  # the bytes as sent (uvicorn's way rebuilds them, lowercasing the names)
+    rebuilt, _ = await _handed_over(UPGRADE, at_once=False)
+    assert rebuilt is not None and rebuilt != UPGRADE and _fields(rebuilt) == _fields(UPGRADE)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        UPGRADE.replace(b"GET ", b"POST "),
+        UPGRADE.replace(b"HTTP/1.1", b"HTTP/1.0"),
+        UPGRADE.replace(b"/v3/wsconnect?x=1", b"http://example.com/v3/wsconnect"),  # absolute form
+        UPGRADE + b"\x81\x80abcd",  # bytes after the head: not what a client sends before the 101
+        UPGRADE.replace(b"Upgrade: WebSocket", b"Upgrade: h2c"),
+        UPGRADE.replace(b"keep-alive, Upgrade", b"keep-alive"),
+        UPGRADE.replace(b"Host:", b"Upgrade: websocket\r\nHost:"),  # Upgrade twice
+        UPGRADE.replace(b"Host:", b"Connection: close\r\nHost:"),  # Connection twice
+        UPGRADE.replace(b"Host:", b"Bad Name: 1\r\nHost:"),  # not a header line uvicorn's parser takes
+        UPGRADE.replace(b"Host:", b"X: a\x00b\r\nHost:"),
+        UPGRADE.replace(b"\r\n\r\n", b"\r\n" + b"X: 1\r\n" * 10 + b"\r\n"),  # over max_headers (10)
+        UPGRADE.replace(b"Host:", b"X: " + b"y" * 1024 + b"\r\nHost:"),  # over max_header_bytes
+    ],
+)
+async def test_anything_but_a_plain_upgrade_goes_the_usual_way(request_: bytes) -> None:
+    """The short cut takes only what uvicorn would upgrade as it is; for anything else the outcome
+    (answer, refusal or upgrade) is uvicorn's own, whatever that is."""
+    got, transport = await _handed_over(request_)
+    usual, usual_transport = await _handed_over(request_, at_once=False)
+    assert got == usual and _answer(transport.written) == _answer(usual_transport.written)
+
+
+_HEADER_LINES = st.sampled_from(
+    [
+        b"Host: x",
+        b"Upgrade: websocket",
+        b"upgrade:WEBSOCKET \t",
+        b"Upgrade: websocket, h2c",
+        b"Connection: Upgrade",
+        b"connection: keep-alive,upgrade",
+        b"Connection: close",
+        b"Sec-WebSocket-Version: 13",
+        b"Upgrade-Insecure-Requests: 1",
+        b"Proxy-Connection: upgrade",
+        b"X-Upgrade: websocket",
+        b"X:",
+        b"Bad Name: 1",
+        b"X: \x7f",
+        b" Folded: 1",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([b"GET /v3/wsconnect HTTP/1.1", b"GET / HTTP/1.1", b"GET /a b HTTP/1.1", b"GET * HTTP/1.1"]),
+    st.lists(_HEADER_LINES, max_size=8),
+    st.sampled_from([b"\r\n\r\n", b"\r\n\r\nx", b"\r\n"]),
+)
+async def test_the_short_cut_upgrades_exactly_what_uvicorn_upgrades(
+    line: bytes, headers: list[bytes], end: bytes
+) -> None:
+    request = b"\r\n".join([line, *headers]) + end
+    got, transport = await _handed_over(request)
+    usual, usual_transport = await _handed_over(request, at_once=False)
+    assert (got is None) == (usual is None)
+    assert got is None or usual is None or got == request or _fields(got) == _fields(usual)
+    assert _answer(transport.written) == _answer(usual_transport.written)
