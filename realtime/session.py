@@ -117,7 +117,7 @@ class Subscription:
             return
         session = self.session
         if self.kind is Kind.DOCUMENT and (session.ws.write_paused or session.behind):
-            session.hold(self, due[-1])  # conflated: only the latest state waits (module docstring)
+            session.hold(self, due[-1], len(due) - 1)  # conflated: only the latest state waits (module docstring)
         else:
             session.deliver(due)
 
@@ -209,10 +209,11 @@ class Session:
             if self.ws.write_paused:
                 self._check_backlog()
 
-    def hold(self, sub: Subscription, message: Message) -> None:
-        """Keep only the latest notification of a Document until the socket drains (``drained``)."""
+    def hold(self, sub: Subscription, message: Message, dropped: int = 0) -> None:
+        """Keep only the latest notification of a Document until the socket drains (``drained``);
+        ``dropped``: older ones of the same batch that never went out (counted as conflated too)."""
         if not self.closed:
-            self.hub.stats.conflated += sub in self._held  # an older frame of this Document is dropped
+            self.hub.stats.conflated += dropped + (sub in self._held)  # each older frame dropped
             self._held[sub] = message
 
     @property

@@ -147,6 +147,13 @@ async def test_a_stalled_document_reader_is_conflated_to_the_latest_state(
             # in order, some conflated away, and never closed although far more than 10 frames were
             # due while its socket was backed up (a List or Map reader would have been: test above)
             assert seen == sorted(seen) and len(seen) < 300, seen
+            # and /metrics counts every state it never got as conflated
+            async with httpx.AsyncClient() as scrape:
+                text = (await scrape.get(f"{srv.base_url}/metrics")).text
+            assert re.search(rf"^sync_ws_conflated_frames(_total)? {300 - len(seen)}(\.0)?$", text, re.M), (
+                300 - len(seen),
+                re.findall(r"^sync_ws_conflated.*$", text, re.M),
+            )
     finally:
         srv.stop()
 
