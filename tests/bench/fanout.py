@@ -173,6 +173,7 @@ class Sub(asyncio.Protocol):
         self.count = 0
         self.last_n = -1
         self.disorder = 0
+        self.last: bytes = b""  # the last event received (its id is read once, at the report)
         self.done = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -251,6 +252,7 @@ class Sub(asyncio.Protocol):
                     self.transport.write(sdk_ack(m[1]))
             if child.recording and b'"t":' in raw:
                 self.count += 1
+                self.last = raw
                 child.last_recv = time.monotonic()
                 if self.sample:
                     m = _T.search(raw)
@@ -344,7 +346,7 @@ def _child(
             op, *rest = await loop.run_in_executor(None, cmd.get)
             if op == "start":
                 for s in subs:
-                    s.count, s.last_n, s.disorder = 0, -1, 0
+                    s.count, s.last_n, s.disorder, s.last = 0, -1, 0, b""
                 child.lat, child.acking, child.recording, child.last_recv = [], rest[0], True, 0.0
             elif op == "report":  # wait until every subscriber has every write, or nothing moves for 3 s
                 expected = rest[0]
@@ -358,10 +360,9 @@ def _child(
                     await asyncio.sleep(0.05)
                 await asyncio.sleep(0.2)  # a duplicate arriving late still counts
                 child.recording = False
-                missed = sum(1 for s in subs if s.count < expected)
-                dup = sum(1 for s in subs if s.count > expected)
+                ends = [(s.count, _last_event_id(s.last)) for s in subs]  # where each subscriber ended
                 disorder = sum(s.disorder for s in subs)
-                out.put(("report", total, child.last_recv, child.lat, missed, dup, disorder, child.lost))
+                out.put(("report", total, child.last_recv, child.lat, ends, disorder, child.lost))
             elif op == "stop":
                 child.stopping = True
                 for s in subs:
@@ -406,17 +407,17 @@ class Clients:
     def report(self, expected: int) -> dict[str, Any]:
         for q in self.cmds:
             q.put(("report", expected))
-        agg: dict[str, Any] = {"total": 0, "last": 0.0, "lat": [], "missed": 0, "dup": 0, "disorder": 0, "lost": 0}
+        agg: dict[str, Any] = {"total": 0, "last": 0.0, "lat": [], "disorder": 0, "lost": 0}
+        ends: list[tuple[int, int]] = []
         for out in self.outs:
-            _, total, last, lat, missed, dup, disorder, lost = out.get(timeout=600)
+            _, total, last, lat, child_ends, disorder, lost = out.get(timeout=600)
             agg["total"] += total
             agg["last"] = max(agg["last"], last)
             agg["lat"] += lat
-            agg["missed"] += missed
-            agg["dup"] += dup
+            ends += child_ends
             agg["disorder"] += disorder
             agg["lost"] += lost
-        return agg
+        return agg | endings(ends, expected)
 
     def stop(self) -> None:
         for q in self.cmds:
@@ -425,6 +426,35 @@ class Clients:
             proc.join(10)
             if proc.is_alive():
                 proc.kill()
+
+
+def _last_event_id(raw: bytes) -> int:
+    m = _EVENT_ID.search(raw)
+    return int(m[1]) if m else -1
+
+
+def endings(ends: list[tuple[int, int]], expected: int) -> dict[str, int]:
+    """From each subscriber's (events received, id of the last one): ``missed``, subscribers that did
+    not end at the last write (the newest event any of them got); ``dup``, subscribers with more
+    events than writes; ``skipped``, the states the others did not see although they ended at the
+    last write: Document states the server conflated for a client behind (a socket backed up, or
+    SYNC_WS_ACK_WINDOW events unacknowledged), which ``write_phase`` checks against the server's
+    own count of conflated frames."""
+    final = max((last for _, last in ends), default=-1)
+    return {
+        "missed": sum(1 for count, last in ends if count < expected and last < final),
+        "dup": sum(1 for count, _ in ends if count > expected),
+        "skipped": sum(expected - count for count, last in ends if count < expected and last == final),
+    }
+
+
+def conflated_frames(target: Target) -> int | None:
+    """sync-server's count of conflated Document frames (/metrics), or None (the reference)."""
+    if target.name != "sync-server":
+        return None
+    text = httpx.get(f"http://127.0.0.1:{target.http_port}/metrics", timeout=10).text
+    m = re.search(r"^sync_ws_conflated_frames(?:_total)? ([0-9.e+]+)$", text, re.M)
+    return int(float(m[1])) if m else None
 
 
 # -- the writer -------------------------------------------------------------------------------------
@@ -568,13 +598,17 @@ def write_phase(
     writers: int,
 ) -> tuple[dict[str, Any], list[str]]:
     """One write phase (a burst with ``writers`` in flight, or ``rate`` writes/s) and its figures,
-    printed; returns them and what was lost (missed, duplicated, out of order, closed)."""
+    printed; returns them and what was lost (missed, duplicated, out of order, closed, or skipped
+    without the server having conflated it)."""
     clients.start(acking)
     time.sleep(0.2)
+    conflated0 = conflated_frames(target)
     cpu0, calls0 = cpu_s(pids), write_calls(pids)
     written, t0 = uvloop.run(write_loop(target.http_port, target.write_path, seconds, rate, writers))
     agg = clients.report(written)
     cpu, calls = cpu_s(pids) - cpu0, write_calls(pids) - calls0
+    conflated1 = conflated_frames(target)
+    conflated = None if conflated0 is None or conflated1 is None else conflated1 - conflated0
     total = agg["total"]
     span = max(1e-9, agg["last"] - t0)
     fig = {
@@ -586,7 +620,9 @@ def write_phase(
         "writes": written,
         "total": total,
     }
-    skipped = f" skipped={agg['skipped']}" if "skipped" in agg else ""  # states an SDK never saw (conflated)
+    skipped = f" skipped={agg['skipped']}" if "skipped" in agg else ""  # states never seen (conflated)
+    if conflated is not None:
+        skipped += f" conflated={conflated}"  # what the server says it conflated meanwhile
     print(
         f"  {target.name:11s} N={n:<5d} {label:9s} writes={written:<6d} deliveries={total}/{written * n}{skipped} "
         f"({fig['rate']:,.0f}/s)  cpu/delivery={fig['cpu_us']:.1f} µs  "
@@ -602,6 +638,8 @@ def write_phase(
         problems.append(f"{agg['disorder']} out-of-order receipts")
     if agg.get("lost"):
         problems.append(f"{agg['lost']} connections closed")
+    if isinstance(clients, Clients) and agg["skipped"] != (conflated or 0):  # raw clients count exactly
+        problems.append(f"{agg['skipped']} states skipped, {conflated or 0} conflated by the server")
     return fig, problems
 
 
