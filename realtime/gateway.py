@@ -225,6 +225,10 @@ class Connection:
         if self.session is not None:
             self.session.drained()
 
+    def on_heartbeat(self) -> None:
+        if self.session is not None:
+            self.session.token_tick()
+
     def on_close(self) -> None:
         """The WebSocket is gone: end the session (its subscriptions leave the hub). Idempotent."""
         if self._timer is not None:

@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -127,7 +128,35 @@ class Subscription:
 
 
 class Session:
-    """State of one twilsock connection. The gateway owns the socket; this owns everything else."""
+    """State of one twilsock connection. The gateway owns the socket; this owns everything else.
+
+    Slots, and the containers an idle connection does not use made on first use: a crowd of
+    connections is mostly such long-lived objects, each one walked by every young collection of the
+    garbage collector until it is old (a tenth of a connect's CPU went to those collections)."""
+
+    __slots__ = (
+        "_deferred",
+        "_held",
+        "_leaving",
+        "_now",
+        "_on_close",
+        "_sub_lock",
+        "_tasks",
+        "_timer",
+        "acks",
+        "caller",
+        "closed",
+        "endpoint",
+        "grant",
+        "hub",
+        "inflight",
+        "last_sent",
+        "limits",
+        "subs",
+        "unacked",
+        "window",
+        "ws",
+    )
 
     def __init__(
         self,
@@ -145,13 +174,14 @@ class Session:
         self.limits = limits
         self.ws = ws
         self.subs: dict[str, Subscription] = {}
-        self._leaving: set[Subscription] = set()
+        self._leaving: set[Subscription] | None = None  # subscriptions leaving the hub (``forget``)
         self._held: dict[Subscription, Message] = {}  # conflated Documents while the socket is backed up
-        self._deferred: list[Message] = []  # replies that leave with the next frame (``defer``)
+        self._deferred: list[Message] | None = None  # replies that leave with the next frame (``defer``)
         self._on_close = on_close
         self._sub_lock: asyncio.Lock | None = None  # made on the first subscription request
-        self._tasks: set[asyncio.Future[Any]] = set()
-        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Future[Any]] | None = None  # tasks running now (``spawn``)
+        self._timer: asyncio.TimerHandle | None = None  # the token's warning or expiry (start_token_timer)
+        self._now: Callable[[], float] = time.time  # the clock of the token timer
         self.inflight = 0  # tunnelled requests running now (at most limits.max_inflight)
         self.unacked = 0  # object events sent and not acknowledged yet (module docstring: slow consumers)
         self.acks = False  # the client acknowledges notifications (the SDK does; until then, no window)
@@ -173,6 +203,8 @@ class Session:
         """Send ``frame`` in one write with the next frame, or at ``flush`` at the latest: the answer
         to a subscription request leaves with its first notification (a system call and a TCP
         segment fewer per subscribe; the client sees the same frames in the same order)."""
+        if self._deferred is None:
+            self._deferred = []
         self._deferred.append(Message(frame))
 
     def flush(self) -> None:
@@ -203,7 +235,7 @@ class Session:
     def push_many(self, messages: list[Message]) -> None:
         """Send several notifications in one write."""
         if self._deferred:
-            messages, self._deferred = [*self._deferred, *messages], []
+            messages, self._deferred = [*self._deferred, *messages], None
         if not self.closed:
             self.ws.send_many(messages)
             if self.ws.write_paused:
@@ -256,8 +288,20 @@ class Session:
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         task: asyncio.Future[Any] = asyncio.ensure_future(coro)
+        self._track(task)
+        task.add_done_callback(self._untrack)
+
+    def _track(self, task: asyncio.Future[Any]) -> None:
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+
+    def _untrack(self, task: asyncio.Future[Any]) -> None:
+        tasks = self._tasks
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                self._tasks = None
 
     # -- tunnelled requests (bounded, see module docstring) --------------------------------------
 
@@ -266,13 +310,13 @@ class Session:
         the limit the connection stops reading (back-pressure, not refusal: module docstring)."""
         self.inflight += 1
         task: asyncio.Future[Any] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
+        self._track(task)
         task.add_done_callback(self._request_done)
         if self.inflight >= self.limits.max_inflight:
             self.ws.pause_reading()
 
     def _request_done(self, task: asyncio.Future[Any]) -> None:
-        self._tasks.discard(task)
+        self._untrack(task)
         self.inflight -= 1
         if self.inflight < self.limits.max_inflight and not self.closed:
             self.ws.resume_reading()
@@ -281,17 +325,32 @@ class Session:
 
     def start_token_timer(self, now: Callable[[], float]) -> None:
         """(Re)arm the expiry timers for the current grant (after init and after each ``update``):
-        ``token_about_to_expire`` ``token_warn_s`` before expiry, close 410 at expiry. Timer handles,
-        not tasks: an idle connection should cost as little memory as possible."""
+        ``token_about_to_expire`` ``token_warn_s`` before expiry, close 410 at expiry.
+
+        A timer handle holds five objects the garbage collector walks (a crowd connecting is
+        mostly such long-lived objects, and each young collection scans them all), so an idle
+        connection keeps none for its token until the warning is near: the WebSocket's heartbeat
+        (``token_tick``, every ping interval) arms it once the warning is due within two beats.
+        Without a heartbeat (pings off) it is armed at once."""
         if self._timer is not None:
             self._timer.cancel()
-        loop = asyncio.get_running_loop()
-        warn_in = max(0.0, self.grant.expires - self.limits.token_warn_s - now())
-        self._timer = loop.call_later(warn_in, self._token_warning, now)
+            self._timer = None
+        self._now = now
+        self.token_tick()
 
-    def _token_warning(self, now: Callable[[], float]) -> None:
+    def token_tick(self) -> None:
+        """Arm the warning's timer if it is due before the heartbeat after next (or there is none)."""
+        if self._timer is not None or self.closed:
+            return
+        warn_in = max(0.0, self.grant.expires - self.limits.token_warn_s - self._now())
+        beat = self.ws.heartbeat_s
+        if beat is None or warn_in <= 2 * beat:
+            self._timer = asyncio.get_running_loop().call_later(warn_in, self._token_warning)
+
+    def _token_warning(self) -> None:
         self.send(twilsock.client_update("token_about_to_expire"))
-        self._timer = asyncio.get_running_loop().call_later(max(0.0, self.grant.expires - now()), self._token_expired)
+        delay = max(0.0, self.grant.expires - self._now())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._token_expired)
 
     def _token_expired(self) -> None:
         self._on_close(410, "Token expired")
@@ -406,23 +465,26 @@ class Session:
         if self.subs.get(sub.sid) is sub:
             del self.subs[sub.sid]
         sub.active = False
+        if self._leaving is None:
+            self._leaving = set()
         self._leaving.add(sub)
         self.spawn(self._leave(sub))
 
     async def _leave(self, sub: Subscription) -> None:
         await self.hub.leave(sub)
-        self._leaving.discard(sub)
+        if self._leaving is not None:
+            self._leaving.discard(sub)
 
     async def close(self) -> None:
         """Drop every subscription and background task; idempotent."""
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
-        for task in list(self._tasks):
+        for task in list(self._tasks or ()):
             task.cancel()
-        for sub in [*self.subs.values(), *self._leaving]:  # a cancelled _leave must not leak a feed
+        for sub in [*self.subs.values(), *(self._leaving or ())]:  # a cancelled _leave must not leak a feed
             with contextlib.suppress(Exception):
                 await self.hub.leave(sub)
         self.subs.clear()
-        self._leaving.clear()
+        self._leaving = None
         self._held.clear()

@@ -111,6 +111,9 @@ class Handler(Protocol):
     def on_drained(self) -> None:
         """The transport, once backed up (``write_paused``), takes bytes again."""
 
+    def on_heartbeat(self) -> None:
+        """A ping went out (every ``heartbeat_s``): a tick for work that can wait that long."""
+
     def on_close(self) -> None:
         """The connection is gone (called once)."""
 
@@ -448,6 +451,13 @@ class ServerConnection(asyncio.Protocol):
         self.transport.write(frame(b"", OP_PING))
         assert self._ping_s is not None
         self._ping_timer = asyncio.get_running_loop().call_later(self._ping_s, self._keepalive)
+        if self._handler is not None:
+            self._handler.on_heartbeat()
+
+    @property
+    def heartbeat_s(self) -> float | None:
+        """How often ``Handler.on_heartbeat`` is called (the ping interval), or None: never."""
+        return self._ping_s or None
 
     # -- the opening handshake -----------------------------------------------------------------
 

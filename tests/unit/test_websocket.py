@@ -61,12 +61,16 @@ class Recorder:
     def __init__(self) -> None:
         self.messages: list[bytes] = []
         self.closed = 0
+        self.heartbeats = 0
 
     def on_message(self, data: bytes) -> None:
         self.messages.append(data)
 
     def on_drained(self) -> None:
         pass
+
+    def on_heartbeat(self) -> None:
+        self.heartbeats += 1
 
     def on_close(self) -> None:
         self.closed += 1
@@ -81,11 +85,11 @@ class Endpoint:
 
 
 def opened(
-    max_size: int = 1 << 20, deflate: bool = False, offer: bool = False
+    max_size: int = 1 << 20, deflate: bool = False, offer: bool = False, ping_s: float | None = None
 ) -> tuple[ServerConnection, Transport, Recorder]:
     """An open connection; ``deflate``: the server accepts permessage-deflate, ``offer``: the client offers it."""
     endpoint = Endpoint()
-    config = SimpleNamespace(ws_max_size=max_size, ws_ping_interval=None, ws_per_message_deflate=deflate)
+    config = SimpleNamespace(ws_max_size=max_size, ws_ping_interval=ping_s, ws_per_message_deflate=deflate)
     state = SimpleNamespace(connections=set(), default_headers=[(b"server", b"test")])
     ws = ServerConnection(config, state, {ENDPOINTS: {"/v3/wsconnect": endpoint}})
     t = Transport()
@@ -461,3 +465,15 @@ async def test_bad_frames_on_a_compressed_connection_close_it_cleanly(read: byte
     ws.data_received(read)
     opcode, payload = server_frames(t.take())[0]
     assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == code and not h.messages
+
+
+async def test_each_ping_is_a_heartbeat_for_the_handler_and_a_silent_peer_is_dropped() -> None:
+    ws, t, handler = opened(ping_s=0.05)
+    assert ws.heartbeat_s == 0.05 and opened()[0].heartbeat_s is None
+    await asyncio.sleep(0.08)
+    assert server_frames(t.take()) == [(0x9, b"")] and handler.heartbeats == 1
+    ws.data_received(client_frame(b"", opcode=0xA))  # the pong
+    await asyncio.sleep(0.05)
+    assert server_frames(t.take()) == [(0x9, b"")] and handler.heartbeats == 2
+    await asyncio.sleep(0.05)  # no pong this time: dropped, without a heartbeat
+    assert t.aborted and handler.heartbeats == 2
