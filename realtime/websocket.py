@@ -137,7 +137,8 @@ class ServerConnection(asyncio.Protocol):
         "_handler",
         "_max_size",
         "_ping_s",
-        "_ping_timer",
+        "_beat",
+        "_beat_slot",
         "_read_paused",
         "_alive",
         "_state",
@@ -170,7 +171,8 @@ class ServerConnection(asyncio.Protocol):
         self._fragments: list[bytes] | None = None
         self._handler: Handler | None = None
         self._ext: PerMessageDeflate | None = None
-        self._ping_timer: asyncio.TimerHandle | None = None
+        self._beat = Heartbeat.of(server_state, self._ping_s)  # this server's pings (None: off)
+        self._beat_slot = -1  # where this connection is in it, once open (-1: not in it)
         self._close_timer: asyncio.TimerHandle | None = None
         self._alive = True
         self._read_paused = False
@@ -245,10 +247,12 @@ class ServerConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._state = _CLOSED
         self._connections.discard(self)
-        for timer in (self._ping_timer, self._close_timer):
-            if timer is not None:
-                timer.cancel()
-        self._ping_timer = self._close_timer = None
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        if self._beat is not None and self._beat_slot >= 0:
+            self._beat.discard(self, self._beat_slot)
+            self._beat_slot = -1
         handler, self._handler = self._handler, None
         if handler is not None:
             handler.on_close()
@@ -441,6 +445,7 @@ class ServerConnection(asyncio.Protocol):
     # -- keepalive -----------------------------------------------------------------------------
 
     def _keepalive(self) -> None:
+        """Its turn in the ``Heartbeat``: a ping, or the end if the last one got no answer."""
         if self._state != _OPEN or self.transport is None:
             return
         if not self._alive:  # nothing since the last ping, not even its pong
@@ -449,8 +454,6 @@ class ServerConnection(asyncio.Protocol):
             return
         self._alive = False
         self.transport.write(frame(b"", OP_PING))
-        assert self._ping_s is not None
-        self._ping_timer = asyncio.get_running_loop().call_later(self._ping_s, self._keepalive)
         if self._handler is not None:
             self._handler.on_heartbeat()
 
@@ -500,8 +503,8 @@ class ServerConnection(asyncio.Protocol):
             self.transport.write(("\r\n".join(response) + "\r\n\r\n").encode("latin-1"))
             self._state = _OPEN
             self._handler = endpoint.connect(self)
-            if self._ping_s:
-                self._ping_timer = asyncio.get_running_loop().call_later(self._ping_s, self._keepalive)
+            if self._beat is not None and self._state == _OPEN:
+                self._beat_slot = self._beat.add(self)
 
     def _forwarded(self, headers: Mapping[str, str]) -> None:
         """``wss`` behind a TLS-terminating proxy that says so (X-Forwarded-Proto), if trusted."""
@@ -548,6 +551,58 @@ class ServerConnection(asyncio.Protocol):
         self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
         self._state = _CLOSED
         self.transport.close()
+
+
+class Heartbeat:
+    """The pings of every open connection of one server, from one timer: each connection is pinged
+    every ``interval_s`` (the first time between 7/8 and 1 interval after it opened) and dropped
+    when the previous ping got no answer. A timer handle per connection is five objects (handle,
+    libuv timer, context, bound method, arguments) that the garbage collector walks while a crowd
+    connects, and a timer to make per connect; here a connection is an entry in one of ``SLOTS``
+    sets, served in turn, one every ``interval_s / SLOTS``."""
+
+    SLOTS = 8
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._slots: list[set[ServerConnection]] = [set() for _ in range(self.SLOTS)]
+        self._next = 0  # the slot the next tick serves
+        self._timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, server_state: Any, interval_s: float | None) -> Heartbeat | None:
+        """The server's heartbeat for ``interval_s`` (made on first use; None: pings are off). One
+        per uvicorn server, i.e. per event loop, kept on its state as uvicorn keeps its connections."""
+        if not interval_s:
+            return None
+        beat: Heartbeat | None = getattr(server_state, "sync_heartbeat", None)
+        if beat is None or beat.interval_s != interval_s:
+            beat = cls(interval_s)
+            server_state.sync_heartbeat = beat
+        return beat
+
+    def add(self, ws: ServerConnection) -> int:
+        """Ping ``ws`` from now on; the slot it is in (for ``discard``)."""
+        slot = (self._next - 1) % self.SLOTS  # served last in the turn: almost a whole interval away
+        self._slots[slot].add(ws)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.interval_s / self.SLOTS, self._tick)
+        return slot
+
+    def discard(self, ws: ServerConnection, slot: int) -> None:
+        self._slots[slot].discard(ws)
+
+    def _tick(self) -> None:
+        due = self._slots[self._next]
+        self._next = (self._next + 1) % self.SLOTS
+        for ws in list(due):  # a dropped connection leaves its slot (connection_lost) meanwhile
+            try:
+                ws._keepalive()
+            except Exception:  # one connection's failure must not stop the others' pings
+                log.exception("a WebSocket's ping failed")
+        self._timer = None
+        if any(self._slots):  # else idle until the next connection (no wake-ups for nothing)
+            self._timer = asyncio.get_running_loop().call_later(self.interval_s / self.SLOTS, self._tick)
 
 
 Proxies = tuple[bool, frozenset[str], tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]]

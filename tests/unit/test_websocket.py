@@ -85,12 +85,16 @@ class Endpoint:
 
 
 def opened(
-    max_size: int = 1 << 20, deflate: bool = False, offer: bool = False, ping_s: float | None = None
+    max_size: int = 1 << 20,
+    deflate: bool = False,
+    offer: bool = False,
+    ping_s: float | None = None,
+    state: Any = None,
 ) -> tuple[ServerConnection, Transport, Recorder]:
     """An open connection; ``deflate``: the server accepts permessage-deflate, ``offer``: the client offers it."""
     endpoint = Endpoint()
     config = SimpleNamespace(ws_max_size=max_size, ws_ping_interval=ping_s, ws_per_message_deflate=deflate)
-    state = SimpleNamespace(connections=set(), default_headers=[(b"server", b"test")])
+    state = state or SimpleNamespace(connections=set(), default_headers=[(b"server", b"test")])
     ws = ServerConnection(config, state, {ENDPOINTS: {"/v3/wsconnect": endpoint}})
     t = Transport()
     ws.connection_made(t)  # type: ignore[arg-type]
@@ -477,3 +481,24 @@ async def test_each_ping_is_a_heartbeat_for_the_handler_and_a_silent_peer_is_dro
     assert server_frames(t.take()) == [(0x9, b"")] and handler.heartbeats == 2
     await asyncio.sleep(0.05)  # no pong this time: dropped, without a heartbeat
     assert t.aborted and handler.heartbeats == 2
+
+
+async def test_the_connections_of_a_server_share_one_heartbeat_and_each_is_pinged_once_an_interval() -> None:
+    state = SimpleNamespace(connections=set(), default_headers=[])
+    first = [opened(ping_s=0.4, state=state) for _ in range(10)]  # ticks every 0.05 s: pinged at 0.4
+    await asyncio.sleep(0.175)  # between two ticks: the others are pinged at 0.55
+    later = [opened(ping_s=0.4, state=state) for _ in range(10)]
+    beat = state.sync_heartbeat
+    assert all(ws._beat is beat for ws, _, _ in first + later)
+    await asyncio.sleep(0.3)  # 0.475 s
+    assert [len(server_frames(t.take())) for _, t, _ in first] == [1] * 10
+    assert [len(server_frames(t.take())) for _, t, _ in later] == [0] * 10
+    for ws, _, _ in first + later:
+        ws.data_received(client_frame(b"", opcode=0xA))
+    await asyncio.sleep(0.15)  # 0.625 s: the others are pinged, the first ten not again (0.8)
+    assert [len(server_frames(t.take())) for _, t, _ in first] == [0] * 10
+    assert [len(server_frames(t.take())) for _, t, _ in later] == [1] * 10
+    for ws, _, _ in first + later:
+        ws.connection_lost(None)
+    await asyncio.sleep(0.06)
+    assert beat._timer is None and not any(beat._slots)  # no connection: no more wake-ups
