@@ -449,12 +449,18 @@ def endings(ends: list[tuple[int, int]], expected: int) -> dict[str, int]:
 
 
 def conflated_frames(target: Target) -> int | None:
-    """sync-server's count of conflated Document frames (/metrics), or None (the reference)."""
+    """sync-server's count of conflated Document frames (/metrics, read with the Prometheus client's
+    parser, as ``sync-server status`` reads it), or None (the reference, which has none)."""
     if target.name != "sync-server":
         return None
+    from prometheus_client.parser import text_string_to_metric_families
+
     text = httpx.get(f"http://127.0.0.1:{target.http_port}/metrics", timeout=10).text
-    m = re.search(r"^sync_ws_conflated_frames(?:_total)? ([0-9.e+]+)$", text, re.M)
-    return int(float(m[1])) if m else None
+    names = ("sync_ws_conflated_frames", "sync_ws_conflated_frames_total")
+    values = [s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name in names]
+    if not values:
+        raise SystemExit("sync-server's /metrics has no sync_ws_conflated_frames: conflation and loss look alike")
+    return int(sum(values))
 
 
 # -- the writer -------------------------------------------------------------------------------------
