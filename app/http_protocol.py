@@ -6,11 +6,12 @@ a client that opens a connection and trickles its request head a byte at a time,
 and stops sending it, holds a connection (a file descriptor, a parser, perhaps an app task) for ever,
 and some thousands of them stop the server accepting. Nor does it bound the head: an 8 MiB header
 or 10,000 headers are buffered and handed to the app. ``LimitedHttpToolsProtocol`` is the same
-class (the same parser and speed, one timer handle per request at most, no task) that
+class (the same parser and speed, one timer per connection, no task) that
 
 - closes a connection whose request head is not complete ``head_timeout_s`` after the connection
   was made or after the request's first byte (the idle wait between keep-alive requests stays
-  uvicorn's ``timeout_keep_alive``), as nginx's ``client_header_timeout`` does (no answer);
+  uvicorn's ``timeout_keep_alive``, timed by the same timer), as nginx's ``client_header_timeout``
+  does (no answer);
 - closes a connection whose request body makes no progress for ``body_timeout_s``, answering 408
   first when nothing of a response was sent (nginx's ``client_body_timeout``). Time while the server
   itself is not reading (flow control, waiting for the app to ask for ``100 Continue``) or while a
@@ -44,7 +45,9 @@ from app.settings import Settings
 from storage.wire import errors
 from storage.wire.errors import TwilioError
 
-_IDLE, _HEAD, _BODY = 0, 1, 2  # what the connection is waiting for from the client
+# what the connection is waiting for from the client: nothing (the app is answering), a request
+# head, a request body, or the next request of a keep-alive connection
+_IDLE, _HEAD, _BODY, _KEEP_ALIVE = 0, 1, 2, 3
 # a request head as simple as WebSocket clients send: GET in origin form, HTTP/1.1, header lines
 # of a token, a colon and visible characters (RFC 9110 field-value, with obs-text), then the blank line
 _PLAIN_HEAD = re.compile(rb"GET /[!-~]* HTTP/1\.1\r\n(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t -~\x80-\xff]*\r\n)+\r\n")
@@ -141,23 +144,43 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_chunks = 0  # bytes of the chunks that were wholly head (an unfinished header)
         self._head_open = False  # a request began and its head is not complete
         self._first = True  # nothing received yet (``_upgrade_at_once``)
+        # inside the parser: a wait that begins there is armed once it returns, if it is still on
+        # (a request that came whole in one read, the usual case, never needs its timer)
+        self._feeding = False
+        # the timer never fires later than this after it was armed, so a wait that begins while it
+        # is armed (for an older, later deadline) is never checked late
+        self._shortest = min(self.limits.head_timeout_s, self.limits.body_timeout_s, self.timeout_keep_alive)
 
-    # -- the one timer: a deadline checked when it fires, re-armed for what is left -----------------
+    # -- the one timer: armed when a wait begins and none is, checked when it fires, re-armed for
+    # what is left. A wait that ends is not disarmed (``_stop_waiting``): on a busy keep-alive
+    # connection the timer fires every ``_shortest`` seconds at most, where a timer made and
+    # cancelled per request (uvicorn's keep-alive, a head and a body wait) cost every request.
 
     def _wait_for(self, what: int) -> None:
         self._waiting = what
         self._since = self.loop.time()
-        if self._timer is None:
-            self._timer = self.loop.call_later(self._timeout(), self._check)
+        if self._timer is None and not self._feeding:
+            self._arm()
+
+    def _arm(self, now: float | None = None) -> None:
+        now = self.loop.time() if now is None else now
+        self._timer = self.loop.call_at(min(self._since + self._timeout(), now + self._shortest), self._check)
 
     def _stop_waiting(self) -> None:
+        self._waiting = _IDLE
+
+    def _disarm(self) -> None:
+        """No more waits on this connection (closed, or handed to the WebSocket protocol)."""
         self._waiting = _IDLE
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _timeout(self) -> float:
-        return self.limits.head_timeout_s if self._waiting == _HEAD else self.limits.body_timeout_s
+        waiting = self._waiting
+        if waiting == _HEAD:
+            return self.limits.head_timeout_s
+        return self.limits.body_timeout_s if waiting == _BODY else float(self.timeout_keep_alive)
 
     def _server_is_the_one_waiting(self) -> bool:
         """Reading is paused (flow control, a pipelined request queued), the app has not asked for
@@ -176,12 +199,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         now = self.loop.time()
         if self._server_is_the_one_waiting():
             self._since = now
-        deadline = self._since + self._timeout()
-        if now < deadline:
-            self._timer = self.loop.call_at(deadline, self._check)
+        if now < self._since + self._timeout():
+            self._arm(now)
             return
         cycle = self.cycle
-        if self._waiting == _BODY and cycle is not None and not cycle.response_started:
+        if self._waiting == _KEEP_ALIVE:
+            self.timeout_keep_alive_handler()  # uvicorn's: an idle keep-alive connection is closed
+        elif self._waiting == _BODY and cycle is not None and not cycle.response_started:
             self._refuse(errors.REQUEST_TIMEOUT(seconds=self.limits.body_timeout_s))
         else:
             self.transport.close()  # a head that never completes: closed without an answer (as nginx)
@@ -207,8 +231,25 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._wait_for(_HEAD)  # the first request's head (uvicorn has no timer before it)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_waiting()
+        self._disarm()
         super().connection_lost(exc)
+
+    def _unset_keepalive_if_required(self) -> None:
+        if self._waiting == _KEEP_ALIVE:  # the keep-alive wait is the one timer's (``on_response_complete``)
+            self._waiting = _IDLE
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, but the wait for the next request is the one timer's, not a timer of its own."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._unset_keepalive_if_required()
+        self.flow.resume_reading()
+        if self.pipeline:  # a pipelined request was waiting for this answer
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._wait_for(_KEEP_ALIVE)
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's, but a head over the limits is answered 431 (not 400), and a head still open
@@ -219,6 +260,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 return
         self._unset_keepalive_if_required()
         head_was_open = self._head_open
+        self._feeding = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:  # a callback's exception is its __context__
@@ -235,13 +277,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
             return
+        finally:
+            self._feeding = False
+            if self._waiting != _IDLE and self._timer is None and not self.transport.is_closing():
+                self._arm()
         if head_was_open and self._head_open:
             self._head_chunks += len(data)
             if self._head_chunks > self.limits.max_header_bytes:
                 self._refuse_head()
 
     def _refuse_head(self) -> None:
-        self._stop_waiting()
+        self._disarm()
         self._head_open = False
         limits = self.limits
         self._refuse(errors.HEADERS_TOO_LARGE(max_bytes=limits.max_header_bytes, max_fields=limits.max_headers))
@@ -264,7 +310,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_fields += 1
         if self._head_bytes > self.limits.max_header_bytes or self._head_fields > self.limits.max_headers:
             raise _HeadTooLarge
-        super().on_header(name, value)
+        # uvicorn's own on_header, inline (one Python call per header line, not two)
+        name = name.lower()
+        value = value.rstrip(b" \t")  # llhttp keeps trailing OWS, which RFC 9110 excludes from the value
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._head_open = False
@@ -276,7 +327,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             cycle.transport = held  # type: ignore[assignment]  # the calls a cycle makes: write, close, is_closing
             cycle.on_response = functools.partial(self._response_done, held)
         if self.parser.should_upgrade() and self._should_upgrade():
-            self._stop_waiting()  # a WebSocket: never timed here
+            self._disarm()  # a WebSocket: never timed here
         else:
             self._wait_for(_BODY)  # ends at on_message_complete, at once when there is no body
 
@@ -316,7 +367,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def handle_websocket_upgrade(self, request: bytes | None = None) -> None:
         """uvicorn's, or with ``request``: that request, as it came, to the WebSocket protocol."""
-        self._stop_waiting()
+        self._disarm()
         if request is None:
             super().handle_websocket_upgrade()  # it rebuilds the request from the parsed head
         else:

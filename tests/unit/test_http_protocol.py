@@ -116,6 +116,99 @@ async def test_progress_resets_the_body_timer() -> None:
     await _finish(protocol)
 
 
+async def test_requests_that_come_whole_arm_no_timer_and_a_cut_one_is_timed() -> None:
+    """The connection's one timer is armed when it is made. The usual request arrives in one read:
+    its head and body waits begin and end inside the parser, the keep-alive wait after its answer
+    reuses the timer, and no timer is made for any of them. One cut short, even the fourth on a
+    keep-alive connection, is timed all the same."""
+    protocol, transport = _protocol(_echo)
+    assert protocol._timer is not None  # the first request's head, from the connection
+    armed = 0
+    arm = protocol._arm
+
+    def counting(now: float | None = None) -> None:
+        nonlocal armed
+        armed += 1
+        arm(now)
+
+    protocol._arm = counting  # type: ignore[method-assign]
+    for _ in range(3):
+        protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab")
+        for _ in range(5):
+            await asyncio.sleep(0)
+    assert armed == 0 and not transport.closed
+    assert transport.written.count(b"HTTP/1.1 200 OK") == 3
+    protocol.data_received(HEAD + b"\r\nsome")  # the fourth stalls in its body
+    await asyncio.sleep(BODY_S * 3)
+    assert transport.closed and transport.written.count(b"HTTP/1.1 408 ") == 1
+    await _finish(protocol)
+
+
+class ClockedTransport(Transport):
+    closed_at: float | None = None
+
+    def close(self) -> None:
+        self.closed_at = asyncio.get_running_loop().time()
+        super().close()
+
+
+async def test_an_idle_keep_alive_connection_closes_after_timeout_keep_alive_and_not_before() -> None:
+    """uvicorn's keep-alive timeout, kept by the one timer: not while a request is answered, not
+    while requests keep coming, and soon after the last answer once the client is idle."""
+    config = Config(app=_echo, loop="asyncio", lifespan="off", timeout_keep_alive=1)
+    config.load()
+    limits = HttpLimits(head_timeout_s=30, body_timeout_s=30, max_header_bytes=1024, max_headers=10)
+    protocol = LimitedHttpToolsProtocol(
+        config=config, server_state=ServerState(), app_state={}, _loop=asyncio.get_running_loop(), limits=limits
+    )
+    loop = asyncio.get_running_loop()
+    transport = ClockedTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    for _ in range(6):  # 1.5 s of requests, more than the keep-alive timeout in all
+        protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab")
+        idle = loop.time()  # about when the answer went (the app answers at once)
+        await asyncio.sleep(0.25)
+    assert not transport.closed and transport.written.count(b"HTTP/1.1 200 OK") == 6
+    await asyncio.sleep(2.0)
+    assert transport.closed_at is not None and 0.9 <= transport.closed_at - idle < 1.6  # not the head timeout's 30 s
+    await _finish(protocol)
+
+
+async def _headers_seen(protocol_class: type, request: bytes) -> list[tuple[bytes, bytes]]:
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(list(scope["headers"]))
+        await _answers(scope, receive, send)
+
+    config = Config(app=app, loop="asyncio", lifespan="off")
+    config.load()
+    kwargs = {"limits": LIMITS} if protocol_class is LimitedHttpToolsProtocol else {}
+    protocol = protocol_class(
+        config=config, server_state=ServerState(), app_state={}, _loop=asyncio.get_running_loop(), **kwargs
+    )
+    protocol.connection_made(Transport())
+    protocol.data_received(request)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    protocol.connection_lost(None)
+    return seen[0]  # type: ignore[no-any-return]
+
+
+async def test_header_fields_reach_the_app_as_uvicorn_gives_them() -> None:
+    """on_header does uvicorn's work itself (one call per line): names lowercased, trailing
+    whitespace dropped, order and repeats kept, ``Expect: 100-continue`` noticed."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    request = (
+        b"POST /x HTTP/1.1\r\nHost: x\r\nX-Trail: value \t\r\nX-Twice: 1\r\nx-twice: 2\r\n"
+        b"EXPECT: 100-Continue\r\nContent-Length: 0\r\n\r\n"
+    )
+    ours = await _headers_seen(LimitedHttpToolsProtocol, request)
+    assert ours == await _headers_seen(HttpToolsProtocol, request)
+    assert (b"x-trail", b"value") in ours and (b"expect", b"100-Continue") in ours
+
+
 async def test_a_head_over_the_cap_in_pieces_is_refused_before_it_completes() -> None:
     protocol, transport = _protocol(_never_reads)
     protocol.data_received(b"GET / HTTP/1.1\r\nX-Big: ")
