@@ -325,3 +325,24 @@ def test_webhook_url_refuses_what_cannot_be_sent_as_written() -> None:
     ]
     for bad in bad_urls:
         assert refusal(lambda bad=bad: params.webhook_url({"WebhookUrl": bad})) == (400, 54051), bad
+
+
+_FORM_PIECES = list('ab=&+%\\x 09afAFgzG"{}:,é✓\x00') + ["%C3", "%A9", "%e2%9c%93", "%2", "%%", "%41", "\\%41"]
+_FORM_TEXT = st.lists(st.sampled_from(_FORM_PIECES), max_size=40).map("".join)
+
+
+@given(st.one_of(_FORM_TEXT, st.text(max_size=40)))
+def test_the_form_parser_answers_what_parse_qsl_does(body: str) -> None:
+    """parse_form's unquoting (the unicode_escape codec on ASCII) against the standard library's,
+    on text dense with escapes, broken escapes, backslashes, '+' and non-ASCII."""
+    from urllib.parse import parse_qsl
+
+    assert params.parse_form(body) == parse_qsl(body, keep_blank_values=True)
+
+
+def test_the_form_parser_reads_a_json_data_body_as_parse_qsl() -> None:
+    from urllib.parse import parse_qsl
+
+    body = urlencode({"Data": json.dumps({"t": 1.5, "s": 'a\\b "q" é ✓ %41'}), "Ttl": "0", "Empty": ""})
+    assert params.parse_form(body) == parse_qsl(body, keep_blank_values=True)
+    assert dict(params.parse_form(body))["Data"] == json.dumps({"t": 1.5, "s": 'a\\b "q" é ✓ %41'})
