@@ -92,8 +92,10 @@ class Subscription:
         if eid <= self.cursor or not (self.active or replay):
             return
         self.cursor = eid
-        if frame is not None and origin != self.session.endpoint:
-            self._send([frame])
+        if frame is not None:
+            session = self.session
+            if origin != session.endpoint:
+                session.send_event(self, frame)
         if removal:
             self.session.forget(self)
 
@@ -231,6 +233,24 @@ class Session:
             self.push(events[0])
         else:
             self.push_many(events)
+
+    def send_event(self, sub: Subscription, message: Message) -> None:
+        """One object event of ``sub``: held if it is a Document and the connection is backed up
+        (``hold``), else sent and counted as ``deliver`` does. What ``Subscription._send`` and
+        ``deliver`` do for a lone frame, in one call: a fan-out runs it once per subscriber."""
+        ws = self.ws
+        if sub.kind is Kind.DOCUMENT and (ws.write_paused or self.unacked >= self.window):
+            self.hold(sub, message)
+            return
+        if self.acks:
+            self.unacked += 1
+            self.last_sent = message
+        if self._deferred:
+            self.push_many([message])
+        elif not self.closed:
+            ws.send_message(message)
+            if ws.write_paused:
+                self._check_backlog()
 
     def push_many(self, messages: list[Message]) -> None:
         """Send several notifications in one write."""
