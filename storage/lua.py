@@ -67,8 +67,13 @@ def pack(args: Mapping[str, LuaArg]) -> bytes:
 
     ``use_bin_type=False``: Redis's cmsgpack predates msgpack's bin types and refuses them, so bytes
     go as msgpack raw strings, which it reads as Lua strings like any str."""
-    packed: bytes = msgpack.packb(args, use_bin_type=False)
+    packed: bytes = _PACKER.pack(args)
     return packed
+
+
+# one packer for every write (msgpack.packb makes one, and its buffer, per call: half its cost here);
+# the event loop's thread is the only one that writes
+_PACKER = msgpack.Packer(use_bin_type=False)
 
 
 def field_pairs(fields: Mapping[str, LuaArg]) -> list[LuaArg]:
