@@ -158,13 +158,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _wait_for(self, what: int) -> None:
         self._waiting = what
-        self._since = self.loop.time()
+        self._since = now = self.loop.time()
         if self._timer is None and not self._feeding:
-            self._arm()
+            self._arm(now)
 
     def _arm(self, now: float | None = None) -> None:
         now = self.loop.time() if now is None else now
-        self._timer = self.loop.call_at(min(self._since + self._timeout(), now + self._shortest), self._check)
+        delay = min(self._since + self._timeout() - now, self._shortest)
+        self._timer = self.loop.call_later(delay, self._check)
 
     def _stop_waiting(self) -> None:
         self._waiting = _IDLE
