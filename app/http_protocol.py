@@ -148,8 +148,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # (a request that came whole in one read, the usual case, never needs its timer)
         self._feeding = False
         # the timer never fires later than this after it was armed, so a wait that begins while it
-        # is armed (for an older, later deadline) is never checked late
-        self._shortest = min(self.limits.head_timeout_s, self.limits.body_timeout_s, self.timeout_keep_alive)
+        # is armed (for an older, later deadline) is never checked late; at least 10 ms, so that a
+        # keep-alive timeout of 0 (uvicorn's "close after the answer") cannot make it spin
+        timeouts = (self.limits.head_timeout_s, self.limits.body_timeout_s, self.timeout_keep_alive)
+        self._shortest = max(0.01, min(timeouts))
 
     # -- the one timer: armed when a wait begins and none is, checked when it fires, re-armed for
     # what is left. A wait that ends is not disarmed (``_stop_waiting``): on a busy keep-alive

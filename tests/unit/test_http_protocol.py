@@ -144,6 +144,34 @@ async def test_requests_that_come_whole_arm_no_timer_and_a_cut_one_is_timed() ->
     await _finish(protocol)
 
 
+async def test_a_keep_alive_timeout_of_zero_closes_after_the_answer_without_spinning() -> None:
+    """uvicorn's ``timeout_keep_alive=0``: the connection closes once answered. The one timer, whose
+    period is capped by the shortest timeout, still fires at most every 10 ms meanwhile."""
+    config = Config(app=_echo, loop="asyncio", lifespan="off", timeout_keep_alive=0)
+    config.load()
+    limits = HttpLimits(head_timeout_s=30, body_timeout_s=30, max_header_bytes=1024, max_headers=10)
+    protocol = LimitedHttpToolsProtocol(
+        config=config, server_state=ServerState(), app_state={}, _loop=asyncio.get_running_loop(), limits=limits
+    )
+    checks = 0
+    check = protocol._check
+
+    def counting() -> None:
+        nonlocal checks
+        checks += 1
+        check()
+
+    protocol._check = counting  # type: ignore[method-assign]
+    transport = Transport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    await asyncio.sleep(0.3)  # no request yet: the head's 30 s wait
+    assert 0 < checks <= 40 and not transport.closed
+    protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab")
+    await asyncio.sleep(0.1)
+    assert transport.closed and transport.written.startswith(b"HTTP/1.1 200 OK")
+    await _finish(protocol)
+
+
 class ClockedTransport(Transport):
     closed_at: float | None = None
 
