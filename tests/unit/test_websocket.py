@@ -471,34 +471,53 @@ async def test_bad_frames_on_a_compressed_connection_close_it_cleanly(read: byte
     assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == code and not h.messages
 
 
+async def _first_ping(t: Transport, within_s: float) -> list[tuple[int, bytes]]:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while loop.time() - start < within_s:
+        frames = server_frames(t.take())
+        if frames:
+            return frames
+        await asyncio.sleep(0.002)
+    return []
+
+
 async def test_each_ping_is_a_heartbeat_for_the_handler_and_a_silent_peer_is_dropped() -> None:
-    ws, t, handler = opened(ping_s=0.05)
-    assert ws.heartbeat_s == 0.05 and opened()[0].heartbeat_s is None
-    await asyncio.sleep(0.08)
-    assert server_frames(t.take()) == [(0x9, b"")] and handler.heartbeats == 1
+    ws, t, handler = opened(ping_s=0.32)  # the heartbeat ticks every 5 ms
+    assert ws.heartbeat_s == 0.32 and opened()[0].heartbeat_s is None
+    assert await _first_ping(t, 0.34) == [(0x9, b"")] and handler.heartbeats == 1  # within one interval
     ws.data_received(client_frame(b"", opcode=0xA))  # the pong
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.22)
+    assert server_frames(t.take()) == [] and handler.heartbeats == 1
+    await asyncio.sleep(0.23)  # one interval after the first (0.32), the next
     assert server_frames(t.take()) == [(0x9, b"")] and handler.heartbeats == 2
-    await asyncio.sleep(0.05)  # no pong this time: dropped, without a heartbeat
+    await asyncio.sleep(0.35)  # no pong this time: dropped at its next turn (0.64), without a heartbeat
     assert t.aborted and handler.heartbeats == 2
 
 
 async def test_the_connections_of_a_server_share_one_heartbeat_and_each_is_pinged_once_an_interval() -> None:
+    """A crowd that connects at once is dealt over the slots: each tick pings a 64th of it, and each
+    connection is pinged once an interval."""
     state = SimpleNamespace(connections=set(), default_headers=[])
-    first = [opened(ping_s=0.4, state=state) for _ in range(10)]  # ticks every 0.05 s: pinged at 0.4
-    await asyncio.sleep(0.175)  # between two ticks: the others are pinged at 0.55
-    later = [opened(ping_s=0.4, state=state) for _ in range(10)]
+    crowd = [opened(ping_s=0.64, state=state) for _ in range(256)]  # ticks every 10 ms
     beat = state.sync_heartbeat
-    assert all(ws._beat is beat for ws, _, _ in first + later)
-    await asyncio.sleep(0.3)  # 0.475 s
-    assert [len(server_frames(t.take())) for _, t, _ in first] == [1] * 10
-    assert [len(server_frames(t.take())) for _, t, _ in later] == [0] * 10
-    for ws, _, _ in first + later:
-        ws.data_received(client_frame(b"", opcode=0xA))
-    await asyncio.sleep(0.15)  # 0.625 s: the others are pinged, the first ten not again (0.8)
-    assert [len(server_frames(t.take())) for _, t, _ in first] == [0] * 10
-    assert [len(server_frames(t.take())) for _, t, _ in later] == [1] * 10
-    for ws, _, _ in first + later:
+    assert all(ws._beat is beat for ws, _, _ in crowd)
+    assert sorted({len(slot) for slot in beat._slots}) == [4]  # 256 dealt over 64 slots
+    pinged_at: dict[int, list[float]] = {i: [] for i in range(len(crowd))}
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while loop.time() - start < 1.45:  # over two intervals, answering every ping
+        for i, (ws, t, _) in enumerate(crowd):
+            for _ in server_frames(t.take()):
+                pinged_at[i].append(loop.time() - start)
+                ws.data_received(client_frame(b"", opcode=0xA))
+        await asyncio.sleep(0.005)
+    for times in pinged_at.values():
+        assert 2 <= len(times) <= 3 and times[0] <= 0.7, times
+        assert all(0.58 <= b - a <= 0.7 for a, b in zip(times, times[1:], strict=False)), times
+    firsts = sorted(times[0] for times in pinged_at.values())
+    assert firsts[63] < 0.25 and firsts[-64] > 0.4  # spread over the interval, not in one tick
+    for ws, _, _ in crowd:
         ws.connection_lost(None)
-    await asyncio.sleep(0.06)
+    await asyncio.sleep(0.03)
     assert beat._timer is None and not any(beat._slots)  # no connection: no more wake-ups
