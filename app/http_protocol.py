@@ -246,7 +246,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
-        self._unset_keepalive_if_required()
         self.flow.resume_reading()
         if self.pipeline:  # a pipelined request was waiting for this answer
             cycle, app = self.pipeline.pop()

@@ -237,20 +237,14 @@ class Session:
     def send_event(self, sub: Subscription, message: Message) -> None:
         """One object event of ``sub``: held if it is a Document and the connection is backed up
         (``hold``), else sent and counted as ``deliver`` does. What ``Subscription._send`` and
-        ``deliver`` do for a lone frame, in one call: a fan-out runs it once per subscriber."""
-        ws = self.ws
-        if sub.kind is Kind.DOCUMENT and (ws.write_paused or self.unacked >= self.window):
+        ``deliver`` do for a lone frame, without their lists: a fan-out runs it once per subscriber."""
+        if sub.kind is Kind.DOCUMENT and (self.ws.write_paused or self.behind):
             self.hold(sub, message)
             return
         if self.acks:
             self.unacked += 1
             self.last_sent = message
-        if self._deferred:
-            self.push_many([message])
-        elif not self.closed:
-            ws.send_message(message)
-            if ws.write_paused:
-                self._check_backlog()
+        self.push(message)
 
     def push_many(self, messages: list[Message]) -> None:
         """Send several notifications in one write."""
