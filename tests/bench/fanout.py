@@ -3,7 +3,7 @@
 Usage:  python tests/bench/fanout.py [--subscribers 100,1000,5000 | --quick] [--seconds 4]
         [--paced-seconds 5] [--rate 2000] [--writers 4] [--clients 2] [--servers reference,sync]
         [--no-deflate] [--no-acks] [--kind document|map] [--compression] [--server-compression]
-        [--reference-coalesce]
+        [--reference-coalesce] [--latency-rounds K]
 
 Starts its own Valkey, then for each N runs the reference server and one sync-server process one
 after the other, with the same client code, N, payload (~200-byte Document data) and writer (REST
@@ -39,6 +39,15 @@ sync-server runs with its default settings (not the test helpers' faster backgro
 Nothing lost: after each write phase every subscriber must have received every write exactly once
 (sampled ones: in order); otherwise the run prints FAIL and exits 1.
 The table prints each sync-server figure followed by its ratio to the reference's.
+
+--latency-rounds K: the paced phase alone, in turns. Both servers run at once, each with its own N
+subscribers, and after a 2 s window each that is not counted (a server's first writes after the
+connects are slower) take K rounds of paced windows each (--paced-seconds long; reference then
+sync-server, then the other way round, and so on); the figure is the median of the rounds' p50 and
+p99 ratios, with the lowest and highest. This machine's latency drifts by more than a tenth of a
+millisecond from one minute to the next, as much as a change to the write path may save; the
+ratio of windows a few seconds apart, taken in turns, drifts far less than that of two runs made
+minutes apart (the rest of the run is skipped).
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ import json
 import multiprocessing as mp
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -694,6 +704,55 @@ def idle_deflate(target: Target, tokens: list[str], sid: str, args: argparse.Nam
         clients.stop()
 
 
+def latency_rounds(
+    n: int, tokens: list[str], service: str, sid: str, redis: RedisProcess, args: argparse.Namespace
+) -> list[str]:
+    """--latency-rounds for one N: prints each round's windows and ratios, then their medians;
+    returns what was lost (as run_target's ``fail``)."""
+    targets = [
+        start_reference(redis, args.server_compression, args.reference_coalesce),
+        start_sync(redis, service, sid, args.server_compression),
+    ]
+    groups: list[Clients] = []
+    failures: list[str] = []
+    ratios: dict[str, list[float]] = {"p50": [], "p99": []}
+    try:
+        time.sleep(1.0)
+        for target in targets:
+            group = Clients(target.ws_url, tokens, sid, args.compression, args.clients)
+            groups.append(group)
+            subscribed, _ = group.ready()
+            if subscribed != n:
+                return [f"{target.name} N={n}: {n - subscribed} of {n} subscribers did not subscribe"]
+        for i, target in enumerate(targets):  # not counted: a server's first writes after the connects are slower
+            write_phase(target, groups[i], tree(target.pid), n, "warm-up", False, args.rate / n, 2.0, args.writers)
+        for r in range(args.latency_rounds):
+            figs: dict[int, dict[str, Any]] = {}
+            for i in (0, 1) if r % 2 == 0 else (1, 0):
+                target = targets[i]
+                figs[i], problems = write_phase(
+                    target, groups[i], tree(target.pid), n, f"paced {r + 1}", False, args.rate / n,
+                    args.paced_seconds, args.writers,
+                )  # fmt: skip
+                if problems:
+                    failures.append(f"{target.name} N={n} round {r + 1}: " + ", ".join(problems))
+            for key in ratios:
+                ratios[key].append(figs[1][key] / figs[0][key])
+            last = ", ".join(f"{key} {v[-1]:.2f}x" for key, v in ratios.items())
+            print(f"  round {r + 1}: sync-server ÷ reference {last}", flush=True)
+    finally:
+        for group in groups:
+            group.stop()
+        for target in targets:
+            target.stop()
+    print(
+        f"N={n:,}: sync-server ÷ reference over {args.latency_rounds} rounds, median [lowest–highest]: "
+        + ", ".join(f"{key} {statistics.median(v):.2f}x [{min(v):.2f}–{max(v):.2f}]" for key, v in ratios.items()),
+        flush=True,
+    )
+    return failures
+
+
 # -- the table --------------------------------------------------------------------------------------
 
 
@@ -799,6 +858,9 @@ def main() -> None:
         help="the reference writes the frames of one pub/sub read in one write per connection",
     )
     ap.add_argument("--server-compression", action="store_true", help="the servers accept it (SYNC_WS_COMPRESSION)")
+    ap.add_argument(
+        "--latency-rounds", type=int, default=0, help="only the paced phase: K rounds in turns, both servers up"
+    )
     args = ap.parse_args()
     global KIND
     KIND = args.kind
@@ -821,6 +883,9 @@ def main() -> None:
         )
         for n in ns:
             toks = [mint(ACCOUNT_SID, key.sid, key.secret, f"user{i}", service, 3600) for i in range(n)]
+            if args.latency_rounds:
+                failures += latency_rounds(n, toks, service, docs[n], redis, args)
+                continue
             results[n] = {}
             for which in servers:
                 start = (
@@ -848,7 +913,8 @@ def main() -> None:
                 if "fail" in res:
                     failures.append(f"{target.name} N={n}: {res['fail']}")
                 results[n][target.name] = res
-        table(ns, results)
+        if results:
+            table(ns, results)
     finally:
         setup.stop()
         redis.stop()
