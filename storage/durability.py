@@ -18,6 +18,7 @@ a failover; a retry with the same Idempotency-Key (issue 13) is what makes retry
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,6 +27,8 @@ from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
 from .errors import StoreUnavailableError
 from .redis_client import SORTED, UNREACHABLE, Health, LuaReply, raise_unavailable
+
+log = logging.getLogger("sync.store")
 
 Level = Literal["local", "fsync", "replica"]
 
@@ -107,7 +110,8 @@ async def _pipeline(raw: Any, wait: tuple[str | int, ...], sha: str, declared: S
 
 async def check_durability(raw: Any, durability: Durability) -> None:
     """Refuse to start (ValueError) where ``fsync`` cannot work: a primary with AOF off answers
-    WAITAOF with an error (a 1 ms wait on a connection that wrote nothing returns at once)."""
+    WAITAOF with an error (a 1 ms wait on a connection that wrote nothing returns at once). Warn
+    where it works less well than it could (``appendfsync`` other than ``always``: EVERYSEC_WARNING)."""
     if durability.level != "fsync":
         return
     kwargs: dict[str, Any] = {}
@@ -119,3 +123,39 @@ async def check_durability(raw: Any, durability: Durability) -> None:
         raise
     except Exception as exc:
         raise ValueError(f"SYNC_DURABILITY=fsync needs appendonly yes on every primary: {exc}") from exc
+    try:
+        policies = _config_values(await raw.execute_command("CONFIG", "GET", "appendfsync", **kwargs))
+    except UNREACHABLE:
+        raise
+    except Exception as exc:  # CONFIG renamed or refused (a managed Redis): nothing to say
+        log.info("SYNC_DURABILITY=fsync: could not read appendfsync (%s); appendfsync always is advised", exc)
+        return
+    if policies - {"always"}:
+        log.warning(EVERYSEC_WARNING, ", ".join(sorted(policies)))
+
+
+# At appendfsync everysec (or no) WAITAOF waits for Valkey's next background fsync: when writes are
+# few, one at a time, that took 27-58 ms at p50 on this box, against 3.2 ms with always
+# (tests/bench/durability.py measures both under load). And Valkey sends each reply and pub/sub
+# message before that fsync (while an earlier fsync runs it even postpones the AOF write, up to
+# 2 s), so a subscriber or a read can see a write that a kill -9 of Valkey then takes back, its
+# event id later reused (never an acknowledged write: that one waited). With always, Valkey writes
+# and fsyncs before it sends anything, so what any client has seen survives the crash.
+EVERYSEC_WARNING = (
+    "SYNC_DURABILITY=fsync on appendfsync %s: each write waits for Valkey's next background fsync "
+    "(tens of ms when writes are few), and subscribers may see a write that a crash of Redis then takes "
+    "back; set appendfsync always on every primary (the embedded Valkey's default at this level)"
+)
+
+
+def _config_values(reply: Any) -> set[str]:
+    """The values of one CONFIG GET of one parameter: redis-py answers a dict (or a flat list) for one
+    node and, on a Cluster, a dict of them by node."""
+    if isinstance(reply, dict) and len(reply) == 1 and not isinstance(next(iter(reply.values())), dict | list):
+        reply = list(reply.items())[0]
+    if isinstance(reply, dict):
+        return set().union(*(_config_values(r) for r in reply.values()))
+    if isinstance(reply, list | tuple) and len(reply) == 2:
+        value = reply[1]
+        return {value.decode() if isinstance(value, bytes) else str(value)}
+    raise ValueError(f"unexpected CONFIG GET reply {reply!r}")

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from redis import Redis
 
+from storage.durability import EVERYSEC_WARNING
 from tests.cluster_failover import ReplicatedPair
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, RedisProcess, ServerProcess
 
@@ -32,13 +33,35 @@ def _service(c: httpx.Client) -> str:
     return str(r.json()["sid"])
 
 
+def _appendfsync(server: ServerProcess) -> str:
+    """The appendfsync of the server's embedded Valkey (its URL is in the data dir)."""
+    url = (Path(server.data_dir) / "redis" / "url").read_text().strip()
+    with Redis.from_url(url) as valkey:
+        return str(valkey.config_get("appendfsync")["appendfsync"])
+
+
 def test_fsync_acknowledges_writes_on_the_embedded_valkey() -> None:
-    """The embedded Valkey has AOF on: WAITAOF 1 0 answers once the write is fsynced."""
+    """The embedded Valkey has AOF on: WAITAOF 1 0 answers once the write is fsynced. At this level
+    it runs appendfsync always (nothing leaves Valkey before its fsync), unless told otherwise."""
     with ServerProcess(env={"SYNC_DURABILITY": "fsync"}) as server, _client(server) as c:
+        assert _appendfsync(server) == "always"
         service = _service(c)
         for i in range(5):
             r = c.post(f"/v1/Services/{service}/Documents", data={"UniqueName": f"d{i}", "Data": '{"n": 1}'})
             assert r.status_code == 201, r.text
+    assert EVERYSEC_WARNING.split("%s")[0] not in Path(server.log_path).read_text()
+    with ServerProcess(env={"SYNC_DURABILITY": "fsync", "SYNC_REDIS_APPENDFSYNC": "everysec"}) as server:
+        assert _appendfsync(server) == "everysec"
+    with ServerProcess() as server:  # local: the everysec of every Valkey's default configuration
+        assert _appendfsync(server) == "everysec"
+
+
+def test_fsync_warns_on_a_primary_at_appendfsync_everysec(pair: ReplicatedPair) -> None:
+    """An external primary with AOF at everysec works at fsync, but the server says what it costs."""
+    with ServerProcess(redis_url=pair.url, env={"SYNC_DURABILITY": "fsync"}) as server, _client(server) as c:
+        r = c.post(f"/v1/Services/{_service(c)}/Documents", data={"Data": '{"n": 1}'})
+        assert r.status_code == 201, r.text
+    assert EVERYSEC_WARNING % "everysec" in Path(server.log_path).read_text()
 
 
 def test_fsync_refuses_to_start_without_aof(redis_server: RedisProcess) -> None:

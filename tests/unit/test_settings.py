@@ -95,6 +95,16 @@ def test_every_documented_name_is_read(clean_env: pytest.MonkeyPatch) -> None:
     assert "secret" not in repr(s)
 
 
+def test_the_embedded_appendfsync_follows_the_durability_unless_set() -> None:
+    """fsync durability: always (Valkey fsyncs before it answers anyone); otherwise everysec, Valkey's own
+    default; a value given is kept at every level."""
+    assert Settings.from_env(durability="fsync").embedded_appendfsync == "always"
+    assert Settings.from_env(durability="local").embedded_appendfsync == "everysec"
+    assert Settings.from_env(durability="replica").embedded_appendfsync == "everysec"
+    assert Settings.from_env(durability="fsync", redis_appendfsync="everysec").embedded_appendfsync == "everysec"
+    assert Settings.from_env(redis_appendfsync="no").embedded_appendfsync == "no"
+
+
 def test_only_the_exact_names_count(clean_env: pytest.MonkeyPatch) -> None:
     for var in ("port", "sync_port", "SYNC_port", "SYNC_REDIS_URL", "REDIS_PORT"):
         clean_env.setenv(var, "1")
