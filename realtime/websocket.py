@@ -595,9 +595,7 @@ class Heartbeat:
         self._dealt += 1
         self._slots[slot].add(ws)
         if self._timer is None:
-            loop = asyncio.get_running_loop()
-            self._due = loop.time() + self.interval_s / self.SLOTS
-            self._timer = loop.call_at(self._due, self._tick)
+            self._schedule()
         return slot
 
     def discard(self, ws: ServerConnection, slot: int) -> None:
@@ -613,11 +611,16 @@ class Heartbeat:
                 log.exception("a WebSocket's ping failed")
         self._timer = None
         if any(self._slots):  # else idle until the next connection (no wake-ups for nothing)
-            # ticks at fixed times, not a tick's length after the last one ended: over 64 ticks
-            # those lengths would add up to a longer interval
-            loop = asyncio.get_running_loop()
-            self._due = max(self._due + self.interval_s / self.SLOTS, loop.time())
-            self._timer = loop.call_at(self._due, self._tick)
+            self._schedule(self._due)
+
+    def _schedule(self, after: float | None = None) -> None:
+        """The next tick, one tick's time after ``after`` (the tick due then; None: now), never in
+        the past. Ticks come at fixed times, not a tick's length after the last one ended: over 64
+        ticks those lengths would add up to a longer interval."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._due = max((now if after is None else after) + self.interval_s / self.SLOTS, now)
+        self._timer = loop.call_at(self._due, self._tick)
 
 
 Proxies = tuple[bool, frozenset[str], tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]]
