@@ -39,12 +39,14 @@ class ValkeyCluster:
         replicas: int = 1,
         node_timeout_ms: int = 2000,
         aof: bool = False,
+        appendfsync: str = "everysec",
         patience: float = 1.0,
         dir: str | None = None,
     ) -> None:
         self.dir = dir or tempfile.mkdtemp(prefix="sync-cluster-")
         self.node_timeout_ms = node_timeout_ms
         self.aof = aof
+        self.appendfsync = appendfsync  # with aof: always, as the embedded Valkey at SYNC_DURABILITY=fsync
         self.patience = patience
         self.ports: list[int] = []
         self._bus: dict[int, int] = {}  # node port -> its cluster bus port
@@ -77,7 +79,7 @@ class ValkeyCluster:
     def _start(self, port: int) -> subprocess.Popen[bytes]:
         node_dir = os.path.join(self.dir, str(port))
         os.makedirs(node_dir, exist_ok=True)
-        persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.aof else ["--appendonly", "no"]
+        persistence = ["--appendonly", "yes", "--appendfsync", self.appendfsync] if self.aof else ["--appendonly", "no"]
         # the bus port must be given: the default (port + 10000) overflows for high free ports
         return subprocess.Popen(
             [server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",

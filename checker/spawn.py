@@ -114,6 +114,7 @@ class Spawned:
             TWILIO_AUTH_TOKEN=self.auth_token,
         )
         self.with_cluster = cluster
+        self.durability = durability
         self.cluster: ValkeyCluster | None = None
         if cluster:
             env["REDIS_CLUSTER"] = "true"
@@ -129,7 +130,9 @@ class Spawned:
 
     def start(self) -> None:
         if self.with_cluster:
-            self.cluster = ValkeyCluster(aof=True, dir=str(self.dir / "valkey"))
+            # at fsync, appendfsync always: what the server advises (storage/durability.py EVERYSEC_WARNING)
+            policy = "always" if self.durability == "fsync" else "everysec"
+            self.cluster = ValkeyCluster(aof=True, appendfsync=policy, dir=str(self.dir / "valkey"))
         for server in self.servers:
             self.start_server(server)
 
