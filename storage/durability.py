@@ -135,8 +135,8 @@ async def check_durability(raw: Any, durability: Durability) -> None:
 
 
 # At appendfsync everysec (or no) WAITAOF waits for Valkey's next background fsync: when writes are
-# few, one at a time, that took 27-58 ms at p50 on this box, against 3.2 ms with always
-# (tests/bench/durability.py measures both under load). And Valkey sends each reply and pub/sub
+# few (one every 20 ms), that took 26-58 ms at p50 on this box, against 3.2-3.7 ms with always;
+# back to back the two come out alike (tests/bench/durability.py measures both). And Valkey sends each reply and pub/sub
 # message before that fsync (while an earlier fsync runs it even postpones the AOF write, up to
 # 2 s), so a subscriber or a read can see a write that a kill -9 of Valkey then takes back, its
 # event id later reused (never an acknowledged write: that one waited). With always, Valkey writes
