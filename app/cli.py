@@ -155,7 +155,7 @@ def redis_for(
         if _reachable(url):
             yield url
             return
-    embedded = EmbeddedRedis(settings.data_dir, settings.redis_port, settings.embedded_appendfsync)
+    embedded = EmbeddedRedis(settings.data_dir, settings.redis_port, settings.redis_appendfsync)
     embedded.start()
     url_file.write_text(embedded.url)
     if on_valkey_lost is not None:

@@ -12,7 +12,7 @@ rules the server has always had on top of it: an empty variable counts as unset,
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
@@ -84,10 +84,9 @@ class Settings(BaseSettings):
     )
     data_dir: str = Field("./data", description="where the embedded Valkey keeps its data and AOF (<dir>/redis)")
     redis_port: int = Field(0, description="port of the embedded Valkey on 127.0.0.1 (0: a free port)")
-    redis_appendfsync: Literal["always", "everysec", "no"] | None = Field(
-        None,
-        description="embedded Valkey's appendfsync: always, everysec or no (unset: always with "
-        "SYNC_DURABILITY=fsync, else everysec)",
+    redis_appendfsync: Literal["always", "everysec", "no"] = Field(
+        "always",
+        description="embedded Valkey's appendfsync: always (nothing leaves Valkey before its fsync), everysec, no",
     )
     redis_timeout_s: float = Field(
         5.0, gt=0, description="longest wait for one Redis reply or connection (then 503/20503, not a hang)"
@@ -196,17 +195,6 @@ class Settings(BaseSettings):
             multiplex=self.redis_multiplex,
         )
 
-    @property
-    def embedded_appendfsync(self) -> Literal["always", "everysec", "no"]:
-        """The embedded Valkey's ``appendfsync``. At ``fsync`` durability ``always`` unless told
-        otherwise: Valkey then writes and fsyncs its AOF before it sends any reply or pub/sub message,
-        so WAITAOF answers at once (at ``everysec`` it waits for the next background fsync), and no
-        subscriber or read sees a write a crash of Valkey could still take back (EVERYSEC_WARNING in
-        storage/durability.py)."""
-        if self.redis_appendfsync is not None:
-            return self.redis_appendfsync
-        return "always" if self.durability == "fsync" else "everysec"
-
     def to_env(self) -> dict[str, str]:
         """The environment that makes ``from_env`` in another process (a uvicorn worker) equal this."""
         env = {}
@@ -274,13 +262,6 @@ def _one_line(exc: ValidationError, flags: set[str]) -> str:
     return "; ".join(_message(error, by_env, flags) for error in exc.errors())
 
 
-def _choices(annotation: Any) -> list[str]:
-    """The values a ``Literal[...]`` (or ``Literal[...] | None``) setting takes."""
-    if get_origin(annotation) is Literal:
-        return [str(c) for c in get_args(annotation)]
-    return [c for arg in get_args(annotation) for c in _choices(arg)]
-
-
 def _message(error: ErrorDetails, by_env: dict[str, str], flags: set[str]) -> str:
     """``SYNC_PORT: 'x' is not a valid int``: the source first, then what is wrong with its value."""
     ctx_error = (error.get("ctx") or {}).get("error")
@@ -293,6 +274,6 @@ def _message(error: ErrorDetails, by_env: dict[str, str], flags: set[str]) -> st
     if kind in ("int", "float"):
         return f"{source}: {error['input']!r} is not a valid {kind}"
     if kind == "literal":
-        choices = _choices(Settings.model_fields[name].annotation)
+        choices = [str(c) for c in get_args(Settings.model_fields[name].annotation)]
         return f"{source}: {error['input']!r} is not {', '.join(choices[:-1])} or {choices[-1]}"
     return f"{source}: {ctx_error or error['msg']}"

@@ -46,7 +46,7 @@ class ValkeyCluster:
         self.dir = dir or tempfile.mkdtemp(prefix="sync-cluster-")
         self.node_timeout_ms = node_timeout_ms
         self.aof = aof
-        self.appendfsync = appendfsync  # with aof: always, as the embedded Valkey at SYNC_DURABILITY=fsync
+        self.appendfsync = appendfsync  # with aof
         self.patience = patience
         self.ports: list[int] = []
         self._bus: dict[int, int] = {}  # node port -> its cluster bus port

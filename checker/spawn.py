@@ -114,7 +114,6 @@ class Spawned:
             TWILIO_AUTH_TOKEN=self.auth_token,
         )
         self.with_cluster = cluster
-        self.durability = durability
         self.cluster: ValkeyCluster | None = None
         if cluster:
             env["REDIS_CLUSTER"] = "true"
@@ -130,9 +129,8 @@ class Spawned:
 
     def start(self) -> None:
         if self.with_cluster:
-            # at fsync, appendfsync always: what the server advises (storage/durability.py EVERYSEC_WARNING)
-            policy = "always" if self.durability == "fsync" else "everysec"
-            self.cluster = ValkeyCluster(aof=True, appendfsync=policy, dir=str(self.dir / "valkey"))
+            # appendfsync always, as the embedded Valkey and deploy/redis.conf (storage/durability.py)
+            self.cluster = ValkeyCluster(aof=True, appendfsync="always", dir=str(self.dir / "valkey"))
         for server in self.servers:
             self.start_server(server)
 

@@ -5,7 +5,7 @@
   ``appendfsync`` (everysec: about a second), and a failover whatever the replica had not received.
 * ``fsync``: ``WAITAOF 1 0 <timeout>`` after the script: acknowledged once the primary's AOF is
   fsynced (survives a power loss of the primary; a failover can still lose it). Needs AOF on, and
-  is meant for ``appendfsync always`` (the embedded Valkey's at this level; EVERYSEC_WARNING says why).
+  is meant for ``appendfsync always`` (the embedded Valkey's default; EVERYSEC_WARNING says why).
 * ``replica``: ``WAIT 1 <timeout>`` after the script: acknowledged once at least one replica has the
   write (in its memory: what a failover promotes). A primary with no replica answers every write 503.
 

@@ -1,7 +1,8 @@
 """Valkey topologies with replicas for the durability and failover tests (tests/test_durability.py,
 tests/test_failover.py, tests/bench/failover.py): a primary with one replica, and a Cluster of 3
 masters + 3 replicas whose nodes fail over within about a second (``cluster-node-timeout`` 1000 ms)
-so a test that kills a master stays bounded. AOF on (appendfsync everysec) as in production.
+so a test that kills a master stays bounded. AOF on, at appendfsync everysec: what these tests are
+about is the replica, not the disk (deploy/redis.conf says always).
 
 The Cluster is checker/cluster.py's (as tests/helpers.py's ClusterProcess, the suite's fast fixture
 without persistence), with AOF on and a shorter node timeout."""

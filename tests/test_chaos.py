@@ -2,8 +2,8 @@
 realtime subscribers; no acknowledged write is lost, no event is missing or duplicated, and the
 server recovers without a person.
 
-One sync-server on its own embedded Valkey (appendfsync always, so a write acknowledged before a
-kill -9 is on disk). The server's supervisor restarts a killed Valkey by itself; when the server
+One sync-server on its own embedded Valkey (at its default appendfsync always, so a write
+acknowledged before a kill -9 is on disk). The server's supervisor restarts a killed Valkey by itself; when the server
 itself is killed, the test plays systemd and starts a new one on the same data dir and port.
 
 Writers (REST, httpx): writer ``w`` updates Document ``doc{w}``, appends to the shared List and sets
@@ -44,7 +44,6 @@ WRITERS = 3
 MAP_KEYS = 4
 PACE_S = 0.02  # between two writes of one writer: bounds the load on a shared 2-core machine
 SETTLE_S = 2.0  # writes between two faults, once 2xx answers are back
-ENV = {"SYNC_REDIS_APPENDFSYNC": "always"}
 DOCS = [f"doc{w}" for w in range(WRITERS)]
 LIST = "chaos-list"
 MAP = "chaos-map"
@@ -360,7 +359,7 @@ def _counts(sdk: Sdk, sub: Subscriber) -> tuple[int, int]:
 async def test_kill_valkey_and_server_in_turn_loses_nothing_and_heals_itself() -> None:
     started = time.monotonic()
     data_dir = tempfile.mkdtemp(prefix="sync-chaos-")
-    servers = [ServerProcess(data_dir=data_dir, env=ENV).start()]
+    servers = [ServerProcess(data_dir=data_dir).start()]
     port = servers[0].port
     base_url, ws_url = servers[0].base_url, servers[0].ws_url
     sdk: Sdk | None = None
@@ -410,7 +409,7 @@ async def test_kill_valkey_and_server_in_turn_loses_nothing_and_heals_itself() -
                 else:
                     servers[-1].stop(signal.SIGKILL)  # its Valkey child dies with it (PDEATHSIG)
                     await asyncio.sleep(0.3)
-                    servers.append(await asyncio.to_thread(ServerProcess(data_dir=data_dir, env=ENV, port=port).start))
+                    servers.append(await asyncio.to_thread(ServerProcess(data_dir=data_dir, port=port).start))
                 faults.append(f"{fault}@{time.monotonic() - started:.1f}s")
                 await _wait_acked_after_kill(run, 3 * WRITERS, 30)
                 await asyncio.sleep(SETTLE_S)

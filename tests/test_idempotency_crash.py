@@ -2,7 +2,7 @@
 retry every unanswered write with its key once a server is back; in the end every write is applied
 exactly once: 0 lost, 0 doubled.
 
-One sync-server on its own embedded Valkey (appendfsync always, as in tests/test_chaos.py); when it is
+One sync-server on its own embedded Valkey (appendfsync always, its default); when it is
 killed the test plays systemd and starts a new one on the same data dir and port. The writes are List
 appends, the one write that is never idempotent by itself (each would add an item): writer ``w``
 appends ``{"w": w, "seq": n}`` with key ``w{w}-{n}``, and retries it (same key, same body) after a
@@ -29,7 +29,6 @@ pytestmark = pytest.mark.chaos
 WRITERS = 8
 WRITES = 30  # per writer
 CRASHES = 2
-ENV = {"SYNC_REDIS_APPENDFSYNC": "always"}
 
 
 @dataclass
@@ -72,7 +71,7 @@ async def _writer(w: int, base: str, url: str, tally: Tally, deadline: float) ->
 
 async def test_kill_9_mid_load_then_retry_with_keys_applies_every_write_exactly_once() -> None:
     data_dir = tempfile.mkdtemp(prefix="sync-idem-crash-")
-    servers = [ServerProcess(data_dir=data_dir, env=ENV).start()]
+    servers = [ServerProcess(data_dir=data_dir).start()]
     port = servers[0].port
     try:
         async with httpx.AsyncClient(base_url=servers[0].base_url, auth=(ACCOUNT_SID, AUTH_TOKEN)) as http:
@@ -88,7 +87,7 @@ async def test_kill_9_mid_load_then_retry_with_keys_applies_every_write_exactly_
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.01)
             servers[-1].stop(signal.SIGKILL)  # its Valkey child dies with it (PDEATHSIG)
-            servers.append(await asyncio.to_thread(ServerProcess(data_dir=data_dir, env=ENV, port=port).start))
+            servers.append(await asyncio.to_thread(ServerProcess(data_dir=data_dir, port=port).start))
         await asyncio.gather(*writers)
 
         async with httpx.AsyncClient(base_url=servers[-1].base_url, auth=(ACCOUNT_SID, AUTH_TOKEN)) as http:

@@ -64,11 +64,10 @@ def _wait_2xx(base: str, within: float = 30.0) -> None:
 
 
 def test_valkey_killed_under_rest_load_is_restarted_and_loses_no_acknowledged_write() -> None:
-    """At SYNC_REDIS_APPENDFSYNC=always: at the default everysec, a kill -9 of Valkey may take its
-    last acknowledged writes along (README, Durability and failover); meanwhile REST answers 503."""
+    """At the default SYNC_REDIS_APPENDFSYNC=always (at everysec, a kill -9 of Valkey may take its
+    last acknowledged writes along: README, Durability and failover); meanwhile REST answers 503."""
     data_dir = tempfile.mkdtemp(prefix="sync-valkey-kill-")
-    always = {"SYNC_REDIS_APPENDFSYNC": "always"}
-    with ServerProcess(data_dir=data_dir, env=always) as server, httpx.Client(base_url=server.base_url, auth=AUTH) as c:
+    with ServerProcess(data_dir=data_dir) as server, httpx.Client(base_url=server.base_url, auth=AUTH) as c:
         sid = c.post("/v1/Services", data={"FriendlyName": "kill"}).json()["sid"]
         acked: dict[str, int] = {}  # unique name -> the value the server acknowledged
         answers: Counter[tuple[int, str]] = Counter()  # the statuses and codes of what was not a 201

@@ -1,17 +1,17 @@
 """What each SYNC_DURABILITY level costs: REST writes/s and p50/p99 for local, fsync and replica.
 
 Usage:  python tests/bench/durability.py [--connections 16] [--seconds 5]
-                                         [--levels local,fsync,fsync-always,replica]
+                                         [--levels local,local-always,fsync,fsync-always,replica]
 
-Starts a Valkey primary (AOF on, appendfsync everysec, as the embedded one at local) with one replica
+Starts a Valkey primary (AOF on, appendfsync everysec) with one replica
 (tests/cluster_failover.py ReplicatedPair), then for each level one sync-server on that primary,
 loaded with Document updates (--connections connections over as many Documents, in-repo Python load
 generator in two processes, 1 s warm-up). Prints writes/s, p50 and p99 per level and their ratios to
 ``local``. A 503 (a wait that timed out) counts as an error and is shown. On a loaded 2-core machine
-the absolute figures are floors; the ratios are what the README quotes. ``fsync-always`` is
-``fsync`` with the primary switched to ``appendfsync always`` for its turn (CONFIG SET), as the
-embedded Valkey runs at that level: WAITAOF then answers at once instead of waiting for Valkey's
-next background fsync.
+the absolute figures are floors; the ratios are what the README quotes. ``<level>-always`` is
+``<level>`` with the primary switched to ``appendfsync always`` for its turn (CONFIG SET), as the
+embedded Valkey and deploy/redis.conf run it: at ``fsync`` WAITAOF then answers at once instead of
+waiting for Valkey's next background fsync.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--levels", default="local,fsync,fsync-always,replica")
+    parser.add_argument("--levels", default="local,local-always,fsync,fsync-always,replica")
     args = parser.parse_args()
     rows: dict[str, dict] = {}
     with ReplicatedPair() as pair:

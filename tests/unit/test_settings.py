@@ -77,32 +77,23 @@ def test_defaults_without_environment() -> None:
         None,
     )
     assert s.webhooks is True and s.redis_cluster is False
+    assert s.redis_appendfsync == "always"  # the embedded Valkey: no acknowledged write lost if it crashes
     assert s.webhook_allow_networks == () and s.webhook_deny_networks == DENY_NETWORKS
 
 
 def test_every_documented_name_is_read(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("SYNC_PORT", "9000")
     clean_env.setenv("SYNC_WEBHOOK_READ_TIMEOUT_S", "2.5")
-    clean_env.setenv("SYNC_REDIS_APPENDFSYNC", "always")
+    clean_env.setenv("SYNC_REDIS_APPENDFSYNC", "everysec")
     clean_env.setenv("REDIS_URL", "redis://127.0.0.1:7000/0")
     clean_env.setenv("TWILIO_ACCOUNT_SID", "AC1")
     clean_env.setenv("TWILIO_AUTH_TOKEN", "secret")
     clean_env.setenv("SYNC_WEBHOOK_ALLOW_NETWORKS", " 10.0.0.0/8, ,::1/128 ")
     s = Settings.from_env()
-    assert (s.port, s.webhook_read_timeout_s, s.redis_appendfsync) == (9000, 2.5, "always")
+    assert (s.port, s.webhook_read_timeout_s, s.redis_appendfsync) == (9000, 2.5, "everysec")
     assert (s.redis_url, s.account_sid, s.auth_token) == ("redis://127.0.0.1:7000/0", "AC1", "secret")
     assert s.webhook_allow_networks == ("10.0.0.0/8", "::1/128")
     assert "secret" not in repr(s)
-
-
-def test_the_embedded_appendfsync_follows_the_durability_unless_set() -> None:
-    """fsync durability: always (Valkey fsyncs before it answers anyone); otherwise everysec, Valkey's own
-    default; a value given is kept at every level."""
-    assert Settings.from_env(durability="fsync").embedded_appendfsync == "always"
-    assert Settings.from_env(durability="local").embedded_appendfsync == "everysec"
-    assert Settings.from_env(durability="replica").embedded_appendfsync == "everysec"
-    assert Settings.from_env(durability="fsync", redis_appendfsync="everysec").embedded_appendfsync == "everysec"
-    assert Settings.from_env(redis_appendfsync="no").embedded_appendfsync == "no"
 
 
 def test_only_the_exact_names_count(clean_env: pytest.MonkeyPatch) -> None:
