@@ -137,15 +137,15 @@ async def check_durability(raw: Any, durability: Durability) -> None:
 
 # At appendfsync everysec (or no) WAITAOF waits for Valkey's next background fsync: when writes are
 # few (one every 20 ms), that took 26-58 ms at p50 on this box, against 3.2-3.7 ms with always;
-# back to back the two come out alike (tests/bench/durability.py measures both). And Valkey sends each reply and pub/sub
-# message before that fsync (while an earlier fsync runs it even postpones the AOF write, up to
-# 2 s), so a subscriber or a read can see a write that a kill -9 of Valkey then takes back, its
-# event id later reused (never an acknowledged write: that one waited). With always, Valkey writes
-# and fsyncs before it sends anything, so what any client has seen survives the crash.
+# back to back the two come out alike (tests/bench/durability.py measures both). And Valkey sends
+# each reply and pub/sub message before that fsync (while an earlier fsync runs it even postpones the
+# AOF write, up to 2 s), so a subscriber or a read can see a write that a kill -9 of Valkey then
+# takes back, its event id later reused (never an acknowledged write: that one waited). With always,
+# Valkey writes and fsyncs before it sends anything, so what any client has seen survives the crash.
 EVERYSEC_WARNING = (
     "SYNC_DURABILITY=fsync on appendfsync %s: each write waits for Valkey's next background fsync "
     "(tens of ms when writes are few), and subscribers may see a write that a crash of Redis then takes "
-    "back; set appendfsync always on every primary (the embedded Valkey's default at this level)"
+    "back; set appendfsync always on every primary (the embedded Valkey's default)"
 )
 
 
