@@ -611,7 +611,10 @@ def _serve(settings: Settings, url: str) -> None:
     which = (
         f"external Redis at {redacted(settings.redis_url)}"
         if settings.redis_url
-        else (f"embedded Valkey at {url} (data in {Path(settings.data_dir).resolve() / 'redis'})")
+        else (
+            f"embedded Valkey at {url} (data in {Path(settings.data_dir).resolve() / 'redis'}, "
+            f"appendfsync {settings.redis_appendfsync})"
+        )
     )
     print(f"sync-server: using {which}", file=sys.stderr)
     if created and sys.stderr.isatty():  # a secret goes to a person's terminal, never to a log
