@@ -55,6 +55,12 @@ BATCH = 500
 # the log, which batches a burst. Long enough to span a loop turn of a busy process, short enough
 # that a write after a pause (the latency that matters) still skips the read.
 QUIET_S = 0.002
+# A feed whose read of the log failed reads it again after RETRY_S, doubling up to RETRY_MAX_S, for
+# as long as it has readers: the wake-up or reconnect that would otherwise trigger the next read may
+# never come (the writes stopped; after a failover the pub/sub re-route came before the store could
+# answer, and its re-read was the one that failed).
+RETRY_S = 0.25
+RETRY_MAX_S = 4.0
 
 
 def frame(ev: ChangeEvent, base: str) -> Message | None:
@@ -142,6 +148,8 @@ class Feed:
         # this feed existed (or its Service's channel was subscribed); the next activation reads the log
         self.missed = True
         self._delivered = 0.0  # monotonic time of the last dispatch (``take``)
+        self._retry: asyncio.TimerHandle | None = None  # the read again after a failed one (RETRY_S)
+        self._retry_s = 0.0
 
     def recheck(self, identity: str | None) -> None:
         """Re-check the right of ``identity`` (None: of everyone) before the next read of the log."""
@@ -215,11 +223,14 @@ class Feed:
             if self.last_read is not None and any(s.active for s in self.subs):
                 try:
                     batch = await events.read_since(self.hub.store, self.service_sid, self.sid, self.last_read, BATCH)
-                except StoreUnavailableError:  # an outage: Store.health logged it once; a reconnect re-reads
+                except StoreUnavailableError:  # an outage: Store.health logged it once
+                    self._read_again_later()
                     return
-                except Exception:  # Redis trouble: the next wake-up (or reconnect) retries
+                except Exception:  # Redis trouble
                     log.exception("reading the event log of %s failed", self.sid)
+                    self._read_again_later()
                     return
+                self._retry_s = 0.0
                 self._dispatch(batch)
                 if len(batch) == BATCH:
                     self._again = True
@@ -227,6 +238,25 @@ class Feed:
                 self.missed = True
             if not self._again:
                 return
+
+    def _read_again_later(self) -> None:
+        """After a failed read: read again in RETRY_S, twice that after the next failure, up to
+        RETRY_MAX_S (a wake-up or a reconnect meanwhile reads at once, as always)."""
+        if self._retry is not None:
+            return
+        self._retry_s = min(max(self._retry_s * 2, RETRY_S), RETRY_MAX_S)
+        self._retry = asyncio.get_running_loop().call_later(self._retry_s, self._retried)
+
+    def _retried(self) -> None:
+        self._retry = None
+        if self.subs:  # a feed its last reader left is gone from the hub: nothing to read for
+            self.kick()
+
+    def close(self) -> None:
+        """The last reader left: no read again later."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
 
     async def _recheck_subs(self, identities: frozenset[str] | None) -> None:
         results = await asyncio.gather(*(s.recheck(identities) for s in list(self.subs)), return_exceptions=True)
@@ -348,6 +378,7 @@ class Hub:
             feed.subs.discard(sub)
             if not feed.subs:
                 del self.feeds[sub.sid]
+                feed.close()
             await self._unwatch(sub.service_sid)
 
     async def tap(self, service_sid: str, callback: Tap) -> None:
