@@ -230,7 +230,8 @@ class Feed:
                     log.exception("reading the event log of %s failed", self.sid)
                     self._read_again_later()
                     return
-                self._retry_s = 0.0
+                if self._retry_s:  # read after failures: none is due any more
+                    self.stop_retrying()
                 self._dispatch(batch)
                 if len(batch) == BATCH:
                     self._again = True
@@ -249,11 +250,12 @@ class Feed:
 
     def _retried(self) -> None:
         self._retry = None
-        if self.subs:  # a feed its last reader left is gone from the hub: nothing to read for
-            self.kick()
+        self.kick()
 
-    def close(self) -> None:
-        """The last reader left: no read again later."""
+    def stop_retrying(self) -> None:
+        """A read succeeded (a wake-up's, before the timer), or the last reader left: no read again
+        later, and the next failure waits RETRY_S again."""
+        self._retry_s = 0.0
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
@@ -378,7 +380,7 @@ class Hub:
             feed.subs.discard(sub)
             if not feed.subs:
                 del self.feeds[sub.sid]
-                feed.close()
+                feed.stop_retrying()
             await self._unwatch(sub.service_sid)
 
     async def tap(self, service_sid: str, callback: Tap) -> None:

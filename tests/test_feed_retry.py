@@ -84,7 +84,7 @@ def _refused_xranges(admin: Redis) -> int:
 
 
 async def test_no_read_again_for_a_feed_nobody_reads(own_redis: RedisProcess) -> None:
-    """The retry timer goes with the feed's last reader (hub.Feed.close): once the subscriber is
+    """The retry timer goes with the feed's last reader (hub.Feed.stop_retrying): once the subscriber is
     gone, nothing reads the log for it any more."""
     async with subscribed(own_redis) as s:
         s.admin.execute_command("ACL", "SETUSER", "default", "-xrange")
