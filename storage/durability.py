@@ -149,14 +149,9 @@ EVERYSEC_WARNING = (
 )
 
 
-def _config_values(reply: Any) -> set[str]:
-    """The values of one CONFIG GET of one parameter: redis-py answers a dict (or a flat list) for one
-    node and, on a Cluster, a dict of them by node."""
-    if isinstance(reply, dict) and len(reply) == 1 and not isinstance(next(iter(reply.values())), dict | list):
-        reply = list(reply.items())[0]
-    if isinstance(reply, dict):
-        return set().union(*(_config_values(r) for r in reply.values()))
-    if isinstance(reply, list | tuple) and len(reply) == 2:
-        value = reply[1]
-        return {value.decode() if isinstance(value, bytes) else str(value)}
-    raise ValueError(f"unexpected CONFIG GET reply {reply!r}")
+def _config_values(reply: dict[Any, Any]) -> set[str]:
+    """The values of one CONFIG GET of one parameter: redis-py answers ``{name: value}`` for one node
+    and, on a Cluster, ``{node: {name: value}}``."""
+    if reply and all(isinstance(v, dict) for v in reply.values()):
+        return set().union(*(_config_values(by_node) for by_node in reply.values()))
+    return {v.decode() if isinstance(v, bytes) else str(v) for v in reply.values()}
