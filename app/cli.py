@@ -20,7 +20,7 @@ from typing import TextIO
 
 from realtime.tokens import mint
 from storage import NotFoundError, Store, StoreUnavailableError, accounts, services, webhooks
-from storage.embedded import DataDirInUse, EmbeddedRedis
+from storage.embedded import DataDirInUse, EmbeddedRedis, url_file
 from storage.startup import RedisNotReachableError, redacted, when_reachable
 
 from .flags import overrides, settings_parent
@@ -149,15 +149,15 @@ def redis_for(
     if settings.redis_url:
         yield settings.redis_url
         return
-    url_file = Path(settings.data_dir) / "redis" / "url"
-    if not keep_running and url_file.exists():
-        url = url_file.read_text().strip()
+    running = url_file(settings.data_dir)
+    if not keep_running and running.exists():
+        url = running.read_text().strip()
         if _reachable(url):
             yield url
             return
     embedded = EmbeddedRedis(settings.data_dir, settings.redis_port, settings.redis_appendfsync)
     embedded.start()
-    url_file.write_text(embedded.url)
+    running.write_text(embedded.url)
     if on_valkey_lost is not None:
         embedded.supervise(on_valkey_lost, on_restart)
     try:
@@ -165,7 +165,7 @@ def redis_for(
     finally:
         embedded.stop()
         with contextlib.suppress(OSError):
-            url_file.unlink()
+            running.unlink()
 
 
 def check(settings: Settings, args: argparse.Namespace) -> int:
@@ -230,9 +230,9 @@ def _admin_redis(settings: Settings) -> Iterator[str]:
         yield settings.redis_url
         return
     data = Path(settings.data_dir).resolve()
-    url_file = data / "redis" / "url"
-    if url_file.exists():
-        url = url_file.read_text().strip()
+    running = url_file(data)
+    if running.exists():
+        url = running.read_text().strip()
         if _reachable(url):
             _say(f"using the running server's Valkey at {url} (data dir {data})")
             yield url

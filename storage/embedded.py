@@ -61,6 +61,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def url_file(data_dir: str | os.PathLike[str]) -> Path:
+    """Where ``serve`` writes its embedded Valkey's URL while it runs, for the other commands (and a
+    second ``serve``) to find that Valkey: ``<data dir>/redis/url``."""
+    return Path(data_dir) / "redis" / "url"
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

@@ -34,6 +34,7 @@ import httpx
 import pytest
 
 from storage import Store, accounts
+from storage.embedded import url_file
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, SCALE, ServerProcess
 from tests.sdk import Sdk, token
 
@@ -367,7 +368,7 @@ async def test_kill_valkey_and_server_in_turn_loses_nothing_and_heals_itself() -
     tasks: list[asyncio.Task[None]] = []
     faults: list[str] = []
     try:
-        store = await Store.connect((Path(data_dir) / "redis" / "url").read_text().strip())
+        store = await Store.connect(url_file(data_dir).read_text().strip())
         try:
             key = await accounts.create_key(store, ACCOUNT_SID, "chaos")
         finally:

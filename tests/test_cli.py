@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from storage import Store, accounts
+from storage.embedded import url_file
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ON_EVERY_BACKEND, ROOT, Backend, ServerProcess
 
 
@@ -96,7 +97,7 @@ async def _add_account(url: str, sid: str) -> None:
 def test_admin_commands_without_the_servers_env_act_on_its_account_and_create_none() -> None:
     data_dir = tempfile.mkdtemp(prefix="sync-admin-")
     with ServerProcess(data_dir=data_dir) as server:  # started with TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN
-        url = (Path(data_dir) / "redis" / "url").read_text().strip()
+        url = url_file(data_dir).read_text().strip()
         other = "AC" + "e" * 32  # another tenant of the same store: the server's account must still win
         asyncio.run(_add_account(url, other))
         with httpx.Client(base_url=server.base_url, auth=(ACCOUNT_SID, AUTH_TOKEN)) as c:

@@ -13,6 +13,7 @@ import pytest
 from redis import Redis
 
 from storage.durability import EVERYSEC_WARNING
+from storage.embedded import url_file
 from tests.cluster_failover import ReplicatedPair
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, RedisProcess, ServerProcess
 
@@ -35,7 +36,7 @@ def _service(c: httpx.Client) -> str:
 
 def _appendfsync(server: ServerProcess) -> str:
     """The appendfsync of the server's embedded Valkey (its URL is in the data dir)."""
-    url = (Path(server.data_dir) / "redis" / "url").read_text().strip()
+    url = url_file(server.data_dir).read_text().strip()
     with Redis.from_url(url) as valkey:
         return str(valkey.config_get("appendfsync")["appendfsync"])
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from realtime.client import SyncClient
-from storage import Store, accounts
+from storage import Store, accounts, embedded
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, SCALE, ServerProcess
 from tests.sdk import token
 from tests.webhook_receiver import Receiver
@@ -32,7 +32,7 @@ def _exit_code(server: ServerProcess, within: float = 30.0) -> int:
 
 def test_ctrl_c_to_the_process_group_stops_the_server_cleanly_and_valkey_last() -> None:
     data_dir = tempfile.mkdtemp(prefix="sync-ctrl-c-")
-    url_file = Path(data_dir) / "redis" / "url"
+    url_file = embedded.url_file(data_dir)
     server = ServerProcess(data_dir=data_dir, new_session=True).start()
     try:
         with httpx.Client(base_url=server.base_url, auth=AUTH, timeout=10) as c:
@@ -81,7 +81,7 @@ def test_ctrl_c_while_the_workers_are_still_starting_exits_cleanly(after_s: floa
 )
 async def test_shutdown_tells_realtime_clients_to_reconnect_before_the_socket_closes(sig: int, workers: str) -> None:
     data_dir = tempfile.mkdtemp(prefix="sync-sigterm-ws-")
-    url_file = Path(data_dir) / "redis" / "url"
+    url_file = embedded.url_file(data_dir)
     server = ServerProcess(data_dir=data_dir, new_session=True, env={"SYNC_WORKERS": workers}).start()
     try:
         store = await Store.connect(url_file.read_text().strip())
@@ -141,7 +141,7 @@ def test_rest_request_in_flight_when_sigterm_arrives_still_gets_its_answer() -> 
     finally:
         server.stop(signal.SIGKILL)
     assert "Traceback" not in Path(server.log_path).read_text()
-    assert not (Path(data_dir) / "redis" / "url").exists()
+    assert not embedded.url_file(data_dir).exists()
 
 
 async def test_a_webhook_attempt_in_flight_at_sigterm_is_finished_and_recorded() -> None:

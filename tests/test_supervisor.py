@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from storage import Store, accounts
-from storage.embedded import server_binary
+from storage.embedded import server_binary, url_file
 from tests.helpers import ACCOUNT_SID, AUTH_TOKEN, ROOT, SCALE, ServerProcess
 from tests.sdk import token
 from tests.webhook_receiver import Receiver
@@ -131,7 +131,7 @@ async def test_realtime_and_webhooks_resume_after_valkey_is_restarted() -> None:
     receiver = await Receiver().start()
     server = ServerProcess(data_dir=data_dir).start()
     try:
-        url = (Path(data_dir) / "redis" / "url").read_text().strip()
+        url = url_file(data_dir).read_text().strip()
         store = await Store.connect(url)
         try:
             key = await accounts.create_key(store, ACCOUNT_SID, "supervisor test")
