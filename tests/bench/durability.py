@@ -50,8 +50,7 @@ def main() -> None:
     parser.add_argument("--levels", default="local,local-always,fsync,fsync-always,replica")
     args = parser.parse_args()
     rows: dict[str, dict] = {}
-    with ReplicatedPair() as pair:
-        primary = redis.Redis.from_url(pair.url)
+    with ReplicatedPair() as pair, redis.Redis.from_url(pair.url) as primary:
         for level in args.levels.split(","):
             durability, _, policy = level.partition("-")
             primary.config_set("appendfsync", policy or "everysec")
