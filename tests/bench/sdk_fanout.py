@@ -70,7 +70,7 @@ class SdkClients:
         msg = self._read()
         return msg["ready"], msg["last"] - msg["first"]
 
-    def start(self, acking: bool) -> None:
+    def start(self, acking: bool, sample_all: bool = False) -> None:
         self._send({"op": "start"})
 
     def report(self, expected: int) -> dict[str, Any]:
