@@ -16,7 +16,7 @@ from starlette.requests import Request
 
 from storage import Kind, limits, paging
 from storage.errors import InvalidInputError
-from storage.limits import MAX_DATA
+from storage.limits import MAX_DATA, MAX_DEBOUNCING_WINDOW_MS, MIN_DEBOUNCING_WINDOW_MS
 from storage.paging import Cursor
 from storage.wire import errors
 from storage.wire.errors import TwilioError
@@ -226,7 +226,7 @@ def debouncing_window(values: Mapping[str, Any]) -> int | None:
     raw = values.get("ReachabilityDebouncingWindow")
     if raw is None:
         return None
-    if not limits.is_count(raw) or not 1000 <= int(raw) <= 30000:
+    if not limits.is_count(raw) or not MIN_DEBOUNCING_WINDOW_MS <= int(raw) <= MAX_DEBOUNCING_WINDOW_MS:
         raise errors.INVALID_DEBOUNCING_WINDOW()
     return int(raw)
 

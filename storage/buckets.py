@@ -118,6 +118,20 @@ async def due_in(
     return [(b, [text(m) for m in due]) for b, due in zip(order, replies, strict=True)]
 
 
+async def earliest_in(store: Store, bucket_key: Callable[[int], str], held: Iterable[int]) -> dict[int, int]:
+    """Per bucket of ``held`` whose work list has any member, the earliest score (a time in ms), all
+    buckets in one pipeline: what a poller reads to know when to look again, one member per bucket
+    whatever the lists hold (``due_in`` then reads the due ones of the buckets that have some)."""
+    order = sorted(held)
+    if not order:
+        return {}
+    async with store.redis.pipeline(transaction=False) as p:
+        for b in order:
+            p.zrange(bucket_key(b), 0, 0, withscores=True)
+        replies: list[list[tuple[bytes, float]]] = await p.execute()
+    return {b: int(head[0][1]) for b, head in zip(order, replies, strict=True) if head}
+
+
 async def members_in(store: Store, bucket_key: Callable[[int], str], held: Iterable[int]) -> list[str]:
     """Every member of the work-list sets of ``held`` (bucket order), in one pipeline (see ``due_in``)."""
     order = sorted(held)

@@ -19,6 +19,8 @@ MAX_TTL = 31_536_000  # one year, in seconds; 0 = never expires
 MAX_PAGE = 1000  # page size
 MAX_DEPTH = 100  # nesting of objects and arrays in data: far below Python's recursion limit
 MAX_INDEX = 2**63 - 1  # a List item index is a Valkey integer
+MIN_DEBOUNCING_WINDOW_MS = 1_000  # a Service's ReachabilityDebouncingWindow (Twilio's range)
+MAX_DEBOUNCING_WINDOW_MS = 30_000
 
 
 def compact_data(value: Any, limit: int = MAX_DATA) -> str:

@@ -6,14 +6,16 @@ tests call it on the real Redis, and the running server's worker delivers the we
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from storage import Store
-from storage.reachability import record_endpoint
-from tests.helpers import ACCOUNT_SID, ON_EVERY_BACKEND
+from storage import Store, keys
+from storage.clock import now_ms
+from storage.reachability import POLL_S, fire_due, record_endpoint
+from tests.helpers import ACCOUNT_SID, ON_EVERY_BACKEND, SCALE
 from tests.webhook_receiver import Receiver
 
 pytestmark = ON_EVERY_BACKEND
@@ -95,3 +97,35 @@ async def test_debouncing_waits_for_the_identitys_last_endpoint(http, store: Sto
         ("endpoint_connected", "dave", "ep2"),
         ("endpoint_disconnected", "dave", "ep2"),
     ]
+
+
+async def test_a_debounced_disconnect_fires_when_its_window_ends(http, store: Store, receiver: Receiver) -> None:
+    """The worker waits for the disconnect's due time itself (storage.reachability.fire_due), not
+    for its next look: on time, neither before the window ends nor a look's period after it."""
+    service = await reachable_service(
+        http, receiver.url, ReachabilityDebouncingEnabled="true", ReachabilityDebouncingWindow="1000"
+    )
+    await record_endpoint(store, service, "erin", "ep1", True)
+    await receiver.wait_for(1)
+    start = time.monotonic()
+    await record_endpoint(store, service, "erin", "ep1", False)
+    assert seen(await receiver.wait_for(2))[1] == ("endpoint_disconnected", "erin", "ep1")
+    took = time.monotonic() - start
+    assert 0.99 <= took < 1.0 + 0.35 * SCALE, took
+
+
+async def test_fire_due_says_how_long_the_worker_may_wait(store: Store) -> None:
+    """Until the earliest pending disconnect of the buckets looked at is due, at most POLL_S; at
+    once after firing. Bucket 99 is no process's (there are keys.BUCKETS), so only this test
+    writes and fires its list."""
+    bucket, sid = 99, "IS" + "9" * 32
+    await store.redis.delete(keys.reach_due(bucket))
+    assert await fire_due(store, [bucket]) == POLL_S  # nothing pending
+    await store.redis.zadd(keys.reach_due(bucket), {sid: now_ms() + 300})
+    assert 0.2 < await fire_due(store, [bucket]) <= 0.3  # sooner than POLL_S: when it is due
+    await store.redis.zadd(keys.reach_due(bucket), {sid: now_ms() + 5000})
+    assert await fire_due(store, [bucket]) == POLL_S  # later than POLL_S: look again before then
+    await store.redis.zadd(keys.reach_due(bucket), {sid: now_ms() - 1})
+    assert await fire_due(store, [bucket]) == 0.0  # fired (a Service without pending disconnects)
+    assert await store.redis.zcard(keys.reach_due(bucket)) == 0
+    assert await fire_due(store, [bucket]) == POLL_S

@@ -234,17 +234,22 @@ class WebhookWorker:
         while not self._stop.is_set():
             try:
                 held = set(self.buckets.held)
-                await reachability.fire_due(self.store, held)
+                wait = await reachability.fire_due(self.store, held)  # until the next is due, at most POLL_S
                 if self._rescan.is_set() or time.monotonic() - last >= self.options.scan_interval_s:
                     self._rescan.clear()
                     last = time.monotonic()
                     for sid in await webhooks.services_with_work(self.store, held):
                         self.kick(sid)
+                wait = min(wait, last + self.options.scan_interval_s - time.monotonic())
             except StoreUnavailableError:  # an outage: Store.health logged it once
-                pass
+                await self._sleep(reachability.POLL_S)
+                continue
             except Exception:
                 log.exception("webhook scan failed")
-            await self._sleep(min(0.2, self.options.scan_interval_s))
+                await self._sleep(reachability.POLL_S)
+                continue
+            with contextlib.suppress(TimeoutError):  # a rescan asked for meanwhile cuts the wait short
+                await asyncio.wait_for(self._rescan.wait(), timeout=max(0.0, wait))
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -29,7 +29,7 @@ from ..errors import (
     TooLargeError,
 )
 from ..kinds import Kind
-from ..limits import MAX_NAME, MAX_PAGE, MAX_TTL
+from ..limits import MAX_DEBOUNCING_WINDOW_MS, MAX_NAME, MAX_PAGE, MAX_TTL, MIN_DEBOUNCING_WINDOW_MS
 
 
 class TwilioError(Exception):
@@ -105,7 +105,10 @@ INVALID_WEBHOOK_URL = ErrorSpec(
     400, 54051, "Invalid WebhookUrl: must be an absolute http(s) URL of at most 512 characters"
 )
 INVALID_DEBOUNCING_WINDOW = ErrorSpec(
-    400, 54052, "Invalid ReachabilityDebouncingWindow: must be 1000 to 30000 milliseconds"
+    400,
+    54052,
+    f"Invalid ReachabilityDebouncingWindow: must be {MIN_DEBOUNCING_WINDOW_MS} to {MAX_DEBOUNCING_WINDOW_MS}"
+    " milliseconds",
 )
 INVALID_FRIENDLY_NAME = ErrorSpec(400, 54053, "Invalid FriendlyName: must be 1 to 255 characters")
 DOCUMENT_NOT_FOUND = ErrorSpec(404, 54100, "Document not found")

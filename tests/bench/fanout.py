@@ -929,7 +929,8 @@ def main() -> None:
         sys.exit(1)
     print(
         "\nnothing lost: every subscriber ended at the last write and got each write at most once (in order:"
-        " all in the paced phases, one in 10 in the bursts); every state one did not see was a Document state the server conflated (skipped = conflated)"
+        " all in the paced phases, one in 10 in the bursts); every state one did not see was a Document state"
+        " the server conflated (skipped = conflated)"
     )
 
 
