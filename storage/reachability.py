@@ -16,8 +16,8 @@ webhook worker for the buckets it holds) reads the earliest entry of each bucket
 and tells the worker when to look again: when the earliest pending one is due, and at the latest
 after ``POLL_S``. A disconnect recorded after a look is due a whole debouncing window later (at
 least ``MIN_DEBOUNCING_WINDOW_MS``, longer than ``POLL_S``), so the next look sees it before it is
-due and the worker then waits for it exactly: fired on time, with a look every ``POLL_S`` when
-nothing is pending (every 0.2 s before, most of an idle server's CPU).
+due and the worker then waits for it exactly: fired on time, with one look every ``POLL_S`` when
+nothing is pending.
 Firing removes the entry in the same script, so several workers never fire one twice.
 """
 
