@@ -24,11 +24,12 @@ import logging
 import random
 import uuid
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from . import keys
 from .clock import now_ms
 from .errors import StoreUnavailableError
-from .redis_client import text
+from .redis_client import RedisPipeline, text
 from .store import Store
 
 log = logging.getLogger("sync.storage.buckets")
@@ -100,48 +101,45 @@ class BucketLeases:
             await self.release_all()
 
 
+async def _per_bucket(
+    store: Store, held: Iterable[int], command: Callable[[RedisPipeline, int], object]
+) -> list[tuple[int, Any]]:
+    """``command(pipeline, bucket)`` queued for each bucket of ``held`` (in order), all in one
+    pipeline: (bucket, reply) pairs. Why one round trip: these lists are read several times a second
+    per process whether or not anything is due, and a command costs a process far more than its
+    bytes (a pipeline of 16 reads costs about what two commands do)."""
+    order = sorted(held)
+    if not order:
+        return []
+    async with store.redis.pipeline(transaction=False) as p:
+        for b in order:
+            command(p, b)
+        replies = await p.execute()
+    return list(zip(order, replies, strict=True))
+
+
 async def due_in(
     store: Store, bucket_key: Callable[[int], str], held: Iterable[int], batch: int
 ) -> list[tuple[int, list[str]]]:
     """Per bucket of ``held`` (in order), up to ``batch`` members of its work list whose score
-    (a time in ms) has come, all buckets in one pipeline. Why one round trip: these lists are read
-    several times a second per process whether or not anything is due, and a command costs a
-    process far more than its bytes (a pipeline of 16 reads costs about what two commands do)."""
-    order = sorted(held)
-    if not order:
-        return []
+    (a time in ms) has come."""
     now = now_ms()
-    async with store.redis.pipeline(transaction=False) as p:
-        for b in order:
-            p.zrangebyscore(bucket_key(b), "-inf", now, start=0, num=batch)
-        replies: list[list[bytes]] = await p.execute()
-    return [(b, [text(m) for m in due]) for b, due in zip(order, replies, strict=True)]
+    due = await _per_bucket(store, held, lambda p, b: p.zrangebyscore(bucket_key(b), "-inf", now, start=0, num=batch))
+    return [(b, [text(m) for m in members]) for b, members in due]
 
 
 async def earliest_in(store: Store, bucket_key: Callable[[int], str], held: Iterable[int]) -> dict[int, int]:
-    """Per bucket of ``held`` whose work list has any member, the earliest score (a time in ms), all
-    buckets in one pipeline: what a poller reads to know when to look again, one member per bucket
-    whatever the lists hold (``due_in`` then reads the due ones of the buckets that have some)."""
-    order = sorted(held)
-    if not order:
-        return {}
-    async with store.redis.pipeline(transaction=False) as p:
-        for b in order:
-            p.zrange(bucket_key(b), 0, 0, withscores=True)
-        replies: list[list[tuple[bytes, float]]] = await p.execute()
-    return {b: int(head[0][1]) for b, head in zip(order, replies, strict=True) if head}
+    """Per bucket of ``held`` whose work list has any member, the earliest score (a time in ms): what
+    a poller reads to know when to look again, one member per bucket whatever the lists hold
+    (``due_in`` then reads the due ones of the buckets that have some)."""
+    heads = await _per_bucket(store, held, lambda p, b: p.zrange(bucket_key(b), 0, 0, withscores=True))
+    return {b: int(head[0][1]) for b, head in heads if head}
 
 
 async def members_in(store: Store, bucket_key: Callable[[int], str], held: Iterable[int]) -> list[str]:
-    """Every member of the work-list sets of ``held`` (bucket order), in one pipeline (see ``due_in``)."""
-    order = sorted(held)
-    if not order:
-        return []
-    async with store.redis.pipeline(transaction=False) as p:
-        for b in order:
-            p.smembers(bucket_key(b))
-        replies: list[set[bytes]] = await p.execute()
-    return [text(m) for members in replies for m in sorted(members)]
+    """Every member of the work-list sets of ``held`` (bucket order)."""
+    sets = await _per_bucket(store, held, lambda p, b: p.smembers(bucket_key(b)))
+    return [text(m) for _, members in sets for m in sorted(members)]
 
 
 async def migrate(store: Store) -> int:
