@@ -21,8 +21,10 @@ Each server gets, per N:
     never answer, then with subscribers that ack every notification as twilio-sync 4.0.1 does (a
     binary twilsock ``reply`` frame with the notification's id, header in the SDK's key order);
   * paced: --rate deliveries/s offered (--rate/N writes/s, at least 6 writes); publish→receipt
-    p50/p99 (each write carries its wall-clock send time); run before the acking burst (once a
-    client acknowledges, sync-server holds it to SYNC_WS_ACK_WINDOW unacknowledged events);
+    p50/p99 (each write carries its wall-clock send time), and when a write reached its first and
+    its last subscriber (``receipts first–last``, medians over the writes: whether a server is late
+    to start its fan-out or slow to finish it); run before the acking burst (once a client
+    acknowledges, sync-server holds it to SYNC_WS_ACK_WINDOW unacknowledged events);
   * idle memory again with a fresh server and clients that offer permessage-deflate (as Node's ws
     under the SDK and browsers do; --compression: offered in every phase; --server-compression:
     both servers accept it, sync-server with SYNC_WS_COMPRESSION, the reference with websockets'
@@ -45,11 +47,11 @@ The table prints each sync-server figure followed by its ratio to the reference'
 --latency-rounds K: the paced phase alone, in turns. Both servers run at once, each with its own N
 subscribers, and after a 2 s window each that is not counted (a server's first writes after the
 connects are slower) take K rounds of paced windows each (--paced-seconds long; reference then
-sync-server, then the other way round, and so on); the figure is the median of the rounds' p50 and
-p99 ratios, with the lowest and highest. This machine's latency drifts by more than a tenth of a
-millisecond from one minute to the next, as much as a change to the write path may save; the
-ratio of windows a few seconds apart, taken in turns, drifts far less than that of two runs made
-minutes apart (the rest of the run is skipped).
+sync-server, then the other way round, and so on); the figure is the median of the rounds' p50,
+p99, first-receipt and last-receipt ratios, with the lowest and highest. This machine's latency
+drifts by more than a tenth of a millisecond from one minute to the next, as much as a change to
+the write path may save; the ratio of windows a few seconds apart, taken in turns, drifts far less
+than that of two runs made minutes apart (the rest of the run is skipped).
 """
 
 from __future__ import annotations
@@ -269,7 +271,14 @@ class Sub(asyncio.Protocol):
                 if self.sample or child.sample_all:
                     m = _T.search(raw)
                     if m:
-                        child.lat.append((time.time() - float(m[1])) * 1000)
+                        ms = (time.time() - float(m[1])) * 1000
+                        child.lat.append(ms)
+                        if child.sample_all:  # the write's first and last receipt here (its send time names it)
+                            seen = child.spread.get(m[1])
+                            if seen is None:
+                                child.spread[m[1]] = [ms, ms]
+                            else:
+                                seen[0], seen[1] = min(seen[0], ms), max(seen[1], ms)
                     m = _EVENT_ID.search(raw)
                     n = int(m[1]) if m else -1
                     if n <= self.last_n:
@@ -327,6 +336,7 @@ class Child:
     last_recv: float = 0.0
     lost: int = 0
     lat: list[float] = field(default_factory=list)
+    spread: dict[bytes, list[float]] = field(default_factory=dict)  # paced: write -> [first, last] receipt ms
 
 
 def _child(
@@ -361,6 +371,7 @@ def _child(
                 for s in subs:
                     s.count, s.last_n, s.disorder, s.last = 0, -1, 0, b""
                 child.lat, child.acking, child.sample_all, child.recording = [], rest[0], rest[1], True
+                child.spread = {}
                 child.last_recv = 0.0
             elif op == "report":  # wait until every subscriber has every write, or nothing moves for 3 s
                 expected = rest[0]
@@ -376,7 +387,8 @@ def _child(
                 child.recording = False
                 ends = [(s.count, _last_event_id(s.last)) for s in subs]  # where each subscriber ended
                 disorder = sum(s.disorder for s in subs)
-                out.put(("report", total, child.last_recv, child.lat, ends, disorder, child.lost))
+                spread = [(t, v[0], v[1]) for t, v in child.spread.items()]
+                out.put(("report", total, child.last_recv, child.lat, ends, disorder, child.lost, spread))
             elif op == "stop":
                 child.stopping = True
                 for s in subs:
@@ -423,14 +435,21 @@ class Clients:
             q.put(("report", expected))
         agg: dict[str, Any] = {"total": 0, "last": 0.0, "lat": [], "disorder": 0, "lost": 0}
         ends: list[tuple[int, int]] = []
+        spread: dict[bytes, tuple[float, float]] = {}
         for out in self.outs:
-            _, total, last, lat, child_ends, disorder, lost = out.get(timeout=600)
+            _, total, last, lat, child_ends, disorder, lost, child_spread = out.get(timeout=600)
+            for t, first, final in child_spread:  # the write's receipts over every client process
+                was = spread.get(t)
+                spread[t] = (first, final) if was is None else (min(was[0], first), max(was[1], final))
             agg["total"] += total
             agg["last"] = max(agg["last"], last)
             agg["lat"] += lat
             ends += child_ends
             agg["disorder"] += disorder
             agg["lost"] += lost
+        if spread:
+            agg["first"] = statistics.median(v[0] for v in spread.values())
+            agg["final"] = statistics.median(v[1] for v in spread.values())
         return agg | endings(ends, expected)
 
     def stop(self) -> None:
@@ -640,13 +659,18 @@ def write_phase(
         "writes": written,
         "total": total,
     }
+    spread = ""
+    if "first" in agg:  # paced: when a write's first and last subscriber had it (medians over the writes)
+        fig["first"], fig["final"] = agg["first"], agg["final"]
+        spread = f" receipts {fig['first']:.1f}–{fig['final']:.1f} ms"
     skipped = f" skipped={agg['skipped']}" if "skipped" in agg else ""  # states never seen (conflated)
     if conflated is not None:
         skipped += f" conflated={conflated}"  # what the server says it conflated meanwhile
     print(
         f"  {target.name:11s} N={n:<5d} {label:9s} writes={written:<6d} deliveries={total}/{written * n}{skipped} "
         f"({fig['rate']:,.0f}/s)  cpu/delivery={fig['cpu_us']:.1f} µs  "
-        f"write calls/delivery={fig['writes_per_delivery']:.2f}  p50={fig['p50']:.1f} ms p99={fig['p99']:.1f} ms",
+        f"write calls/delivery={fig['writes_per_delivery']:.2f}  p50={fig['p50']:.1f} ms p99={fig['p99']:.1f} ms"
+        + spread,
         flush=True,
     )
     problems = []
@@ -719,7 +743,8 @@ def latency_rounds(
     ]
     groups: list[Clients] = []
     failures: list[str] = []
-    ratios: dict[str, list[float]] = {"p50": [], "p99": []}
+    # p50, p99 of every receipt; first, final: of a write's first and last receipt (median over writes)
+    ratios: dict[str, list[float]] = {"p50": [], "p99": [], "first": [], "final": []}
     try:
         time.sleep(1.0)
         for target in targets:
@@ -743,8 +768,9 @@ def latency_rounds(
                 if problems:
                     failures.append(f"{target.name} N={n} round {r + 1}: " + ", ".join(problems))
             for key in ratios:
-                ratios[key].append(figs[1][key] / figs[0][key])
-            last = ", ".join(f"{key} {v[-1]:.2f}x" for key, v in ratios.items())
+                if key in figs[0] and key in figs[1]:
+                    ratios[key].append(figs[1][key] / figs[0][key])
+            last = ", ".join(f"{key} {v[-1]:.2f}x" for key, v in ratios.items() if v)
             print(f"  round {r + 1}: sync-server ÷ reference {last}", flush=True)
     finally:
         for group in groups:
@@ -753,7 +779,7 @@ def latency_rounds(
             target.stop()
     print(
         f"N={n:,}: sync-server ÷ reference over {args.latency_rounds} rounds, median [lowest–highest]: "
-        + ", ".join(f"{key} {statistics.median(v):.2f}x [{min(v):.2f}–{max(v):.2f}]" for key, v in ratios.items()),
+        + ", ".join(f"{key} {statistics.median(v):.2f}x [{min(v):.2f}–{max(v):.2f}]" for key, v in ratios.items() if v),
         flush=True,
     )
     return failures
