@@ -147,6 +147,12 @@ def percentile(values: list[float], p: float) -> float:
 # -- subscriber processes: a raw WebSocket client ---------------------------------------------------
 
 
+def widen(spread: dict[bytes, tuple[float, float]], write: bytes, first: float, last: float) -> None:
+    """Widen ``write``'s (first, last) receipt times to take in ``first`` and ``last``."""
+    was = spread.get(write)
+    spread[write] = (first, last) if was is None else (min(was[0], first), max(was[1], last))
+
+
 def ws_frame(payload: bytes, opcode: int = 2) -> bytes:
     """A client frame, masked with the all-zero key (legal, and the payload stays as it is)."""
     n = len(payload)
@@ -274,11 +280,7 @@ class Sub(asyncio.Protocol):
                         ms = (time.time() - float(m[1])) * 1000
                         child.lat.append(ms)
                         if child.sample_all:  # the write's first and last receipt here (its send time names it)
-                            seen = child.spread.get(m[1])
-                            if seen is None:
-                                child.spread[m[1]] = [ms, ms]
-                            else:
-                                seen[0], seen[1] = min(seen[0], ms), max(seen[1], ms)
+                            widen(child.spread, m[1], ms, ms)
                     m = _EVENT_ID.search(raw)
                     n = int(m[1]) if m else -1
                     if n <= self.last_n:
@@ -336,7 +338,7 @@ class Child:
     last_recv: float = 0.0
     lost: int = 0
     lat: list[float] = field(default_factory=list)
-    spread: dict[bytes, list[float]] = field(default_factory=dict)  # paced: write -> [first, last] receipt ms
+    spread: dict[bytes, tuple[float, float]] = field(default_factory=dict)  # paced: write -> (first, last) ms
 
 
 def _child(
@@ -387,7 +389,7 @@ def _child(
                 child.recording = False
                 ends = [(s.count, _last_event_id(s.last)) for s in subs]  # where each subscriber ended
                 disorder = sum(s.disorder for s in subs)
-                spread = [(t, v[0], v[1]) for t, v in child.spread.items()]
+                spread = list(child.spread.items())
                 out.put(("report", total, child.last_recv, child.lat, ends, disorder, child.lost, spread))
             elif op == "stop":
                 child.stopping = True
@@ -438,9 +440,8 @@ class Clients:
         spread: dict[bytes, tuple[float, float]] = {}
         for out in self.outs:
             _, total, last, lat, child_ends, disorder, lost, child_spread = out.get(timeout=600)
-            for t, first, final in child_spread:  # the write's receipts over every client process
-                was = spread.get(t)
-                spread[t] = (first, final) if was is None else (min(was[0], first), max(was[1], final))
+            for t, (first, final) in child_spread:  # the write's receipts over every client process
+                widen(spread, t, first, final)
             agg["total"] += total
             agg["last"] = max(agg["last"], last)
             agg["lat"] += lat
